@@ -1,0 +1,62 @@
+"""One error hierarchy. Each error carries a stable `code` that users and tests can match on."""
+
+from __future__ import annotations
+
+
+class RmscoreError(Exception):
+    """Base of every error rmscore raises on purpose."""
+
+    code = "error"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InputError(RmscoreError):
+    """One input line (or request item) cannot be scored as given."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class ConfigError(RmscoreError):
+    code = "config_error"
+    http_status = 500
+
+
+class NotFound(RmscoreError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(RmscoreError):
+    code = "conflict"
+    http_status = 409
+
+
+class TooLarge(RmscoreError):
+    code = "too_large"
+    http_status = 413
+
+
+class Overloaded(RmscoreError):
+    code = "overloaded"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unauthorized(RmscoreError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class BadRequest(RmscoreError):
+    code = "bad_request"
+    http_status = 400

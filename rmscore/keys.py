@@ -1,0 +1,34 @@
+"""Every Redis key and Celery queue name rmscore uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "rmscore"
+TASK_SCORE_CHUNK = "rmscore.score_chunk"
+TASK_SCORE_SYNC = "rmscore.score_sync"
+
+
+def score_queue(model_name: str) -> str:
+    """Batch work for one model: only workers holding that model consume it."""
+    return f"score.{model_name}"
+
+
+def sync_queue(model_name: str) -> str:
+    """Interactive `POST /v1/score` requests; workers poll it ahead of the batch queue."""
+    return f"score.{model_name}.sync"
+
+
+def chunk_enqueued(chunk_id: int) -> str:
+    """Set when a chunk's message is handed to the broker, deleted when a worker leases it.
+
+    Lives in the broker's Redis, so a FLUSHALL or a restart without persistence wipes it together
+    with the messages: a queued chunk without this key is one the broker no longer knows.
+    """
+    return f"{PREFIX}:chunk:{chunk_id}:enqueued"
+
+
+def worker_heartbeat(worker_name: str) -> str:
+    return f"{PREFIX}:worker:{worker_name}:heartbeat"
+
+
+WORKER_HEARTBEAT_PATTERN = f"{PREFIX}:worker:*:heartbeat"
+RECONCILE_LOCK = f"{PREFIX}:reconcile:lock"

@@ -1,0 +1,109 @@
+"""One Settings class, read from RMSCORE_* environment variables; bad config fails at start-up."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
+
+
+def model_name(model: str) -> str:
+    """The short name a model is known by in queues, jobs and Flower: the last path part, slugged.
+
+    `NCSOFT/Llama-3-OffsetBias-RM-8B` -> `llama-3-offsetbias-rm-8b`, `./models/tiny` -> `tiny`.
+    """
+    last = model.rstrip("/").rsplit("/", 1)[-1]
+    slug = re.sub(r"[^a-z0-9._-]+", "-", last.lower()).strip("-.")
+    if not slug:
+        raise ValueError(f"cannot derive a model name from {model!r}")
+    return slug
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RMSCORE_", env_file=".env", extra="ignore")
+
+    # Model served by `rmscore worker` and used when a job names none.
+    model: str = DEFAULT_MODEL
+    # Extra models the operator allows jobs to name (ids or paths); `model` is always allowed.
+    models: list[str] = Field(default_factory=list)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_tokens: int | None = Field(default=None, ge=16)
+    max_batch_size: int = Field(default=256, ge=1)
+    overflow: Literal["truncate", "error"] = "truncate"
+
+    database_url: str = "sqlite:///./rmscore.db"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None
+
+    chunk_size: int = Field(default=256, ge=1)
+    chunk_max_tokens: int = Field(default=262_144, ge=1)
+    lease_seconds: int = Field(default=600, ge=5)
+    max_attempts: int = Field(default=3, ge=1)
+    reconcile_interval: float = Field(default=30.0, gt=0)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_ttl: float = Field(default=30.0, gt=0)
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    api_url: str | None = None
+    api_key: str | None = None
+    auth: Literal["enabled", "disabled"] = "enabled"
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_items_per_job: int = Field(default=5_000_000, ge=1)
+    max_line_bytes: int = Field(default=1_000_000, ge=64)
+    max_turns: int = Field(default=512, ge=1)
+    sync_max_items: int = Field(default=64, ge=1)
+    sync_timeout: float = Field(default=60.0, gt=0)
+
+    flower_basic_auth: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, v: str) -> str:
+        if not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("RMSCORE_DATABASE_URL must be sqlite:///… or postgresql+psycopg://…")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_broker(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://")):
+            raise ValueError("RMSCORE_BROKER_URL must be redis://… or rediss://…")
+        return v
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_password(cls, v: str | None) -> str | None:
+        if v is not None and (":" not in v or v.startswith(":") or v.endswith(":")):
+            raise ValueError("RMSCORE_FLOWER_BASIC_AUTH must be user:password")
+        return v
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Settings:
+        names = [model_name(m) for m in self.allowed_models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two configured models share a name: {names}")
+        return self
+
+    @property
+    def allowed_models(self) -> list[str]:
+        return [self.model, *[m for m in self.models if m != self.model]]
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        """Short name -> model id or path, for every model jobs may name."""
+        return {model_name(m): m for m in self.allowed_models}
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
