@@ -248,8 +248,10 @@ def _pair(obj: dict[str, Any], max_turns: int) -> tuple[Conversation, Conversati
         rejected = split_hh(_text(obj["rejected"], "rejected"), "rejected")
     else:
         p = obj["prompt"]
-        prompt = [{"role": "user", "content": _text(p, "prompt")}] if isinstance(p, str) else (
-            _messages(p, "prompt", max_turns)
+        prompt = (
+            [{"role": "user", "content": _text(p, "prompt")}]
+            if isinstance(p, str)
+            else (_messages(p, "prompt", max_turns))
         )
         chosen = prompt + _reply(obj["chosen"], "chosen", max_turns)
         rejected = prompt + _reply(obj["rejected"], "rejected", max_turns)
@@ -272,7 +274,9 @@ def parse_line(
     max_turns: int = DEFAULT_MAX_TURNS,
 ) -> Parsed:
     if len(raw) > max_line_bytes:
-        return LineError(line, None, "line_too_long", f"line is {len(raw)} bytes; the limit is {max_line_bytes}")
+        return LineError(
+            line, None, "line_too_long", f"line is {len(raw)} bytes; the limit is {max_line_bytes}"
+        )
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -374,7 +378,13 @@ def error_record(line: int, custom_id: str | None, code: str, message: str) -> d
 def chat_record(
     line: int, custom_id: str | None, score: float, num_tokens: int, truncated: bool
 ) -> dict[str, Any]:
-    return {"line": line, "custom_id": custom_id, "score": score, "num_tokens": num_tokens, "truncated": truncated}
+    return {
+        "line": line,
+        "custom_id": custom_id,
+        "score": score,
+        "num_tokens": num_tokens,
+        "truncated": truncated,
+    }
 
 
 def pair_record(

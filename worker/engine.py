@@ -1,14 +1,32 @@
-"""STUB — interface only; being implemented. Do not edit (owned by the engine author)."""
+"""The scoring engine: one loaded reward model, fed length-sorted micro-batches under a token budget.
+
+Semantics are the model card's (see `worker.render`): the score is the raw logit of the single
+output at the last real token, no sigmoid. The engine reads that logit from the base model's hidden
+state at each row's own last position rather than letting the model find it through pad ids, so a
+missing pad token, or a pad-token string typed by a user, can never move the pooled position.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rmscore.formats import Conversation
+import torch
 
+from rmscore.formats import Conversation
+from worker.batching import pack
+from worker.render import Encoded, Renderer
+
+log = logging.getLogger(__name__)
 Overflow = Literal["truncate", "error"]
+
+# Budgets (batch size x longest sequence). On a 2-core CPU, 512-2048 tokens beat 8192 (the batch's
+# activations stay in cache); a GPU needs big batches to fill its cores. See README, Performance.
+DEFAULT_BUDGET = {"cpu": 1024, "cuda": 32768}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(slots=True)
@@ -31,11 +49,26 @@ class EngineStats:
     padded_tokens: int = 0  # batch_size x longest, summed over batches
     batches: int = 0
     oom_splits: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # time inside forward passes
 
     @property
     def padding_efficiency(self) -> float:
         return self.tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto, {', '.join(DTYPES)}") from None
 
 
 @dataclass
@@ -49,6 +82,11 @@ class Engine:
     max_batch_size: int
     overflow: Overflow
     stats: EngineStats = field(default_factory=EngineStats)
+    revision: str | None = None
+    _model: Any = field(default=None, repr=False)
+    _renderer: Renderer | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ construction
 
     @classmethod
     def load(
@@ -61,18 +99,158 @@ class Engine:
         max_batch_size: int = 256,
         overflow: Overflow = "truncate",
     ) -> Engine:
-        raise NotImplementedError
+        """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        hf_model = AutoModelForSequenceClassification.from_pretrained(
+            model, dtype=torch_dtype, attn_implementation="sdpa"
+        )
+        return cls.from_model(
+            hf_model,
+            tokenizer,
+            model=model,
+            device=str(dev),
+            max_batch_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size,
+            overflow=overflow,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        hf_model: Any,
+        tokenizer: Any,
+        *,
+        model: str = "in-memory",
+        device: str = "auto",
+        max_batch_tokens: int | None = None,
+        max_batch_size: int = 256,
+        overflow: Overflow = "truncate",
+    ) -> Engine:
+        """Wrap an already-loaded model (benchmarks build one in memory)."""
+        from rmscore.settings import model_name
+
+        dev = resolve_device(device)
+        if getattr(hf_model.config, "num_labels", 1) != 1:
+            raise ValueError(f"{model} has {hf_model.config.num_labels} labels; a reward model has one")
+        hf_model = hf_model.to(dev).eval()
+        max_length = int(min(tokenizer.model_max_length, 1_000_000))
+        budget = max_batch_tokens or DEFAULT_BUDGET.get(dev.type, DEFAULT_BUDGET["cuda"])
+        engine = cls(
+            model=model,
+            name=model_name(model),
+            device=str(dev),
+            dtype=str(next(hf_model.parameters()).dtype).removeprefix("torch."),
+            max_length=max_length,
+            max_batch_tokens=max(budget, 1),
+            max_batch_size=max_batch_size,
+            overflow=overflow,
+            revision=getattr(hf_model.config, "_commit_hash", None),
+        )
+        engine._model = hf_model
+        engine._renderer = Renderer(tokenizer, max_length)
+        return engine
 
     @property
     def identity(self) -> dict[str, Any]:
-        """model id, revision, dtype, max_length: what makes two scores comparable."""
-        raise NotImplementedError
+        """What makes two scores comparable: same model, revision, dtype and max_length."""
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "max_length": self.max_length,
+        }
+
+    @property
+    def renderer(self) -> Renderer:
+        assert self._renderer is not None, "engine not loaded"
+        return self._renderer
 
     def warmup(self) -> None:
-        raise NotImplementedError
+        """One real forward pass before taking work: proves the model runs and pays one-off costs."""
+        conv = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi! How can I help?"}]
+        self.score([conv, conv])
+
+    # ------------------------------------------------------------------ scoring
 
     def score(
         self, conversations: Sequence[Conversation], *, overflow: Overflow | None = None
     ) -> list[Scored | Rejected]:
         """Score each conversation; results in input order, one per conversation."""
-        raise NotImplementedError
+        return self.score_encoded(self.renderer.encode(conversations), overflow=overflow)
+
+    def score_encoded(
+        self, encoded: Sequence[Encoded], *, overflow: Overflow | None = None
+    ) -> list[Scored | Rejected]:
+        policy = overflow or self.overflow
+        out: list[Scored | Rejected | None] = [None] * len(encoded)
+        todo: list[int] = []
+        for i, enc in enumerate(encoded):
+            if enc.too_long and policy == "error":
+                out[i] = Rejected(
+                    "too_long",
+                    f"conversation is longer than the model's {self.max_length}-token limit "
+                    "(overflow=error; use overflow=truncate to keep its end)",
+                )
+            else:
+                todo.append(i)
+        lengths = [len(encoded[i].ids) for i in todo]
+        for batch in pack(lengths, self.max_batch_tokens, self.max_batch_size):
+            rows = [todo[b] for b in batch]
+            for i, result in zip(rows, self._score_rows([encoded[i] for i in rows]), strict=True):
+                out[i] = result
+        self.stats.items += len(encoded)
+        return out  # type: ignore[return-value]
+
+    def _score_rows(self, rows: list[Encoded]) -> list[Scored | Rejected]:
+        """Score one micro-batch; on out-of-memory, halve it, retry, and keep the lower budget."""
+        try:
+            scores = self._forward([r.ids for r in rows])
+        except torch.OutOfMemoryError:
+            if self._model is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            longest = max(len(r.ids) for r in rows)
+            if len(rows) == 1:
+                return [
+                    Rejected("out_of_memory", f"a single {longest}-token conversation does not fit in memory")
+                ]
+            self.stats.oom_splits += 1
+            self.max_batch_tokens = max(longest, (len(rows) // 2) * longest)
+            log.warning(
+                "out of memory on %d x %d tokens; max_batch_tokens now %d",
+                len(rows),
+                longest,
+                self.max_batch_tokens,
+            )
+            half = len(rows) // 2
+            return self._score_rows(rows[:half]) + self._score_rows(rows[half:])
+        return [Scored(s, len(r.ids), r.truncated) for s, r in zip(scores, rows, strict=True)]
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[list[int]]) -> list[float]:
+        model = self._model
+        dev = torch.device(self.device)
+        lengths = [len(ids) for ids in batch]
+        width = max(lengths)
+        pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, ids in enumerate(batch):
+            input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[r, : len(ids)] = 1
+        t0 = time.perf_counter()
+        # Right padding keeps every real token at the position ids it has unbatched, so a row's
+        # score does not depend on what it was batched with.
+        base = getattr(model, model.base_model_prefix)
+        hidden = base(input_ids=input_ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        last = torch.tensor(lengths, device=dev) - 1
+        pooled = hidden[torch.arange(len(batch), device=dev), last]
+        scores = model.score(pooled)[:, 0].float().tolist()
+        self.stats.seconds += time.perf_counter() - t0
+        self.stats.batches += 1
+        self.stats.tokens += sum(lengths)
+        self.stats.padded_tokens += len(batch) * width
+        return scores

@@ -1,0 +1,191 @@
+"""`rmscore score`: score a file in this process, no queue or database. The reference for every
+other path: a job's results must equal what this command writes for the same lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from rmscore.formats import LineError, Parsed, error_record, iter_parsed, open_input
+from rmscore.summary import Tally
+
+err = Console(stderr=True)
+WINDOW = 2048  # items read, scored and written at a time: memory stays flat on any input size
+
+
+def count_lines(path: Path) -> int | None:
+    if path.name.lower().removesuffix(".gz").endswith(".json"):
+        return None
+    with open_input(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def windows(parsed: Iterator[Parsed], size: int) -> Iterator[list[Parsed]]:
+    window: list[Parsed] = []
+    for p in parsed:
+        window.append(p)
+        if len(window) >= size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def score(
+    input: Annotated[
+        Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
+    ],
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")
+    ] = "-",
+    model: Annotated[
+        str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16.")
+    ] = None,
+    max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Cap on conversations per micro-batch.")] = None,
+    overflow: Annotated[str | None, typer.Option(help="truncate (keep the end, flag it) or error.")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Score conversations in-process and write one result line per input line, in input order."""
+    from rmscore.settings import get_settings
+
+    settings = get_settings()
+    if kind not in ("chat", "pairwise", "auto"):
+        raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
+    if overflow not in (None, "truncate", "error"):
+        raise typer.BadParameter("overflow must be truncate or error", param_hint="--overflow")
+
+    from worker.engine import Engine
+    from worker.scoring import score_items
+
+    model_id = model or settings.model
+    with err.status(f"loading {model_id}"):
+        engine = Engine.load(
+            model_id,
+            device=device or settings.device,
+            dtype=dtype or settings.dtype,
+            max_batch_tokens=max_batch_tokens or settings.max_batch_tokens,
+            max_batch_size=max_batch_size or settings.max_batch_size,
+            overflow=overflow or settings.overflow,  # type: ignore[arg-type]
+        )
+    err.print(
+        f"model {engine.model} on {engine.device} ({engine.dtype}), "
+        f"max_batch_tokens {engine.max_batch_tokens}"
+    )
+
+    tally = Tally()
+    started = time.perf_counter()
+    out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        progress = Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        with progress:
+            task = progress.add_task("score", total=count_lines(input), rate="")
+            parsed = iter_parsed(
+                input,
+                kind,  # type: ignore[arg-type]
+                max_line_bytes=settings.max_line_bytes,
+                max_turns=settings.max_turns,
+            )
+            for window in windows(parsed, WINDOW):
+                for record in _score_window(engine, window, score_items):
+                    tally.add(record)
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                elapsed = time.perf_counter() - started
+                progress.update(task, advance=len(window), rate=f"{tally.total / elapsed:,.1f} items/s")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    summary = run_summary(tally, engine, time.perf_counter() - started)
+    print_summary(summary)
+    if summary_json:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _score_window(engine: Any, window: list[Parsed], score_items: Any) -> list[dict[str, Any]]:
+    items = [p for p in window if not isinstance(p, LineError)]
+    scored = iter(score_items(engine, items))
+    records = []
+    for p in window:
+        if isinstance(p, LineError):
+            rec = error_record(p.line, p.custom_id, p.code, p.message)
+            if p.subset is not None:
+                rec["subset"] = p.subset
+            records.append(rec)
+        else:
+            records.append(next(scored))
+    return records
+
+
+def run_summary(tally: Tally, engine: Any, seconds: float) -> dict[str, Any]:
+    stats = engine.stats
+    return {
+        "lines": tally.total,
+        "scored": tally.scored,
+        "failed": tally.failed,
+        "truncated": tally.truncated,
+        "errors": dict(tally.errors_by_code),
+        "accuracy": tally.accuracy,
+        "seconds": seconds,
+        "items_per_s": tally.total / seconds if seconds else 0.0,
+        "tokens_per_s": stats.tokens / seconds if seconds else 0.0,
+        "padding_efficiency": stats.padding_efficiency,
+        "model": engine.identity,
+        "max_batch_tokens": engine.max_batch_tokens,
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    table = Table(title="summary", show_header=False)
+    table.add_row("lines", f"{s['lines']:,}")
+    table.add_row("scored / failed", f"{s['scored']:,} / {s['failed']:,}")
+    if s["errors"]:
+        table.add_row("errors", ", ".join(f"{k}: {v}" for k, v in sorted(s["errors"].items())))
+    table.add_row("truncated", f"{s['truncated']:,}")
+    table.add_row("items/s", f"{s['items_per_s']:,.1f}")
+    table.add_row("tokens/s", f"{s['tokens_per_s']:,.0f}")
+    table.add_row("padding efficiency", f"{s['padding_efficiency']:.3f}")
+    err.print(table)
+    acc = s["accuracy"]
+    if acc:
+        t = Table(title="preference accuracy (chosen > rejected)")
+        t.add_column("subset")
+        t.add_column("pairs", justify="right")
+        t.add_column("accuracy", justify="right")
+        for name, row in acc["subsets"].items():
+            t.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
+        t.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
+        err.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)
