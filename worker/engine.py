@@ -218,7 +218,7 @@ class Engine:
                     Rejected("out_of_memory", f"a single {longest}-token conversation does not fit in memory")
                 ]
             self.stats.oom_splits += 1
-            self.max_batch_tokens = max(longest, (len(rows) // 2) * longest)
+            self.max_batch_tokens = min(self.max_batch_tokens, max(longest, (len(rows) // 2) * longest))
             log.warning(
                 "out of memory on %d x %d tokens; max_batch_tokens now %d",
                 len(rows),

@@ -1,0 +1,114 @@
+"""Every line ends as exactly one item or one error with its line number, a stable code and a message."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from rmscore.formats import ChatItem, LineError, PairItem, iter_parsed, parse_line, split_hh
+
+GOOD_CHAT = {
+    "custom_id": "a",
+    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'{"foo": 1}', "unknown_format"),
+        (b'{"messages": "hi"}', "invalid_field"),
+        (b'{"messages": []}', "empty_conversation"),
+        (b'{"messages": [{"role": "robot", "content": "x"}]}', "unknown_role"),
+        (b'{"messages": [{"role": "user", "content": 3}]}', "invalid_field"),
+        (
+            b'{"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}',
+            "last_turn_not_assistant",
+        ),
+        (b'{"prompt": "p", "chosen": "c"}', "unknown_format"),
+        (b'{"chosen": "no transcript", "rejected": "x"}', "invalid_field"),
+        (b'{"custom_id": {"x": 1}, "prompt": "p", "response": "r"}', "invalid_field"),
+        (b'{"prompt": "p", "response": "r\\u0000"}', "invalid_field"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"[" * 100_000, "invalid_json"),
+    ],
+)
+def test_bad_lines_get_documented_codes(line, code):
+    parsed = parse_line(line, 7)
+    assert isinstance(parsed, LineError)
+    assert (parsed.line, parsed.code) == (7, code)
+    assert parsed.message and len(parsed.message) < 300
+
+
+def test_line_limit():
+    parsed = parse_line(json.dumps(GOOD_CHAT).encode(), 1, max_line_bytes=64)
+    assert isinstance(parsed, LineError) and parsed.code == "line_too_long"
+
+
+def test_stream_keeps_going_and_keeps_order(tmp_path):
+    path = tmp_path / "in.jsonl.gz"
+    lines = [
+        json.dumps(GOOD_CHAT),
+        "oops",
+        "",
+        json.dumps({"prompt": "p", "response": "r"}),
+        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}),
+    ]
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    out = list(iter_parsed(path))
+    assert [p.line for p in out] == [1, 2, 4, 5]  # the blank line 3 is skipped but counted
+    assert isinstance(out[0], ChatItem) and out[0].custom_id == "a"
+    assert isinstance(out[1], LineError) and out[1].code == "invalid_json"
+    assert isinstance(out[2], ChatItem) and out[2].messages[-1] == {"role": "assistant", "content": "r"}
+    assert isinstance(out[3], LineError) and out[3].code == "kind_mismatch"
+
+
+def test_pairwise_shapes():
+    p = parse_line(
+        json.dumps(
+            {
+                "prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                "chosen": "good",
+                "rejected": "bad",
+                "subset": "x",
+            }
+        ),
+        1,
+    )
+    assert isinstance(p, PairItem) and p.subset == "x"
+    assert [m["role"] for m in p.chosen] == ["system", "user", "assistant"]
+    assert p.chosen[-1]["content"] == "good" and p.rejected[-1]["content"] == "bad"
+
+
+def test_hh_transcripts_split_into_turns():
+    conv = split_hh("\n\nHuman: hi there\n\nAssistant: hello\n\nHuman: bye\n\nAssistant: ok")
+    assert conv == [
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+        {"role": "assistant", "content": "ok"},
+    ]
+
+
+def test_evalbiasbench_document(shared_data):
+    items = list(iter_parsed(shared_data / "evalbiasbench.json"))
+    assert len(items) == 80 and all(isinstance(i, PairItem) for i in items)
+    raw = json.loads((shared_data / "evalbiasbench.json").read_text())
+    assert {i.subset for i in items} == set(raw)  # type: ignore[union-attr]
+    first_bias, rows = next(iter(raw.items()))
+    row = rows[0]
+    want = row["response1"] if str(row["label"]) == "1" else row["response2"]
+    assert items[0].chosen[-1]["content"] == want  # type: ignore[union-attr]
+    assert items[0].chosen[0] == {"role": "user", "content": row["instruction"]}  # type: ignore[union-attr]
+
+
+def test_hh_file_parses(shared_data):
+    items = list(iter_parsed(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz"))
+    assert len(items) == 2312
+    assert not [i for i in items if isinstance(i, LineError)]
+    assert [i.line for i in items] == list(range(1, 2313))
