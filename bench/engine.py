@@ -1,0 +1,129 @@
+"""Engine vs the model card's pipeline, in one run, on the same conversations.
+
+Measures, on HH-RLHF (../shared/data) and the `small` model (built if missing):
+  1. the card's way: text-classification pipeline, function_to_apply="none", batch_size=1
+  2. the same pipeline at batch_size=16 (what people reach for next: fixed-size padded batches)
+  3. rmscore's engine (length-sorted micro-batches under a token budget)
+  4. a large fp32 matmul, for the FLOP rate this CPU can reach at all
+and prints items/s, tokens/s, achieved FLOP rate and the ratios the engine is held to
+(>= 1.3x the card, >= 3x batch_size 16, >= 0.7 of the matmul rate, padding efficiency >= 0.95).
+
+    .venv/bin/python bench/engine.py --pairs 500            # about 6 minutes on 2 cores
+    .venv/bin/python bench/engine.py --pairs 0              # the full file (2,312 pairs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+def flops_per_sequence(config: Any, length: int) -> float:
+    """Forward FLOPs for one sequence: 2 x non-embedding parameters per token, plus causal attention
+    (QK^T and AV each cost L^2/2 x hidden multiply-adds per layer)."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    kv = h * config.num_key_value_heads // config.num_attention_heads
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
+    return 2.0 * layers * per_layer * length + 2.0 * layers * h * length * length
+
+
+def matmul_rate(n: int = 2048, seconds: float = 3.0) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return reps * 2 * n**3 / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(ROOT / "models" / "small"), help="model dir (built if missing)")
+    ap.add_argument("--size", default="small", choices=["tiny", "small"], help="size to build if missing")
+    ap.add_argument("--pairs", type=int, default=500, help="HH-RLHF pairs to score; 0 = all 2,312")
+    ap.add_argument("--data", default=str(HH))
+    ap.add_argument("--max-batch-tokens", type=int, default=None, help="engine budget (default: device's)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, pipeline
+
+    from rmscore.formats import iter_parsed
+    from worker.engine import Engine
+    from worker.scoring import score_items
+    from worker.tiny_model import make_tiny_model
+
+    if not (Path(args.model) / "config.json").exists():
+        make_tiny_model(args.model, args.size)
+    parsed = iter_parsed(args.data)
+    items = list(itertools.islice(parsed, args.pairs) if args.pairs else parsed)
+    convs = [c for it in items for c in it.conversations]  # type: ignore[union-attr]
+    tok = AutoTokenizer.from_pretrained(args.model)
+    config = AutoConfig.from_pretrained(args.model)
+    texts = [tok.apply_chat_template(c, tokenize=False).replace(tok.bos_token, "") for c in convs]
+    lengths = [len(x) for x in tok(texts)["input_ids"]]
+    tokens = sum(lengths)
+    flops = sum(flops_per_sequence(config, n) for n in lengths)
+    print(f"{len(items)} pairs, {len(convs)} conversations, {tokens:,} tokens, "
+          f"{flops / 1e12:.2f} TFLOP, torch threads {torch.get_num_threads()}", flush=True)
+
+    results: dict[str, Any] = {"pairs": len(items), "conversations": len(convs), "tokens": tokens}
+    results["matmul_flops"] = matmul_rate()
+    print(f"matmul fp32: {results['matmul_flops'] / 1e9:.1f} GFLOP/s", flush=True)
+
+    def record(name: str, seconds: float, extra: dict[str, Any] | None = None) -> None:
+        row = {"seconds": seconds, "items_per_s": len(convs) / seconds, "tokens_per_s": tokens / seconds,
+               "flops": flops / seconds, **(extra or {})}
+        results[name] = row
+        print(f"{name:>14}: {seconds:8.1f} s  {row['items_per_s']:8.1f} conv/s  {row['tokens_per_s']:9.0f} tok/s"
+              f"  {row['flops'] / 1e9:6.1f} GFLOP/s", flush=True)
+
+    pipe = pipeline("text-classification", model=args.model, tokenizer=tok, device="cpu", dtype=torch.float32)
+    pipe(texts[:4], batch_size=1, function_to_apply="none", top_k=None)  # warm-up
+    for bs, name in ((1, "card_bs1"), (16, "pipeline_bs16")):
+        t0 = time.perf_counter()
+        pipe(texts, batch_size=bs, function_to_apply="none", top_k=None)
+        record(name, time.perf_counter() - t0)
+    del pipe
+
+    engine = Engine.load(args.model, max_batch_tokens=args.max_batch_tokens)
+    engine.warmup()
+    engine.stats.tokens = engine.stats.padded_tokens = 0
+    t0 = time.perf_counter()
+    score_items(engine, items)  # type: ignore[arg-type]
+    record("engine", time.perf_counter() - t0, {
+        "padding_efficiency": engine.stats.padding_efficiency, "max_batch_tokens": engine.max_batch_tokens})
+
+    e = results["engine"]
+    ratios = {
+        "engine/card_bs1": (e["items_per_s"] / results["card_bs1"]["items_per_s"], 1.3),
+        "engine/pipeline_bs16": (e["items_per_s"] / results["pipeline_bs16"]["items_per_s"], 3.0),
+        "engine_flops/matmul": (e["flops"] / results["matmul_flops"], 0.7),
+        "padding_efficiency": (e["padding_efficiency"], 0.95),
+    }
+    results["ratios"] = {k: v for k, (v, _) in ratios.items()}
+    print("\nratio                   value  target")
+    for k, (v, target) in ratios.items():
+        print(f"{k:<22} {v:6.2f}  >= {target}  {'met' if v >= target else 'NOT met'}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
