@@ -1,0 +1,84 @@
+"""Who is calling: bearer API keys mapped to tenants, or one local tenant when auth is disabled.
+
+Keys are checked against their slow hash (`db.keys.verify_key`); a verified key is then cached
+in the process for a few seconds under the SHA-256 of the key, so a busy client does not pay the
+hash on every request. Wrong keys are never cached: each costs a full check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from db.jobs import DEFAULT_TENANT
+from db.keys import verify_key
+from rmscore.errors import Unauthorized
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    admin: bool = False
+    key_id: str | None = None
+
+    @property
+    def scope(self) -> str | None:
+        """The tenant reads are limited to; None for admin keys, which see every tenant."""
+        return None if self.admin else self.tenant
+
+
+LOCAL = Caller(DEFAULT_TENANT)
+
+
+class KeyCache:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, tuple[Caller, float]] = {}
+
+    def get(self, digest: bytes) -> Caller | None:
+        with self._lock:
+            hit = self._entries.get(digest)
+            if hit is None:
+                return None
+            if hit[1] < time.monotonic():
+                del self._entries[digest]
+                return None
+            return hit[0]
+
+    def put(self, digest: bytes, caller: Caller) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:  # bounded: drop everything rather than grow
+                self._entries.clear()
+            self._entries[digest] = (caller, time.monotonic() + self.ttl)
+
+
+def bearer_token(header: str | None) -> str:
+    if not header:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("the Authorization header must be 'Bearer <key>'", code="invalid_api_key")
+    return token
+
+
+def authenticate(db: Engine, cache: KeyCache, header: str | None, *, enabled: bool) -> Caller:
+    if not enabled:
+        return LOCAL
+    token = bearer_token(header)
+    digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+    caller = cache.get(digest)
+    if caller is not None:
+        return caller
+    info = verify_key(db, token)
+    if info is None:
+        # Same message for unknown, wrong and revoked keys: nothing to learn from the answer.
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    caller = Caller(info.tenant, info.admin, info.id)
+    cache.put(digest, caller)
+    return caller

@@ -1,0 +1,134 @@
+"""One place that turns every failure into `{"error": {"code", "message"}}` with the right status.
+
+`rmscore.errors` classes carry their status; request validation is 422 `invalid_request`;
+Starlette's own HTTP errors (unknown route, wrong method) keep their status; anything else is a
+500 whose message says nothing about internals (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rmscore.errors import Overloaded, RmscoreError
+
+log = logging.getLogger("api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "overloaded",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+class Timeout(RmscoreError):
+    code = "timeout"
+    http_status = 504
+
+
+class ScoringFailed(RmscoreError):
+    code = "scoring_failed"
+    http_status = 502
+
+
+class Unavailable(RmscoreError):
+    code = "unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def validation_message(errors: list[dict[str, Any]], limit: int = 5) -> str:
+    """The first few problems as `where: what`, never echoing the (possibly huge) input."""
+    msgs = [f"{_where(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errors[:limit]]
+    more = len(errors) - limit
+    text = "; ".join(msgs) + (f"; and {more} more" if more > 0 else "")
+    return text[:2000]
+
+
+async def _rmscore_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RmscoreError)
+    status = exc.http_status
+    headers: dict[str, str] = {}
+    if isinstance(exc, Overloaded | Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status >= 500 and not isinstance(exc, Timeout | Unavailable | ScoringFailed):
+        log.error("%s: %s", exc.code, exc.message)
+        return error_response(status, exc.code, "the server is misconfigured; see its log")
+    return error_response(status, exc.code, exc.message, headers or None)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "invalid_request", validation_message(list(exc.errors())))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if getattr(request.state, "body_too_large", False):
+        return error_response(413, "body_too_large", str(request.state.body_too_large))
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "error" if status >= 500 else "bad_request")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(status, code, message, dict(exc.headers) if exc.headers else None)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if getattr(request.state, "body_too_large", False):
+        return error_response(413, "body_too_large", str(request.state.body_too_large))
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the server log has the details")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RmscoreError, _rmscore_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    from api.schemas import ErrorBody
+
+    descriptions = {
+        400: "Bad request (unknown model, invalid cursor, bad options)",
+        401: "Missing or wrong API key",
+        404: "No such job (or not yours)",
+        409: "Conflict with the job's state",
+        413: "Too large (body, upload, or item count)",
+        415: "Unsupported content type",
+        422: "Request does not match the schema",
+        429: "Too much queued work; retry after Retry-After seconds",
+        502: "The worker failed to score the items",
+        503: "No worker or broker available",
+        504: "Not scored in time",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}

@@ -1,0 +1,82 @@
+"""The FastAPI app: `create_app()` builds one from settings (`rmscore api` serves it with uvicorn)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.security import HTTPBearer
+
+from api import errors
+from api.auth import KeyCache
+from api.config import ApiConfig, get_api_config
+from api.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
+from api.state import ApiState
+from rmscore.settings import Settings, get_settings
+
+log = logging.getLogger("api")
+UPLOAD_PATH = "/v1/jobs/upload"
+DESCRIPTION = """Submit reward-scoring jobs, follow them, and query stored scores.
+
+Authenticate with `Authorization: Bearer <key>` (`rmscore keys create NAME`). Every error is
+`{"error": {"code", "message"}}`. Jobs, results and scores of another tenant answer 404.
+"""
+
+
+def create_app(settings: Settings | None = None, config: ApiConfig | None = None) -> FastAPI:
+    from db.session import get_engine
+
+    settings = settings or get_settings()
+    config = config or get_api_config()
+    state = ApiState(settings, config, get_engine(settings.database_url), KeyCache(config.key_cache_seconds))
+    state.metrics = Metrics(state)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio
+
+        from db.migrate import ensure_schema
+
+        await anyio.to_thread.run_sync(ensure_schema, state.db)
+        if settings.auth == "disabled":
+            log.warning("RMSCORE_AUTH=disabled: every caller is the single tenant 'local'")
+        yield
+        if state._aioredis is not None:
+            await state._aioredis.aclose()
+
+    app = FastAPI(
+        title="rmscore",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Declared for the docs' "Authorize" button; the check itself is `api.deps.get_caller`.
+        dependencies=[],
+    )
+    app.state.rmscore = state
+    errors.install(app)
+
+    from api.routes import health, jobs, score, scores
+
+    bearer = HTTPBearer(auto_error=False, description="An API key from `rmscore keys create`")
+    from fastapi import Depends
+
+    secured = [Depends(bearer)] if settings.auth == "enabled" else []
+    app.include_router(jobs.router, dependencies=secured)
+    app.include_router(scores.router, dependencies=secured)
+    app.include_router(score.router, dependencies=secured)
+    app.include_router(health.router)
+
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_json_body_bytes, exempt=(UPLOAD_PATH,))
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(LatencyMiddleware, metrics=state.metrics)
+    return app

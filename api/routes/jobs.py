@@ -1,0 +1,431 @@
+"""Jobs: create (JSON items or a streamed file), list, read, cancel, and read results and errors."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
+
+from api import submission
+from api.deps import CallerDep, ConfigDep, DbDep, IdempotencyKey, SettingsDep, StateDep
+from api.errors import responses
+from api.schemas import Job, JobCreate, JobList, JobStatus, KindIn, ResultPage
+from api.upload import Upload, multipart_lines, parse_metadata, raw_lines
+from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs
+from db.results import iter_results
+from rmscore.errors import BadRequest, TooLarge
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job's id.")]
+ResultFormat = Literal["jsonl", "csv", "parquet", "json"]
+RAW_TYPES = (
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json-lines",
+    "application/gzip",
+    "application/octet-stream",
+    "application/vnd.apache.parquet",
+    "text/plain",
+)
+# Uploads run in threads of their own, so a few big files never starve the rest of the API.
+_upload_limiter = anyio.CapacityLimiter(4)
+_FLUSH_BYTES = 64 * 1024
+
+
+def job_out(summary: dict[str, Any]) -> Job:
+    return Job.model_validate(summary)
+
+
+def created_response(created: CreatedJob, db: Any, response: Response) -> Job:
+    if not created.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_out(job_summary(db, created.job.id))
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    summary="Create a job from JSON items",
+    responses=responses(400, 401, 413, 422, 429),
+)
+def create_job(
+    body: JobCreate,
+    caller: CallerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    config: ConfigDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> Job:
+    """Store `items` as a job (each item a line in `rmscore score`'s formats) and queue it.
+
+    Answers 202 with the job. A line that cannot be scored gets an error result and is counted as
+    failed. A retry with the same `Idempotency-Key` returns the first job (header
+    `Idempotent-Replayed: true`).
+    """
+    earlier = submission.earlier_job(db, caller.tenant, idempotency_key)
+    if earlier is not None:
+        return created_response(earlier, db, response)
+    submission.check_count(len(body.items), settings)
+    model, metadata, options = submission.prepare(
+        settings,
+        config,
+        model=body.model,
+        kind=body.kind,
+        metadata=body.metadata,
+        options=body.options.model_dump(exclude_none=True) if body.options else None,
+    )
+    submission.check_backlog(db, config, caller.tenant, len(body.items))
+    created = submission.store(
+        db,
+        settings,
+        submission.parse_items(body.items, body.kind, settings),
+        kind=body.kind,
+        model=model,
+        tenant=caller.tenant,
+        metadata=metadata,
+        options=options,
+        idempotency_key=idempotency_key,
+    )
+    return created_response(created, db, response)
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "JSONL, .jsonl.gz, .parquet"},
+                        "kind": {"type": "string", "enum": ["chat", "pairwise", "auto"]},
+                        "model": {"type": "string"},
+                        "metadata": {"type": "string", "description": "A JSON object"},
+                        "overflow": {"type": "string", "enum": ["truncate", "error"]},
+                    },
+                },
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
+            },
+            "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/upload",
+    status_code=202,
+    response_model=Job,
+    summary="Create a job from a file, streamed",
+    responses=responses(400, 401, 413, 415, 422, 429),
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_job(
+    request: Request,
+    caller: CallerDep,
+    state: StateDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    kind: Annotated[KindIn | None, Query(description="Or as a form field before the file.")] = None,
+    model: Annotated[str | None, Query(max_length=256)] = None,
+    metadata: Annotated[str | None, Query(max_length=65536, description="A JSON object.")] = None,
+    overflow: Annotated[Literal["truncate", "error"] | None, Query()] = None,
+    filename: Annotated[
+        str | None, Query(max_length=512, description="Names the file of a non-multipart body (.gz, .parquet).")
+    ] = None,
+) -> Job:
+    """Upload a JSONL file (or .jsonl.gz, .parquet, one .json document) as the multipart field
+    `file`, or as the whole body with `Content-Type: application/x-ndjson`. Lines are stored as
+    they arrive, so memory stays flat on any size; the job exists once the last line is stored."""
+    settings, config, db = state.settings, state.config, state.db
+    ctype = request.headers.get("content-type", "")
+    media = ctype.split(";", 1)[0].strip().lower()
+    boundary: bytes | None = None
+    if media == "multipart/form-data":
+        for param in ctype.split(";")[1:]:
+            key, _, value = param.strip().partition("=")
+            if key.lower() == "boundary" and value:
+                boundary = value.strip('"').encode("latin-1", "replace")
+        if not boundary:
+            raise BadRequest("multipart body without a boundary", code="invalid_multipart")
+    elif media not in RAW_TYPES:
+        from api.errors import error_response
+
+        return error_response(  # type: ignore[return-value]
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with a 'file' field, or the file itself as application/x-ndjson",
+        )
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_upload_bytes:
+        raise TooLarge(f"the upload is over the {settings.max_upload_bytes:,}-byte limit", code="upload_too_large")
+
+    earlier = await anyio.to_thread.run_sync(submission.earlier_job, db, caller.tenant, idempotency_key)
+    if earlier is not None:
+        return await anyio.to_thread.run_sync(created_response, earlier, db, response)
+    await anyio.to_thread.run_sync(submission.check_backlog, db, config, caller.tenant)
+
+    stream = request.stream()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def read_chunk() -> bytes | None:
+        return anyio.from_thread.run(next_chunk)
+
+    def work() -> CreatedJob:
+        job: dict[str, Any] = {}
+        upload = Upload(filename=filename)
+
+        def kind_of(u: Upload) -> str:
+            f = u.fields
+            k = kind or f.get("kind") or "auto"
+            meta_raw = metadata if metadata is not None else f.get("metadata")
+            ovf = overflow or f.get("overflow")
+            m, meta, opts = submission.prepare(
+                settings,
+                config,
+                model=model or f.get("model") or None,
+                kind=k,
+                metadata=parse_metadata(meta_raw),
+                options={"overflow": ovf} if ovf else None,
+            )
+            job.update(kind=k, model=m, metadata=meta, options=opts)
+            return k
+
+        limits = {
+            "max_bytes": settings.max_upload_bytes,
+            "max_line_bytes": settings.max_line_bytes,
+            "max_turns": settings.max_turns,
+        }
+        if boundary is not None:
+            lines = multipart_lines(read_chunk, boundary, upload, kind_of, **limits)
+        else:
+            lines = raw_lines(read_chunk, filename, kind_of(upload), **limits)
+        first = next(lines, None)  # reads the form fields and the file's first line
+        if not job:  # empty multipart body: no file part was found before the end
+            kind_of(upload)
+        parsed = lines if first is None else itertools.chain([first], lines)
+        return submission.store(
+            db,
+            settings,
+            parsed,
+            kind=job["kind"],
+            model=job["model"],
+            tenant=caller.tenant,
+            metadata=job["metadata"],
+            options=job["options"],
+            idempotency_key=idempotency_key,
+        )
+
+    try:
+        created = await anyio.to_thread.run_sync(work, limiter=_upload_limiter)
+    except ClientDisconnect:
+        raise BadRequest("the client went away during the upload", code="upload_incomplete") from None
+    return await anyio.to_thread.run_sync(created_response, created, db, response)
+
+
+@router.get("", response_model=JobList, summary="List your jobs, newest first", responses=responses(400, 401, 422))
+def list_my_jobs(
+    caller: CallerDep,
+    db: DbDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobList:
+    page, next_cursor = list_jobs(db, tenant=caller.scope, status=status, limit=limit, cursor=cursor)
+    return JobList(
+        data=[job_out({**j.to_dict(), "accuracy": None}) for j in page],
+        next_cursor=next_cursor,
+        has_more=next_cursor is not None,
+    )
+
+
+@router.get(
+    "/{job_id}", response_model=Job, summary="A job, its counts and accuracy", responses=responses(401, 404, 422)
+)
+def read_job(job_id: JobId, caller: CallerDep, db: DbDep) -> Job:
+    return job_out(job_summary(db, job_id, tenant=caller.scope))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=Job,
+    summary="Cancel a job (results already scored are kept)",
+    responses=responses(401, 404, 409, 422),
+)
+def cancel(job_id: JobId, caller: CallerDep, db: DbDep) -> Job:
+    job = cancel_job(db, job_id, tenant=caller.scope)
+    return job_out(job_summary(db, job.id))
+
+
+_RESULT_CONTENT = {
+    "model": ResultPage,
+    "description": "JSONL (default), CSV, Parquet, or with format=json one page of records",
+    "content": {
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "text/csv": {"schema": {"type": "string"}},
+        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+def _encode_line_cursor(line: int) -> str:
+    return base64.urlsafe_b64encode(f"line:{line}".encode()).decode().rstrip("=")
+
+
+def _decode_line_cursor(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        tag, _, n = raw.partition(":")
+        line = int(n)
+        if tag != "line" or line < 0:
+            raise ValueError(raw)
+        return line
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("invalid cursor", code="invalid_cursor") from None
+
+
+def _jsonl(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    buf: list[str] = []
+    size = 0
+    for rec in records:
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        buf.append(line)
+        size += len(line)
+        if size >= _FLUSH_BYTES:
+            yield "".join(buf).encode()
+            buf, size = [], 0
+    if buf:
+        yield "".join(buf).encode()
+
+
+def _csv(records: Iterator[dict[str, Any]], kind: str) -> Iterator[bytes]:
+    from rmscore.parquet import RESULT_COLUMNS, flat_record
+
+    cols = RESULT_COLUMNS[kind]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        writer.writerow(flat_record(rec))
+        if out.tell() >= _FLUSH_BYTES:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    if out.tell():
+        yield out.getvalue().encode()
+
+
+def _results(
+    db: Any,
+    job: JobInfo,
+    tenant: str | None,
+    fmt: ResultFormat,
+    cursor: str | None,
+    limit: int,
+    *,
+    errors_only: bool,
+) -> Any:
+    after = _decode_line_cursor(cursor)
+    name = f"{job.id}-{'errors' if errors_only else 'results'}"
+    if fmt == "json":
+        recs = list(iter_results(db, job.id, tenant=tenant, after_line=after, limit=limit + 1, errors_only=errors_only))
+        more = len(recs) > limit
+        recs = recs[:limit]
+        # Raw records, exactly as `rmscore score` writes them (no null-filled fields of other shapes).
+        return JSONResponse(
+            {
+                "data": recs,
+                "next_cursor": _encode_line_cursor(recs[-1]["line"]) if more else None,
+                "has_more": more,
+            }
+        )
+    records = iter_results(db, job.id, tenant=tenant, after_line=after, errors_only=errors_only)
+    if fmt == "jsonl":
+        return StreamingResponse(
+            _jsonl(records),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'},
+        )
+    if fmt == "csv":
+        return StreamingResponse(
+            _csv(records, job.kind),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    from rmscore.parquet import write_results
+
+    fd, path = tempfile.mkstemp(prefix="rmscore-results-", suffix=".parquet")
+    os.close(fd)
+    try:
+        write_results(records, path, job.kind)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return FileResponse(
+        path,
+        media_type="application/vnd.apache.parquet",
+        filename=f"{name}.parquet",
+        background=BackgroundTask(os.unlink, path),
+    )
+
+
+@router.get(
+    "/{job_id}/results",
+    response_model=None,
+    summary="A job's results in input order",
+    responses={200: _RESULT_CONTENT} | responses(400, 401, 404, 422),
+)
+def job_results(
+    job_id: JobId,
+    caller: CallerDep,
+    db: DbDep,
+    format: Annotated[ResultFormat, Query(description="jsonl, csv, parquet, or json (one page).")] = "jsonl",
+    cursor: Annotated[str | None, Query(max_length=512, description="Resume after this (all formats).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size of format=json.")] = 100,
+) -> Any:
+    """One record per line that has an outcome, as `rmscore score` writes it. While the job runs,
+    lines not yet scored are left out (page the JSON form once the job has ended to see each line
+    exactly once); after it ends every line is there, those never scored as errors."""
+    job = get_job(db, job_id, tenant=caller.scope)
+    return _results(db, job, caller.scope, format, cursor, limit, errors_only=False)
+
+
+@router.get(
+    "/{job_id}/errors",
+    response_model=None,
+    summary="Only the lines that failed",
+    responses={200: _RESULT_CONTENT} | responses(400, 401, 404, 422),
+)
+def job_errors(
+    job_id: JobId,
+    caller: CallerDep,
+    db: DbDep,
+    format: Annotated[ResultFormat, Query()] = "jsonl",
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    job = get_job(db, job_id, tenant=caller.scope)
+    return _results(db, job, caller.scope, format, cursor, limit, errors_only=True)

@@ -1,0 +1,162 @@
+"""Wire models (pydantic v2): what the API accepts and answers, as published in /openapi.json.
+
+Request bodies reject unknown top-level fields (a typo in `options` should not pass silently);
+unknown fields inside an item are ignored, as `rmscore score` ignores them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelling", "cancelled"]
+KindIn = Literal["chat", "pairwise", "auto"]
+
+
+class Error(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. job_not_found.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: Error
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overflow: Literal["truncate", "error"] | None = Field(
+        None, description="Over-long conversations: keep the end and flag them, or fail the line."
+    )
+    max_batch_tokens: int | None = Field(None, ge=16, le=1_048_576, description="Smaller batches only.")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: KindIn = Field("auto", description="chat, pairwise, or auto (from the first valid item).")
+    model: str | None = Field(None, max_length=256, description="A model the server serves [default model].")
+    items: list[Any] = Field(
+        min_length=1,
+        description="Items in the line formats of `rmscore score`; each gets a result or an error.",
+    )
+    metadata: dict[str, Any] | None = None
+    options: JobOptions | None = None
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int = Field(description="Lines scored.")
+    failed: int = Field(description="Lines that ended with an error.")
+
+
+class SubsetAccuracy(BaseModel):
+    accuracy: float
+    n: int
+
+
+class Accuracy(BaseModel):
+    overall: float = Field(description="Share of pairs with chosen_score > rejected_score.")
+    n: int
+    subsets: dict[str, SubsetAccuracy]
+
+
+class Job(BaseModel):
+    id: str
+    tenant: str
+    kind: Literal["chat", "pairwise"]
+    model: str
+    status: JobStatus
+    request_counts: RequestCounts
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    failed_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    error: str | None = None
+    items_per_second: float | None = Field(None, description="Lines finished per second since the start.")
+    accuracy: Accuracy | None = Field(None, description="Pairwise jobs: per subset and overall.")
+
+
+class JobList(BaseModel):
+    data: list[Job]
+    next_cursor: str | None = None
+    has_more: bool
+
+
+class ResultRecord(BaseModel):
+    """One line's outcome, as `rmscore score` writes it: a score, a pair of scores, or an error."""
+
+    model_config = ConfigDict(extra="allow")
+
+    line: int
+    custom_id: str | None = None
+    subset: str | None = None
+    score: float | None = None
+    num_tokens: int | None = None
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    correct: bool | None = None
+    truncated: bool | None = None
+    error: Error | None = None
+
+
+class ResultPage(BaseModel):
+    data: list[ResultRecord]
+    next_cursor: str | None = None
+    has_more: bool
+
+
+class StoredScore(BaseModel):
+    job_id: str
+    line: int
+    model: str
+    custom_id: str | None = None
+    subset: str | None = None
+    score: float | None = None
+    num_tokens: int | None = None
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    margin: float | None = Field(None, description="chosen_score - rejected_score")
+    correct: bool | None = None
+    truncated: bool
+    scored_at: datetime
+
+
+class ScorePage(BaseModel):
+    data: list[StoredScore]
+    next_cursor: str | None = None
+    has_more: bool
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=256)
+    items: list[Any] = Field(min_length=1, description="Chat or pairwise items; `line` is the 1-based index.")
+    options: JobOptions | None = None
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    results: list[ResultRecord]
+    model_identity: dict[str, Any] | None = None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Check]

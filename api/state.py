@@ -1,0 +1,62 @@
+"""What one API process holds: settings, the database engine, broker clients, key cache, metrics."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from api.auth import KeyCache
+from api.config import ApiConfig
+from rmscore.settings import Settings, model_name
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    config: ApiConfig
+    db: Engine
+    key_cache: KeyCache
+    metrics: Any = None  # api.metrics.Metrics
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _celery: Any = None
+    _redis: Any = None
+    _aioredis: Any = None
+
+    @property
+    def default_model(self) -> str:
+        return model_name(self.settings.model)
+
+    @property
+    def celery(self) -> Any:
+        """The Celery app (sending only; no task is registered here)."""
+        with self._lock:
+            if self._celery is None:
+                from worker.app import get_app
+
+                self._celery = get_app(self.settings)
+            return self._celery
+
+    @property
+    def redis(self) -> Any:
+        """A synchronous client for the broker's Redis (queue depths, heartbeats)."""
+        with self._lock:
+            if self._redis is None:
+                from worker.enqueue import get_redis
+
+                self._redis = get_redis(self.settings.broker_url)
+            return self._redis
+
+    @property
+    def aioredis(self) -> Any:
+        """An asyncio client for the broker's Redis (waiting on synchronous scoring replies)."""
+        with self._lock:
+            if self._aioredis is None:
+                import redis.asyncio as aioredis
+
+                self._aioredis = aioredis.Redis.from_url(
+                    self.settings.broker_url, socket_connect_timeout=5, health_check_interval=30
+                )
+            return self._aioredis

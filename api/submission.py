@@ -1,0 +1,165 @@
+"""Accepting a job over HTTP: limits, back-pressure, then `db.jobs.create_job` and the broker.
+
+The job store and producer are the pipeline's (`db.jobs`, `worker.enqueue`); this adds what only
+a shared service needs: caps on metadata and queued work, and a broker outage that does not lose
+an accepted job (its chunks stay queued in the database and the reconciler sends them later).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from api.config import ApiConfig
+from db.jobs import CreatedJob, check_options, create_job, find_by_idempotency_key, resolve_model
+from db.scores import queued_items
+from rmscore import formats
+from rmscore.errors import BadRequest, Overloaded, TooLarge
+from rmscore.settings import Settings
+
+log = logging.getLogger("api")
+RETRY_AFTER_S = 30
+
+
+def check_metadata(meta: dict[str, Any] | None, config: ApiConfig) -> dict[str, Any] | None:
+    """Metadata is stored as given: bounded in size and depth, finite numbers only."""
+    if meta is None:
+        return None
+    _check_depth(meta, config.max_metadata_depth)
+    try:
+        blob = json.dumps(meta, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise BadRequest(
+            "metadata holds a number JSON cannot carry (NaN or infinity)", code="invalid_metadata"
+        ) from None
+    if len(blob.encode()) > config.max_metadata_bytes:
+        raise BadRequest(f"metadata is over {config.max_metadata_bytes:,} bytes", code="invalid_metadata")
+    if "\x00" in blob:
+        raise BadRequest("metadata holds a NUL character", code="invalid_metadata")
+    return meta
+
+
+def _check_depth(value: Any, limit: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            raise BadRequest(f"metadata is nested deeper than {limit} levels", code="invalid_metadata")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise BadRequest(
+                "metadata holds a number JSON cannot carry (NaN or infinity)", code="invalid_metadata"
+            ) from None
+
+
+def check_backlog(db: Any, config: ApiConfig, tenant: str, incoming: int = 0) -> None:
+    """429 when the tenant's or everyone's unscored lines are at their cap (nothing accepted is dropped).
+
+    A job bigger than the whole cap is still accepted when nothing waits, so no job is refused forever.
+    """
+    for cap, scope, who in (
+        (config.max_queued_items_per_tenant, tenant, "your"),
+        (config.max_queued_items, None, "the server's"),
+    ):
+        if cap is None:
+            continue
+        waiting = queued_items(db, tenant=scope)
+        if waiting >= cap or (waiting and waiting + incoming > cap):
+            raise Overloaded(
+                f"{who} queue is full ({waiting:,} lines waiting, cap {cap:,}); retry later",
+                retry_after=RETRY_AFTER_S,
+            )
+
+
+def earlier_job(db: Any, tenant: str, idempotency_key: str | None) -> CreatedJob | None:
+    if idempotency_key is None:
+        return None
+    job = find_by_idempotency_key(db, tenant, idempotency_key)
+    return CreatedJob(job, created=False) if job else None
+
+
+def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Iterator[formats.Parsed]:
+    """Request items as lines 1..n, with the same checks and errors as a file's lines.
+
+    `kind="auto"`: the first valid item fixes the kind, as in a file; None: each item any kind.
+    """
+    fixed: formats.Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
+    for n, obj in enumerate(items, start=1):
+        size = len(json.dumps(obj, ensure_ascii=False, default=str).encode())
+        if size > settings.max_line_bytes:
+            parsed: formats.Parsed = formats.LineError(
+                n, None, "line_too_long", f"item is {size} bytes; the limit is {settings.max_line_bytes}"
+            )
+        else:
+            parsed = formats.parse_object(obj, n, fixed, max_turns=settings.max_turns)
+        if kind == "auto" and fixed is None and not isinstance(parsed, formats.LineError):
+            fixed = parsed.kind
+        yield parsed
+
+
+def store(
+    db: Any,
+    settings: Settings,
+    parsed: Iterable[formats.Parsed],
+    *,
+    kind: str,
+    model: str,
+    tenant: str,
+    metadata: dict[str, Any] | None,
+    options: dict[str, Any] | None,
+    idempotency_key: str | None,
+) -> CreatedJob:
+    """Store the job (`model` already resolved) and hand its chunks to the broker."""
+    created = create_job(
+        db,
+        parsed,
+        model=model,
+        kind=kind,
+        tenant=tenant,
+        chunk_size=settings.chunk_size,
+        chunk_max_tokens=settings.chunk_max_tokens,
+        metadata=metadata,
+        options=options,
+        idempotency_key=idempotency_key,
+        max_items=settings.max_items_per_job,
+    )
+    if created.created and created.job.status == "queued":
+        send(db, settings, created.job.id)
+    return created
+
+
+def send(db: Any, settings: Settings, job_id: str) -> None:
+    from worker.app import get_app
+    from worker.enqueue import enqueue_job, get_redis
+
+    try:
+        enqueue_job(db, job_id, app=get_app(settings), r=get_redis(settings.broker_url))
+    except Exception as e:  # noqa: BLE001 - the job is stored; the reconciler re-sends its chunks
+        log.warning("job %s stored, but the broker did not take its chunks (%s); the reconciler will", job_id, e)
+
+
+def prepare(
+    settings: Settings,
+    config: ApiConfig,
+    *,
+    model: str | None,
+    kind: str,
+    metadata: dict[str, Any] | None,
+    options: dict[str, Any] | None,
+) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """Validate what applies to the whole job before any line is read: (model, metadata, options)."""
+    if kind not in ("chat", "pairwise", "auto"):
+        raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
+    short = resolve_model(model, settings)
+    return short, check_metadata(metadata, config), check_options(options)
+
+
+def check_count(n: int, settings: Settings) -> None:
+    if n > settings.max_items_per_job:
+        raise TooLarge(f"a job holds at most {settings.max_items_per_job:,} lines", code="too_many_items")

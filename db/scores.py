@@ -1,0 +1,181 @@
+"""Reads the API needs beyond `db.jobs` / `db.results`: stored scores across a tenant's jobs, and
+the backlog counts behind back-pressure.
+
+Scores page in (job_id, line) order, the results table's primary key, so each page is one index
+range scan per job and a cursor resumes exactly after the last row returned: every row appears
+exactly once across pages, whatever is written meanwhile to other jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, or_, select
+
+from db.models import JOB_ACTIVE, jobs, results
+from db.session import reading
+from rmscore.errors import BadRequest
+
+# Above this many jobs a tenant's scores are filtered by a join rather than an IN list.
+_IN_LIST_MAX = 5000
+
+
+@dataclass(frozen=True)
+class ScoreQuery:
+    job_id: str | None = None
+    custom_id: str | None = None
+    subset: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    truncated: bool | None = None
+    correct: bool | None = None
+    model: str | None = None
+
+
+def encode_cursor(job_id: str, line: int) -> str:
+    return base64.urlsafe_b64encode(f"{job_id}|{line}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        job_id, line = raw.split("|", 1)
+        n = int(line)
+        if len(job_id) > 32 or n < 0:
+            raise ValueError(raw)
+        return job_id, n
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest("invalid cursor", code="invalid_cursor") from e
+
+
+def _score_value() -> Any:
+    # Chat rows filter on their score, pairwise rows on the margin chosen - rejected.
+    return func.coalesce(results.c.score, results.c.chosen_score - results.c.rejected_score)
+
+
+def query_scores(
+    db: Engine,
+    q: ScoreQuery,
+    *,
+    tenant: str | None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Scored rows (errors left out) matching `q` among `tenant`'s jobs (None: all tenants).
+
+    Returns (page, cursor of the next page or None).
+    """
+    cols = [
+        results.c.job_id,
+        results.c.line,
+        results.c.model,
+        results.c.custom_id,
+        results.c.subset,
+        results.c.score,
+        results.c.chosen_score,
+        results.c.rejected_score,
+        results.c.correct,
+        results.c.num_tokens,
+        results.c.truncated,
+        results.c.scored_at,
+    ]
+    stmt = select(*cols).where(results.c.error_code.is_(None))
+    with reading(db) as conn:
+        if q.job_id is not None:
+            owner = select(jobs.c.id).where(jobs.c.id == q.job_id)
+            if tenant is not None:
+                owner = owner.where(jobs.c.tenant == tenant)
+            if conn.execute(owner).first() is None:
+                return [], None  # another tenant's job reads as an empty one, as an unknown id does
+            stmt = stmt.where(results.c.job_id == q.job_id)
+        elif tenant is not None:
+            ids = (
+                conn.execute(
+                    select(jobs.c.id).where(jobs.c.tenant == tenant).order_by(jobs.c.id).limit(_IN_LIST_MAX + 1)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return [], None
+            if len(ids) <= _IN_LIST_MAX:
+                stmt = stmt.where(results.c.job_id.in_(ids))
+            else:
+                stmt = stmt.join(jobs, jobs.c.id == results.c.job_id).where(jobs.c.tenant == tenant)
+        if q.custom_id is not None:
+            stmt = stmt.where(results.c.custom_id == q.custom_id)
+        if q.subset is not None:
+            stmt = stmt.where(results.c.subset == q.subset)
+        if q.min_score is not None:
+            stmt = stmt.where(_score_value() >= q.min_score)
+        if q.max_score is not None:
+            stmt = stmt.where(_score_value() <= q.max_score)
+        if q.truncated is not None:
+            stmt = stmt.where(results.c.truncated.is_(q.truncated))
+        if q.correct is not None:
+            stmt = stmt.where(results.c.correct.is_(q.correct))
+        if q.model is not None:
+            stmt = stmt.where(results.c.model == q.model)
+        if cursor is not None:
+            after_job, after_line = decode_cursor(cursor)
+            stmt = stmt.where(
+                or_(
+                    results.c.job_id > after_job,
+                    and_(results.c.job_id == after_job, results.c.line > after_line),
+                )
+            )
+        stmt = stmt.order_by(results.c.job_id, results.c.line, results.c.model).limit(limit + 1)
+        rows = conn.execute(stmt).all()
+    page = [score_record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return page, (encode_cursor(page[-1]["job_id"], page[-1]["line"]) if more else None)
+
+
+def score_record(row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "job_id": row.job_id,
+        "line": row.line,
+        "model": row.model,
+        "custom_id": row.custom_id,
+        "subset": row.subset,
+    }
+    if row.chosen_score is not None:
+        out.update(
+            chosen_score=row.chosen_score,
+            rejected_score=row.rejected_score,
+            margin=row.chosen_score - row.rejected_score,
+            correct=bool(row.correct),
+        )
+    else:
+        out.update(score=row.score, num_tokens=row.num_tokens)
+    out["truncated"] = bool(row.truncated)
+    out["scored_at"] = row.scored_at.isoformat() + "Z"
+    return out
+
+
+def queued_items(db: Engine, *, tenant: str | None = None) -> int:
+    """Lines accepted but without an outcome yet, over active jobs (one tenant's, or all)."""
+    stmt = select(func.coalesce(func.sum(jobs.c.total - jobs.c.completed - jobs.c.failed), 0)).where(
+        jobs.c.status.in_(JOB_ACTIVE)
+    )
+    if tenant is not None:
+        stmt = stmt.where(jobs.c.tenant == tenant)
+    with reading(db) as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def jobs_by_status(db: Engine) -> dict[str, int]:
+    with reading(db) as conn:
+        rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+    return {s: int(n) for s, n in rows}
+
+
+def lines_by_outcome(db: Engine) -> dict[str, int]:
+    """Lines scored and failed, over every job (for /metrics)."""
+    with reading(db) as conn:
+        done, failed = conn.execute(
+            select(func.coalesce(func.sum(jobs.c.completed), 0), func.coalesce(func.sum(jobs.c.failed), 0))
+        ).one()
+    return {"scored": int(done), "failed": int(failed)}
