@@ -1,0 +1,484 @@
+"""Jobs: store one from a stream of parsed lines, read, list, cancel, and move it to its end state.
+
+`create_job` streams: items go in batches of `BATCH` rows, each batch its own short transaction
+(so SQLite writers elsewhere are never shut out for long), and only chunk boundaries (a few
+integers per `chunk_size` items) stay in memory. The job row, its chunks and counts are written
+last, in one transaction: until then the job does not exist for anyone, so a crashed or
+rejected upload never shows up half-stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from db.models import JOB_ACTIVE, JOB_TERMINAL, chunks, items, jobs, results
+from db.results import BATCH, insert_missing_results, job_accuracy
+from db.session import reading, retrying, utcnow, writing
+from rmscore.errors import BadRequest, Conflict, NotFound, TooLarge
+from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
+
+DEFAULT_TENANT = "local"
+OVERFLOWS = ("truncate", "error")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    tenant: str
+    kind: str
+    model: str
+    status: str
+    total: int
+    completed: int
+    failed: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    failed_at: datetime | None
+    metadata: dict[str, Any] | None
+    options: dict[str, Any]
+    idempotency_key: str | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobInfo:
+        m = dict(row._mapping)
+        m["metadata"] = m.pop("metadata", None)
+        return cls(**{k: m[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def done(self) -> int:
+        """Lines with an outcome (scored or failed)."""
+        return self.completed + self.failed
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_TERMINAL
+
+    def items_per_second(self, now: datetime | None = None) -> float | None:
+        """Lines finished per second since the first chunk started (bad input lines not counted)."""
+        if self.started_at is None:
+            return None
+        end = self.completed_at or self.cancelled_at or self.failed_at or now or utcnow()
+        seconds = (end - self.started_at).total_seconds()
+        return None if seconds <= 0 else self.done / seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO 8601 UTC, counts grouped as in the OpenAI Batch API."""
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        d["request_counts"] = {
+            "total": d.pop("total"),
+            "completed": d.pop("completed"),
+            "failed": d.pop("failed"),
+        }
+        d["items_per_second"] = self.items_per_second()
+        return d
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    job: JobInfo
+    created: bool  # False when an earlier submission with the same idempotency key was returned
+
+
+def resolve_model(name: str | None, settings: Any = None) -> str:
+    """The short model name a job is scored with; only models the operator configured are accepted."""
+    if settings is None:
+        from rmscore.settings import get_settings
+
+        settings = get_settings()
+    from rmscore.settings import model_name
+
+    names: dict[str, str] = settings.model_names
+    if name is None:
+        return model_name(settings.model)
+    if name in names:
+        return name
+    by_id = {v: k for k, v in names.items()}
+    if name in by_id:
+        return by_id[name]
+    raise BadRequest(
+        f"model {name!r} is not served here; choose one of: {', '.join(sorted(names))}", code="unknown_model"
+    )
+
+
+def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    out = dict(options or {})
+    unknown = set(out) - {"overflow", "max_batch_tokens"}
+    if unknown:
+        raise BadRequest(f"unknown job options: {', '.join(sorted(unknown))}", code="invalid_options")
+    if out.get("overflow") not in (None, *OVERFLOWS):
+        raise BadRequest("options.overflow must be 'truncate' or 'error'", code="invalid_options")
+    mbt = out.get("max_batch_tokens")
+    if mbt is not None and (isinstance(mbt, bool) or not isinstance(mbt, int) or mbt < 16):
+        raise BadRequest("options.max_batch_tokens must be an integer >= 16", code="invalid_options")
+    return out
+
+
+def estimate_tokens(item: Item) -> int:
+    """Rough token count (4 characters a token, a few per turn for the template): sizes chunks."""
+    return sum(len(m["content"]) // 4 + 5 for conv in item.conversations for m in conv)
+
+
+class _ChunkPlanner:
+    """Cuts items into chunks of at most `size` items and `max_tokens` estimated tokens."""
+
+    def __init__(self, size: int, max_tokens: int) -> None:
+        self.size, self.max_tokens = size, max_tokens
+        self.plans: list[tuple[int, int, int]] = []  # (first_line, last_line, n_items)
+        self._first = self._last = self._n = self._tokens = 0
+
+    def add(self, item: Item) -> None:
+        t = estimate_tokens(item)
+        if self._n and (self._n >= self.size or self._tokens + t > self.max_tokens):
+            self.close()
+        if not self._n:
+            self._first, self._tokens = item.line, 0
+        self._last, self._n, self._tokens = item.line, self._n + 1, self._tokens + t
+
+    def close(self) -> None:
+        if self._n:
+            self.plans.append((self._first, self._last, self._n))
+            self._n = 0
+
+
+def find_by_idempotency_key(db: Engine | Connection, tenant: str, key: str) -> JobInfo | None:
+    q = select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
+    if isinstance(db, Connection):
+        row = db.execute(q).first()
+    else:
+        with reading(db) as conn:
+            row = conn.execute(q).first()
+    return JobInfo.from_row(row) if row else None
+
+
+def create_job(
+    db: Engine,
+    parsed: Iterable[Parsed],
+    *,
+    model: str,
+    kind: Kind | str = "auto",
+    tenant: str = DEFAULT_TENANT,
+    chunk_size: int = 256,
+    chunk_max_tokens: int = 262_144,
+    metadata: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    max_items: int | None = None,
+) -> CreatedJob:
+    """Store a job from parsed lines (`rmscore.formats.iter_parsed` / `parse_object` output).
+
+    `model` is a short name (see `resolve_model`). Bad lines are stored as items with an error
+    result and counted as failed. The job starts `queued` with its chunks queued but not yet sent
+    to the broker: call `worker.enqueue.enqueue_job` next (or use `worker.enqueue.submit`).
+    Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines).
+    """
+    if kind not in ("chat", "pairwise", "auto"):
+        raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
+    opts = check_options(options)
+    if idempotency_key is not None:
+        earlier = find_by_idempotency_key(db, tenant, idempotency_key)
+        if earlier is not None:
+            return CreatedJob(earlier, created=False)
+
+    job_id = uuid.uuid4().hex
+    planner = _ChunkPlanner(chunk_size, chunk_max_tokens)
+    job_kind: str | None = None if kind == "auto" else kind
+    total = failed = 0
+    item_rows: list[dict[str, Any]] = []
+    error_rows: list[dict[str, Any]] = []
+    now = utcnow()
+
+    def flush() -> None:
+        if item_rows:
+            retrying(lambda: _insert_batch(db, item_rows, error_rows), what="storing items")
+            item_rows.clear()
+            error_rows.clear()
+
+    try:
+        for p in parsed:
+            total += 1
+            if max_items is not None and total > max_items:
+                raise TooLarge(f"a job holds at most {max_items:,} lines", code="too_many_items")
+            if isinstance(p, LineError):
+                failed += 1
+                item_rows.append(_item_row(job_id, p.line, p.custom_id, p.subset, None, None))
+                error_rows.append(
+                    {
+                        "job_id": job_id,
+                        "line": p.line,
+                        "model": model,
+                        "custom_id": p.custom_id,
+                        "subset": p.subset,
+                        "score": None,
+                        "chosen_score": None,
+                        "rejected_score": None,
+                        "correct": None,
+                        "num_tokens": None,
+                        "truncated": None,
+                        "error_code": p.code,
+                        "error_message": p.message,
+                        "model_identity": None,
+                        "scored_at": now,
+                    }
+                )
+            else:
+                job_kind = job_kind or p.kind
+                subset = getattr(p, "subset", None)
+                item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, p.payload(), content_hash(p)))
+                planner.add(p)
+            if len(item_rows) >= BATCH:
+                flush()
+        flush()
+        planner.close()
+        if total == 0:
+            raise BadRequest("the input holds no lines to score", code="empty_input")
+        job_row = {
+            "id": job_id,
+            "tenant": tenant,
+            "kind": job_kind or "chat",
+            "model": model,
+            "status": "queued",
+            "total": total,
+            "completed": 0,
+            "failed": failed,
+            "created_at": now,
+            "metadata": metadata,
+            "options": opts,
+            "idempotency_key": idempotency_key,
+        }
+        if not planner.plans:  # every line failed to parse: nothing to score
+            job_row.update(status="failed", failed_at=now, error="no line of the input could be scored")
+        retrying(lambda: _insert_job(db, job_row, planner.plans), what="storing the job")
+    except IntegrityError:
+        _discard(db, job_id)
+        assert idempotency_key is not None
+        earlier = find_by_idempotency_key(db, tenant, idempotency_key)
+        if earlier is None:
+            raise
+        return CreatedJob(earlier, created=False)
+    except BaseException:
+        _discard(db, job_id)
+        raise
+    return CreatedJob(get_job(db, job_id), created=True)
+
+
+def _item_row(
+    job_id: str, line: int, custom_id: str | None, subset: str | None, payload: Any, digest: str | None
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "line": line,
+        "custom_id": custom_id,
+        "subset": subset,
+        "payload": payload,
+        "content_hash": digest,
+    }
+
+
+def _insert_batch(db: Engine, item_rows: list[dict[str, Any]], error_rows: list[dict[str, Any]]) -> None:
+    with writing(db) as conn:
+        # Idempotent, so a retried batch after a lost connection cannot fail on its own earlier rows.
+        conn.execute(
+            delete(items).where(
+                items.c.job_id == item_rows[0]["job_id"],
+                items.c.line.between(item_rows[0]["line"], item_rows[-1]["line"]),
+            )
+        )
+        conn.execute(items.insert(), item_rows)
+        if error_rows:
+            insert_missing_results(conn, error_rows)
+
+
+def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int, int]]) -> None:
+    now = job_row["created_at"]
+    with writing(db) as conn:
+        if conn.execute(select(jobs.c.id).where(jobs.c.id == job_row["id"])).first():
+            return  # a retry after the commit got through
+        conn.execute(jobs.insert(), [job_row])
+        rows = [
+            {
+                "job_id": job_row["id"],
+                "model": job_row["model"],
+                "first_line": a,
+                "last_line": b,
+                "n_items": n,
+                "status": "queued",
+                "attempts": 0,
+                "enqueued_at": now,
+                "updated_at": now,
+            }
+            for a, b, n in plans
+        ]
+        for start in range(0, len(rows), BATCH):
+            conn.execute(chunks.insert(), rows[start : start + BATCH])
+
+
+def _discard(db: Engine, job_id: str) -> None:
+    """Remove what a failed submission stored (best effort: the rows are invisible without a job)."""
+    try:
+        with writing(db) as conn:
+            if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first():
+                return
+            for table in (results, items, chunks):
+                conn.execute(delete(table).where(table.c.job_id == job_id))
+    except Exception:  # noqa: BLE001 - the original error matters more
+        pass
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def get_job(db: Engine | Connection, job_id: str, *, tenant: str | None = None) -> JobInfo:
+    """The job, or NotFound (also when it belongs to another tenant: no hint that it exists)."""
+    q = select(jobs).where(jobs.c.id == job_id)
+    if tenant is not None:
+        q = q.where(jobs.c.tenant == tenant)
+    if isinstance(db, Connection):
+        row = db.execute(q).first()
+    else:
+        with reading(db) as conn:
+            row = conn.execute(q).first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
+    return JobInfo.from_row(row)
+
+
+def _encode_cursor(job: JobInfo) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), job_id
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest("invalid cursor", code="invalid_cursor") from e
+
+
+def list_jobs(
+    db: Engine,
+    *,
+    tenant: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[JobInfo], str | None]:
+    """Jobs newest first; returns (page, cursor of the next page or None). `tenant=None`: all tenants."""
+    q = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    if tenant is not None:
+        q = q.where(jobs.c.tenant == tenant)
+    if status is not None:
+        q = q.where(jobs.c.status == status)
+    if cursor is not None:
+        at, last_id = _decode_cursor(cursor)
+        q = q.where(or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < last_id)))
+    with reading(db) as conn:
+        rows = conn.execute(q).all()
+    page = [JobInfo.from_row(r) for r in rows[:limit]]
+    return page, (_encode_cursor(page[-1]) if len(rows) > limit else None)
+
+
+def job_summary(db: Engine, job_id: str, *, tenant: str | None = None) -> dict[str, Any]:
+    """The job as JSON plus, for pairwise jobs, accuracy per subset and overall."""
+    job = get_job(db, job_id, tenant=tenant)
+    out = job.to_dict()
+    out["accuracy"] = job_accuracy(db, job.id, job.model) if job.kind == "pairwise" else None
+    return out
+
+
+# --------------------------------------------------------------------------- state changes
+
+
+def _open_chunks(job_id: Any) -> Any:
+    return exists().where(chunks.c.job_id == job_id, chunks.c.status.in_(("queued", "leased")))
+
+
+def finish_job(conn: Connection, job_id: str, now: datetime | None = None) -> None:
+    """Move the job to its end state if it has reached it; a no-op otherwise (safe to call often).
+
+    A job is `completed` once every line has an outcome and at least one was scored, `failed` when
+    every line failed, and a `cancelling` job is `cancelled` once no chunk is still running.
+    """
+    now = now or utcnow()
+    all_done = jobs.c.completed + jobs.c.failed >= jobs.c.total
+    active = and_(jobs.c.id == job_id, jobs.c.status.in_(JOB_ACTIVE), all_done)
+    conn.execute(
+        update(jobs).where(active, jobs.c.completed > 0).values(status="completed", completed_at=now)
+    )
+    conn.execute(
+        update(jobs)
+        .where(active, jobs.c.completed == 0)
+        .values(status="failed", failed_at=now, error="every line failed; see the job's errors")
+    )
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == "cancelling", ~_open_chunks(job_id))
+        .values(status="cancelled", cancelled_at=now)
+    )
+
+
+def mark_running(db: Engine, job_id: str) -> None:
+    def run() -> None:
+        with writing(db) as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == "queued")
+                .values(status="running", started_at=utcnow())
+            )
+
+    retrying(run, what="marking the job running")
+
+
+def cancel_job(db: Engine, job_id: str, *, tenant: str | None = None) -> JobInfo:
+    """Stop a job: chunks not yet started never run; results already scored are kept.
+
+    Chunks being scored right now finish (their results are kept too); the job is `cancelling`
+    until they do, then `cancelled`. Cancelling a cancelled job is a no-op; a finished one, Conflict.
+    """
+
+    def run() -> JobInfo:
+        now = utcnow()
+        with writing(db) as conn:
+            # Compare-and-set on the status: a job finishing concurrently is never turned back.
+            mine = and_(jobs.c.id == job_id, jobs.c.status.in_(JOB_ACTIVE))
+            if tenant is not None:
+                mine = and_(mine, jobs.c.tenant == tenant)
+            if conn.execute(update(jobs).where(mine).values(status="cancelling")).rowcount:
+                conn.execute(
+                    update(chunks)
+                    .where(chunks.c.job_id == job_id, chunks.c.status == "queued")
+                    .values(status="cancelled", updated_at=now, error="job cancelled")
+                )
+                finish_job(conn, job_id, now)
+            job = get_job(conn, job_id, tenant=tenant)
+            if job.status in ("completed", "failed"):
+                raise Conflict(f"job {job_id} already ended ({job.status})", code="job_ended")
+            return job
+
+    return retrying(run, what="cancelling the job")
+
+
+def count_open_chunks(db: Engine, job_id: str) -> int:
+    with reading(db) as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(chunks)
+                .where(chunks.c.job_id == job_id, chunks.c.status.in_(("queued", "leased")))
+            ).scalar_one()
+        )

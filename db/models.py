@@ -1,0 +1,139 @@
+"""Tables: jobs, their items (one per input line), results (one per item and model) and chunks of work.
+
+No foreign keys on purpose: a job's items are written in batches before its row, so a half-stored
+upload is never visible as a job (see `db.jobs.create_job`).
+Timestamps are naive UTC (`db.session.utcnow`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+ChunkId = BigInteger().with_variant(Integer(), "sqlite")
+
+JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelling", "cancelled")
+JOB_ACTIVE = ("queued", "running")
+JOB_TERMINAL = ("completed", "failed", "cancelled")
+CHUNK_STATUSES = ("queued", "leased", "done", "failed", "cancelled")
+CHUNK_TERMINAL = ("done", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, datetime: DateTime()}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default="local")
+    kind: Mapped[str] = mapped_column(String(16))  # chat | pairwise
+    model: Mapped[str] = mapped_column(String(128))  # short model name: the queue it is scored on
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)  # lines scored
+    failed: Mapped[int] = mapped_column(Integer, default=0)  # lines that ended with an error
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    # `metadata` is taken on declarative classes; the column keeps the user-facing name.
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    options: Mapped[dict[str, Any]]
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    error: Mapped[str | None] = mapped_column(Text)  # why the job failed, when it did
+
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_jobs_status", "status"),
+    )
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[str | None] = mapped_column(String(512))
+    subset: Mapped[str | None] = mapped_column(String(200))
+    # `ChatItem/PairItem.payload()`; NULL for a line that failed to parse (its error is in results).
+    payload: Mapped[dict[str, Any] | None]
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_items_job_custom_id", "job_id", "custom_id"),)
+
+
+class Result(Base):
+    __tablename__ = "results"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Copied from the item so score queries filter without a join.
+    custom_id: Mapped[str | None] = mapped_column(String(512))
+    subset: Mapped[str | None] = mapped_column(String(200))
+    score: Mapped[float | None] = mapped_column(Float)
+    chosen_score: Mapped[float | None] = mapped_column(Float)
+    rejected_score: Mapped[float | None] = mapped_column(Float)
+    correct: Mapped[bool | None] = mapped_column(Boolean)  # chosen_score > rejected_score
+    num_tokens: Mapped[int | None] = mapped_column(Integer)
+    truncated: Mapped[bool | None] = mapped_column(Boolean)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    model_identity: Mapped[dict[str, Any] | None]
+    scored_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_results_custom_id", "custom_id"),
+        Index("ix_results_subset_score", "subset", "score"),
+        Index("ix_results_score", "score"),
+    )
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+
+    id: Mapped[int] = mapped_column(ChunkId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    first_line: Mapped[int] = mapped_column(Integer)
+    last_line: Mapped[int] = mapped_column(Integer)
+    n_items: Mapped[int] = mapped_column(Integer)  # items to score (lines that parsed) in the range
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_expires_at: Mapped[datetime | None]
+    enqueued_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_chunks_job_status", "job_id", "status"),
+        Index("ix_chunks_status", "status", "lease_expires_at"),
+    )
+
+
+jobs = Job.__table__
+items = Item.__table__
+results = Result.__table__
+chunks = Chunk.__table__
