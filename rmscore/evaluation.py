@@ -125,8 +125,7 @@ def _clean(tallies: Tallies) -> dict[str, tuple[int, int]]:
 def subset_table(tallies: Tallies) -> list[dict[str, Any]]:
     """One row per subset with pairs, sorted by name: `{"subset", "correct", "n", "accuracy"}`."""
     return [
-        {"subset": name, "correct": c, "n": n, "accuracy": c / n}
-        for name, (c, n) in sorted(_clean(tallies).items())
+        {"subset": name, "correct": c, "n": n, "accuracy": c / n} for name, (c, n) in sorted(_clean(tallies).items())
     ]
 
 
