@@ -139,3 +139,19 @@ def test_evaluate_from_a_job_summary_accuracy() -> None:
     assert {r["subset"]: (r["correct"], r["n"]) for r in ev["subsets"]} == JOB
     assert _sections(JOB) == {s["section"]: s["score"] for s in ev["rewardbench"]["sections"]}
     assert evaluate_accuracy(None) is None
+
+
+def test_status_tables_show_what_applies() -> None:
+    from rich.console import Console
+
+    from rmscore.cli.report import evaluation_tables
+
+    assert evaluation_tables(None) == [] and evaluation_tables(evaluate({"x": (1, 2)})) == []
+    tables = evaluation_tables(evaluate(JOB | {"length bias": (3, 4)}))
+    console = Console(width=120, record=True)
+    for t in tables:
+        console.print(t)
+    out = console.export_text()
+    assert len(tables) == 2
+    assert "Reasoning │ 60.0%" in out and "Safety    │ 72.1%" in out
+    assert "Length               │     4 │    75.0% │  82.4% │ -7.4" in out
