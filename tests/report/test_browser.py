@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import XSS
+from report_jobs import XSS
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 CHROMIUM = os.environ.get("RMSCORE_CHROMIUM", "/usr/bin/chromium")

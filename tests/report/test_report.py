@@ -4,12 +4,11 @@ drawn, and untrusted text is shown as text."""
 from __future__ import annotations
 
 import html
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import XSS
+from report_jobs import XSS, Page, pct
 
 from db.jobs import create_job, get_job
 from db.results import iter_results
@@ -17,57 +16,6 @@ from rmscore.errors import NotFound
 from rmscore.evaluation import evaluate
 from rmscore.formats import parse_object
 from rmscore.report import CSP, build_report, collect
-
-
-class Page(HTMLParser):
-    """What a reader sees: the tables (rows of cell texts) by id, the charts, the text."""
-
-    def __init__(self, source: str) -> None:
-        super().__init__()
-        self.tables: dict[str, list[list[str]]] = {}
-        self.tags: dict[str, int] = {}
-        self.svg_paths = 0
-        self.text: list[str] = []
-        self._table: str | None = None
-        self._cell: list[str] | None = None
-        self._svg = 0
-        self.meta_csp: str | None = None
-        self.feed(source)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        self.tags[tag] = self.tags.get(tag, 0) + 1
-        if tag == "table":
-            self._table = a.get("id") or f"table{len(self.tables)}"
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table:
-            self.tables[self._table].append([])
-        elif tag in ("td", "th") and self._table:
-            self._cell = []
-        elif tag == "svg":
-            self._svg += 1
-        elif tag == "path" and self._svg:
-            self.svg_paths += 1
-        elif tag == "meta" and a.get("http-equiv") == "Content-Security-Policy":
-            self.meta_csp = a.get("content")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._table and self._cell is not None:
-            self.tables[self._table][-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "svg":
-            self._svg -= 1
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def tallies_from_results(db: Any, job_id: str) -> dict[str, tuple[int, int]]:

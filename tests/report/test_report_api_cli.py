@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import XSS
 from fastapi.testclient import TestClient
+from report_jobs import XSS
 
 from api.config import ApiConfig
 from api.main import create_app

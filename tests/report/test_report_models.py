@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import SHARED, make_job, pairwise_lines
-from test_report import Page, pct
+from report_jobs import SHARED, Page, make_job, pairwise_lines, pct
 
 from db.results import result_row, upsert_results
 from db.session import utcnow, writing

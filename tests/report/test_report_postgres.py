@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import SHARED, make_job, pairwise_lines
+from report_jobs import SHARED, make_job, pairwise_lines
 from sqlalchemy import text
 
 from db.results import iter_results
