@@ -10,7 +10,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 missing=()
-[ -x "$CHROMIUM" ] || missing+=(chromium)
+# Fonts named: with --no-install-recommends chromium would come without readable ones.
+[ -x "$CHROMIUM" ] || missing+=(chromium fonts-liberation fonts-dejavu-core)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
