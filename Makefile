@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TINY := models/tiny
 
-.PHONY: venv test lint demo tiny-model clean bench
+.PHONY: venv test lint demo tiny-model clean bench browser-setup
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,7 +25,11 @@ tiny-model: $(TINY)/config.json
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+# Debian's chromium + playwright-core for the report's browser test; fast when already there.
+browser-setup:
+	bash tests/report/browser/setup.sh
+
+test: $(STAMP) browser-setup
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
