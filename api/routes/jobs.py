@@ -43,6 +43,7 @@ RAW_TYPES = (
 # Uploads run in threads of their own, so a few big files never starve the rest of the API.
 _upload_limiter = anyio.CapacityLimiter(4)
 _FLUSH_BYTES = 64 * 1024
+_DRAIN_BYTES = 64 * 1024**2
 
 
 def job_out(summary: dict[str, Any]) -> Job:
@@ -144,7 +145,7 @@ async def upload_job(
     idempotency_key: IdempotencyKey = None,
     kind: Annotated[KindIn | None, Query(description="Or as a form field before the file.")] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
-    metadata: Annotated[str | None, Query(max_length=65536, description="A JSON object.")] = None,
+    metadata: Annotated[str | None, Query(max_length=2048, description="A JSON object (bigger: a form field).")] = None,
     overflow: Annotated[Literal["truncate", "error"] | None, Query()] = None,
     filename: Annotated[
         str | None, Query(max_length=512, description="Names the file of a non-multipart body (.gz, .parquet).")
@@ -241,7 +242,21 @@ async def upload_job(
         created = await anyio.to_thread.run_sync(work, limiter=_upload_limiter)
     except ClientDisconnect:
         raise BadRequest("the client went away during the upload", code="upload_incomplete") from None
+    except Exception:
+        # Read (and drop) what the client is still sending, so it gets the error instead of a reset
+        # connection; past a bound, closing is cheaper than reading.
+        await _drain(next_chunk, _DRAIN_BYTES)
+        raise
     return await anyio.to_thread.run_sync(created_response, created, db, response)
+
+
+async def _drain(next_chunk: Any, limit: int) -> None:
+    seen = 0
+    try:
+        while seen < limit and (chunk := await next_chunk()) is not None:
+            seen += len(chunk)
+    except Exception:  # noqa: BLE001 - the stream is already broken or consumed: nothing to drain
+        pass
 
 
 @router.get("", response_model=JobList, summary="List your jobs, newest first", responses=responses(400, 401, 422))

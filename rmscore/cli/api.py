@@ -49,6 +49,8 @@ def api(
         workers=workers,
         proxy_headers=False,
         server_header=False,
+        # Room for long query strings (filters, cursors) before h11 refuses the request line.
+        h11_max_incomplete_event_size=64 * 1024,
     )
 
 

@@ -1,0 +1,200 @@
+"""`rmscore submit/status/cancel/results` against the API, used when `RMSCORE_API_URL` is set.
+
+Plain functions taking the same arguments as the local commands in `rmscore.cli.jobs`, which
+hand over to them. Machine output on stdout (a job id, JSON, result lines), progress on stderr.
+This module defines no commands (no `register`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+@contextmanager
+def _client() -> Iterator[Any]:
+    """The API client, with known errors (and an unreachable server) ending the command cleanly."""
+    import httpx
+
+    from rmscore.client import Client
+    from rmscore.errors import RmscoreError
+
+    try:
+        with Client() as c:
+            yield c
+    except RmscoreError as e:
+        err.print(f"[red]error[/red] [{e.code}]: {e.message}")
+        raise typer.Exit(2 if e.http_status < 500 else 1) from None
+    except httpx.HTTPError as e:
+        from rmscore.settings import get_settings
+
+        err.print(f"[red]error[/red]: cannot reach the API at {get_settings().api_url}: {e}")
+        raise typer.Exit(1) from None
+
+
+def submit(
+    input: Path,
+    kind: str = "auto",
+    model: str | None = None,
+    chunk_size: int | None = None,
+    overflow: str | None = None,
+    metadata: str | None = None,
+    idempotency_key: str | None = None,
+    wait: bool = False,
+) -> None:
+    """Upload INPUT as a job (with a progress bar) and print its id; `wait` follows it to the end."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    meta = None
+    if metadata is not None:
+        try:
+            meta = json.loads(metadata)
+        except ValueError as e:
+            raise typer.BadParameter(f"not JSON: {e}", param_hint="--metadata") from None
+        if not isinstance(meta, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
+    if chunk_size is not None:
+        err.print("[yellow]--chunk-size is set by the server (RMSCORE_CHUNK_SIZE); ignored[/yellow]")
+    # Always one key: a retry after a dropped connection must find this job, not make a second.
+    key = idempotency_key or uuid.uuid4().hex
+    with _client() as c:
+        progress = Progress(
+            TextColumn(f"uploading {input.name}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("upload", total=input.stat().st_size)
+            job = c.submit(
+                input,
+                kind=kind,
+                model=model,
+                metadata=meta,
+                options={"overflow": overflow} if overflow else None,
+                idempotency_key=key,
+                on_progress=lambda sent, total: progress.update(task, completed=sent),
+            )
+        err.print(
+            f"job {job.id}: {job.total:,} lines ({job.failed:,} failed to parse), {job.kind}, "
+            f"model {job.model}, {job.status}"
+        )
+        typer.echo(job.id)
+        sys.stdout.flush()
+        if wait:
+            final = follow(c, job.id)
+            print_job(final.raw)
+            if final.status != "completed":
+                raise typer.Exit(1)
+
+
+def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
+    """A progress bar (lines done / total, items/s, ETA) until the job ends."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task("job", total=None, status="", rate="")
+
+        def show(job: Any) -> None:
+            rate = job.items_per_second
+            progress.update(
+                task,
+                total=job.total,
+                completed=job.done,
+                status=job.status,
+                rate=f"{rate:,.1f} items/s" if rate else "",
+            )
+
+        return c.wait(job_id, poll=poll, on_progress=show)
+
+
+def print_job(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"job {s['id']}", show_header=False)
+    counts = s["request_counts"]
+    t.add_row("status", s["status"] + (f" ({s['error']})" if s.get("error") else ""))
+    t.add_row("kind / model", f"{s['kind']} / {s['model']}")
+    t.add_row("lines", f"{counts['total']:,}")
+    t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
+    for k in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at"):
+        if s.get(k):
+            t.add_row(k.replace("_", " "), s[k])
+    if s.get("items_per_second"):
+        t.add_row("items/s", f"{s['items_per_second']:,.1f}")
+    err.print(t)
+    acc = s.get("accuracy")
+    if acc:
+        a = Table(title="preference accuracy (chosen > rejected)")
+        a.add_column("subset")
+        a.add_column("pairs", justify="right")
+        a.add_column("accuracy", justify="right")
+        for name, row in acc["subsets"].items():
+            a.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
+        a.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
+        err.print(a)
+
+
+def status(job_id: str, as_json: bool = False) -> None:
+    with _client() as c:
+        job = c.job(job_id)
+    if as_json:
+        typer.echo(json.dumps(job.raw, ensure_ascii=False))
+    else:
+        print_job(job.raw)
+
+
+def cancel(job_id: str) -> None:
+    with _client() as c:
+        job = c.cancel(job_id)
+    err.print(f"job {job.id}: {job.status} ({job.done:,} of {job.total:,} lines have results)")
+    typer.echo(job.status)
+
+
+def results(job_id: str, output: str = "-", errors_only: bool = False) -> None:
+    """Results in input order: JSONL on stdout, or to `-o FILE` (.jsonl, .csv or .parquet by suffix)."""
+    with _client() as c:
+        job = c.job(job_id)
+        if not job.terminal:
+            err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]")
+        if output == "-":
+            n = 0
+            for record in c.results(job_id, errors_only=errors_only):
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
+            err.print(f"{n:,} result lines")
+        else:
+            size = c.download(job_id, output, errors_only=errors_only)
+            err.print(f"results written to {output} ({size:,} bytes)")
+        acc = c.job(job_id).accuracy
+    if acc:
+        parts = ", ".join(f"{k} {100 * v['accuracy']:.1f}% ({v['n']})" for k, v in acc["subsets"].items())
+        err.print(f"accuracy: overall {100 * acc['overall']:.1f}% over {acc['n']:,} pairs; {parts}")
