@@ -1,0 +1,268 @@
+"""Job commands against the database and broker: `db upgrade`, `submit`, `status`, `cancel`,
+`results`, `reconcile`. Scripts get machine output on stdout (a job id, JSON, result lines);
+progress and messages go to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+db_app = typer.Typer(help="The job database.", no_args_is_help=True)
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Known errors end the command with their code and message, not a traceback."""
+    from rmscore.errors import RmscoreError
+
+    try:
+        yield
+    except RmscoreError as e:
+        err.print(f"[red]error[/red] [{e.code}]: {e.message}")
+        raise typer.Exit(2 if e.http_status < 500 else 1) from None
+
+
+def _db() -> Any:
+    from db.migrate import ensure_schema
+    from db.session import get_engine
+
+    db = get_engine()
+    ensure_schema(db)
+    return db
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Create or migrate the tables at RMSCORE_DATABASE_URL (safe to run from several hosts at once)."""
+    from db.migrate import upgrade
+    from db.session import get_engine
+
+    at = upgrade(get_engine(), revision)
+    err.print(f"database at revision {at}")
+
+
+def submit(
+    input: Annotated[
+        Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
+    ],
+    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
+    model: Annotated[
+        str | None, typer.Option(help="Model name to score with [default: RMSCORE_MODEL's].")
+    ] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Items per chunk of work [default: RMSCORE_CHUNK_SIZE].", min=1)
+    ] = None,
+    overflow: Annotated[str | None, typer.Option(help="Over-long input: truncate or error.")] = None,
+    metadata: Annotated[str | None, typer.Option(help="JSON object stored with the job.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Retrying with the same key returns the same job.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")] = False,
+) -> None:
+    """Store INPUT as a scoring job and queue it for the workers; prints the job id on stdout."""
+    if kind not in ("chat", "pairwise", "auto"):
+        raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
+    meta = None
+    if metadata is not None:
+        try:
+            meta = json.loads(metadata)
+        except ValueError as e:
+            raise typer.BadParameter(f"not JSON: {e}", param_hint="--metadata") from None
+        if not isinstance(meta, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
+    options = {"overflow": overflow} if overflow else None
+    with _user_errors():
+        from worker.enqueue import submit as submit_job
+
+        db = _db()
+        t0 = time.perf_counter()
+        with err.status(f"storing {input.name}"):
+            created = submit_job(
+                input,
+                kind=kind,
+                model=model,
+                chunk_size=chunk_size,
+                metadata=meta,
+                options=options,
+                idempotency_key=idempotency_key,
+                db=db,
+            )
+        job = created.job
+        if created.created:
+            err.print(
+                f"job {job.id}: {job.total:,} lines ({job.failed:,} failed to parse), {job.kind}, "
+                f"model {job.model}, stored in {time.perf_counter() - t0:.1f}s"
+            )
+        else:
+            err.print(f"job {job.id} was already submitted with this idempotency key ({job.status})")
+        typer.echo(job.id)
+        sys.stdout.flush()
+        if wait:
+            final = wait_for_job(db, job.id)
+            _print_job(db, final.id)
+            if final.status != "completed":
+                raise typer.Exit(1)
+
+
+def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
+    """Follow a job with a progress bar (lines done / total, items/s, ETA) until it ends."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from db.jobs import get_job
+
+    job = get_job(db, job_id)
+    progress = Progress(
+        TextColumn("{task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    with progress:
+        task = progress.add_task("job", total=job.total, completed=job.done, status=job.status, rate="")
+        while True:
+            job = get_job(db, job_id)
+            rate = job.items_per_second()
+            progress.update(
+                task, completed=job.done, status=job.status, rate=f"{rate:,.1f} items/s" if rate else ""
+            )
+            if job.terminal:
+                return job
+            time.sleep(poll)
+
+
+def _print_job(db: Any, job_id: str) -> None:
+    from rich.table import Table
+
+    from db.jobs import job_summary
+
+    s = job_summary(db, job_id)
+    t = Table(title=f"job {s['id']}", show_header=False)
+    counts = s["request_counts"]
+    t.add_row("status", s["status"] + (f" ({s['error']})" if s.get("error") else ""))
+    t.add_row("kind / model", f"{s['kind']} / {s['model']}")
+    t.add_row("lines", f"{counts['total']:,}")
+    t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
+    for k in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at"):
+        if s.get(k):
+            t.add_row(k.replace("_", " "), s[k])
+    if s.get("items_per_second"):
+        t.add_row("items/s", f"{s['items_per_second']:,.1f}")
+    err.print(t)
+    acc = s.get("accuracy")
+    if acc:
+        a = Table(title="preference accuracy (chosen > rejected)")
+        a.add_column("subset")
+        a.add_column("pairs", justify="right")
+        a.add_column("accuracy", justify="right")
+        for name, row in acc["subsets"].items():
+            a.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
+        a.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
+        err.print(a)
+
+
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON on stdout.")] = False,
+) -> None:
+    """Show a job: status, counts, timestamps, throughput, and accuracy for pairwise jobs."""
+    with _user_errors():
+        from db.jobs import job_summary
+
+        db = _db()
+        if as_json:
+            typer.echo(json.dumps(job_summary(db, job_id), ensure_ascii=False))
+        else:
+            _print_job(db, job_id)
+
+
+def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]) -> None:
+    """Cancel a job: chunks not yet started never run; results already scored are kept."""
+    with _user_errors():
+        from db.jobs import cancel_job
+
+        job = cancel_job(_db(), job_id)
+        err.print(f"job {job.id}: {job.status} ({job.done:,} of {job.total:,} lines have results)")
+        typer.echo(job.status)
+
+
+def results(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")
+    ] = "-",
+    errors_only: Annotated[bool, typer.Option("--errors", help="Only the lines that failed.")] = False,
+) -> None:
+    """Write a job's results as JSONL in input order, in the format of `rmscore score`."""
+    with _user_errors():
+        from db.jobs import get_job, job_summary
+        from db.results import iter_results
+
+        db = _db()
+        job = get_job(db, job_id)
+        if not job.terminal:
+            err.print(
+                f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]"
+            )
+        out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+        n = 0
+        try:
+            for record in iter_results(db, job_id, errors_only=errors_only):
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        err.print(f"{n:,} result lines" + ("" if output == "-" else f" written to {output}"))
+        acc = job_summary(db, job_id).get("accuracy")
+        if acc:
+            parts = ", ".join(f"{k} {100 * v['accuracy']:.1f}% ({v['n']})" for k, v in acc["subsets"].items())
+            err.print(f"accuracy: overall {100 * acc['overall']:.1f}% over {acc['n']:,} pairs; {parts}")
+
+
+def reconcile(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit (the only mode).")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run even if another reconciler holds the lock.")
+    ] = False,
+) -> None:
+    """Re-send chunks the broker lost, re-queue expired leases, finish jobs whose chunks all ended."""
+    with _user_errors():
+        from rmscore.settings import get_settings
+        from worker.app import get_app
+        from worker.enqueue import get_redis
+        from worker.reconcile import reconcile_once
+
+        s = get_settings()
+        report = reconcile_once(_db(), get_redis(s.broker_url), get_app(s), s, use_lock=not force)
+        err.print(report.summary())
+        if not report.ran:
+            raise typer.Exit(3)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("cancel")(cancel)
+    app.command("results")(results)
+    app.command("reconcile")(reconcile)

@@ -1,0 +1,60 @@
+"""`rmscore worker`: one scoring worker process (one per GPU)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+
+def worker(
+    model: Annotated[
+        str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda, cuda:1 … [default: RMSCORE_DEVICE].")
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None, typer.Option(help="Token budget per micro-batch.", min=16)
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name [default: <model>@<host>-<device>].")] = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="Appended to the default name: several workers per host.")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 0 if a worker on this host has a live heartbeat.")
+    ] = False,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING …")] = "INFO",
+) -> None:
+    """Load the model once, warm it up, then score chunks from its queue until stopped (SIGTERM
+    finishes the chunk in hand). Concurrency is always 1: one process holds one model on one device."""
+    from rmscore.settings import get_settings, model_name
+
+    s = get_settings()
+    model_id = model or s.model
+    if check:
+        from worker.enqueue import get_redis
+        from worker.runner import check_heartbeat
+
+        live = check_heartbeat(get_redis(s.broker_url), name=name, model_name=model_name(model_id))
+        typer.echo("\n".join(live) if live else "no live worker", err=not live)
+        raise typer.Exit(0 if live else 1)
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker.runner import run_worker
+
+    code = run_worker(
+        s,
+        model=model_id,
+        device=device or s.device,
+        max_batch_tokens=max_batch_tokens,
+        name=name,
+        suffix=suffix,
+        loglevel=loglevel.upper(),
+    )
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)

@@ -1,0 +1,133 @@
+"""Producers: store a job and hand its chunks to the broker. No torch here.
+
+Each message names a chunk (`job=`, `chunk=`, `items=`, readable in Flower), never its payload.
+It is published to the model's queue through Redis' default exchange (routing key = queue name),
+which needs no binding table: a Redis that lost its data (FLUSHALL, restart without persistence)
+takes the next message as surely as the first. After sending, the chunk's `chunk_enqueued` key
+is set; the reconciler re-sends queued chunks whose key is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+from celery import Celery
+from sqlalchemy import Engine
+
+from db.chunks import ChunkRef, mark_enqueued, queued_chunks
+from db.jobs import CreatedJob, create_job, resolve_model
+from db.session import get_engine
+from rmscore import keys
+from rmscore.formats import Parsed, iter_parsed
+from rmscore.settings import Settings, get_settings
+
+# Long enough for any queue backlog; only a guard against keys of chunks nobody will ever take.
+ENQUEUED_KEY_TTL_S = 7 * 24 * 3600
+SEND_BATCH = 500
+
+_redis: dict[str, redis.Redis] = {}
+
+
+def get_redis(url: str | None = None) -> redis.Redis:
+    """A client for the broker's Redis (where the `rmscore:*` keys live beside Celery's)."""
+    url = url or get_settings().broker_url
+    client = _redis.get(url)
+    if client is None:
+        client = _redis[url] = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, retry_on_timeout=True
+        )
+    return client
+
+
+def send_chunks(app: Celery, r: redis.Redis, refs: Sequence[ChunkRef]) -> int:
+    """Publish one message per chunk and mark each as known to the broker. Returns messages sent.
+
+    Send first, then set the key: a crash in between leaves a queued chunk without a key, which the
+    reconciler re-sends (a duplicate message is skipped by the claim); the other order could leave
+    a key for a message that was never sent, and the chunk would wait until the key expires.
+    """
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for start in range(0, len(refs), SEND_BATCH):
+            batch = refs[start : start + SEND_BATCH]
+            for ref in batch:
+                queue = keys.score_queue(ref.model)
+                app.send_task(
+                    keys.TASK_SCORE_CHUNK,
+                    kwargs={"job": ref.job_id, "chunk": ref.id, "items": ref.n_items},
+                    queue=queue,
+                    exchange="",
+                    routing_key=queue,
+                    producer=producer,
+                    ignore_result=True,
+                )
+                sent += 1
+            with r.pipeline(transaction=False) as pipe:
+                for ref in batch:
+                    pipe.set(keys.chunk_enqueued(ref.id), ref.job_id, ex=ENQUEUED_KEY_TTL_S)
+                pipe.execute()
+    return sent
+
+
+def enqueue_job(db: Engine, job_id: str, *, app: Celery | None = None, r: redis.Redis | None = None) -> int:
+    """Send every queued chunk of the job to its model's queue. Returns the number sent."""
+    from worker.app import get_app
+
+    refs = queued_chunks(db, job_id=job_id)
+    mark_enqueued(db, [c.id for c in refs])
+    return send_chunks(app or get_app(), r or get_redis(), refs)
+
+
+def submit(
+    source: str | Path | IO[bytes] | Iterable[Parsed],
+    *,
+    kind: str = "auto",
+    model: str | None = None,
+    tenant: str = "local",
+    chunk_size: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+    db: Engine | None = None,
+    app: Celery | None = None,
+    r: redis.Redis | None = None,
+) -> CreatedJob:
+    """Validate, store and enqueue a job: the producer's one call.
+
+    `source` is a path or byte stream (JSONL, .jsonl.gz, or one .json document) read as
+    `rmscore score` reads it, or already-parsed lines. Streams: memory stays flat on any size.
+    """
+    s = settings or get_settings()
+    db = db or get_engine(s.database_url)
+    short = resolve_model(model, s)
+    if isinstance(source, str | Path) or hasattr(source, "read"):
+        parsed: Iterable[Parsed] = iter_parsed(
+            source,  # type: ignore[arg-type]
+            kind,  # type: ignore[arg-type]
+            max_line_bytes=s.max_line_bytes,
+            max_turns=s.max_turns,
+        )
+    else:
+        parsed = source  # type: ignore[assignment]
+    created = create_job(
+        db,
+        parsed,
+        model=short,
+        kind=kind,
+        tenant=tenant,
+        chunk_size=chunk_size or s.chunk_size,
+        chunk_max_tokens=s.chunk_max_tokens,
+        metadata=metadata,
+        options=options,
+        idempotency_key=idempotency_key,
+        max_items=s.max_items_per_job,
+    )
+    if created.created and created.job.status == "queued":
+        from worker.app import get_app
+
+        enqueue_job(db, created.job.id, app=app or get_app(s), r=r or get_redis(s.broker_url))
+    return created

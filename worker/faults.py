@@ -1,0 +1,34 @@
+"""Fault injection for tests of the pipeline's guarantees; inert unless its variables are set.
+
+- `RMSCORE_FAULT_CHUNK_DELAY=SECONDS`: sleep that long after claiming each chunk, so a test can
+  kill or stop a worker while it holds a lease, or cancel a job while it runs.
+- `RMSCORE_FAULT_POISON=CUSTOM_ID`: scoring raises for any chunk holding an item with that
+  custom_id, as a model that chokes on one input would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from rmscore.formats import Item
+
+CHUNK_DELAY_ENV = "RMSCORE_FAULT_CHUNK_DELAY"
+POISON_ENV = "RMSCORE_FAULT_POISON"
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def after_claim() -> None:
+    delay = float(os.environ.get(CHUNK_DELAY_ENV) or 0)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def before_scoring(items: Sequence[Item]) -> None:
+    poison = os.environ.get(POISON_ENV)
+    if poison and any(item.custom_id == poison for item in items):
+        raise InjectedFault(f"injected fault: item {poison!r} poisons its chunk")

@@ -1,0 +1,315 @@
+"""The `rmscore worker` process: one model, loaded once, fed chunks from its model's queue.
+
+One process per GPU. It loads the engine and runs a warm-up batch before it takes any work, then
+runs Celery's solo pool in the same process (never a fork after CUDA is initialized). Beside the
+consumer, two daemon threads: a heartbeat (`rmscore:worker:<name>:heartbeat`, for health checks
+and the API) and the reconciler. SIGTERM is Celery's warm shutdown: the chunk in hand finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Celery
+from sqlalchemy import Engine as DbEngine
+
+from db.chunks import ChunkRef, Lease, claim_chunk, complete_chunk, load_items, new_owner, release_chunk
+from rmscore import keys
+from rmscore.settings import Settings
+from worker import faults
+from worker.enqueue import send_chunks
+
+log = logging.getLogger(__name__)
+
+
+def node_name(model_name: str, device: str, *, host: str | None = None, suffix: str | None = None) -> str:
+    """`<model>@<host>-<device>[-<suffix>]`, e.g. `tiny@gpu-box-cuda0`: what Flower and heartbeats show."""
+    host = host or socket.gethostname()
+    dev = device.replace(":", "")
+    return f"{model_name}@{host}-{dev}" + (f"-{suffix}" if suffix else "")
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    engine: Any  # worker.engine.Engine (typed loosely so this module imports without torch)
+    db: DbEngine
+    redis: redis.Redis
+    app: Celery
+    name: str
+    started_at: float = field(default_factory=time.time)
+    chunks_done: int = 0
+    items_done: int = 0
+    current: Lease | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def queue(self) -> str:
+        return keys.score_queue(self.engine.name)
+
+    def process(self, chunk_id: int) -> str:
+        """Run one chunk to its end. Outcomes: done, skipped (not ours to run), lost, retry, failed."""
+        s = self.settings
+        self.redis.delete(keys.chunk_enqueued(chunk_id))  # the broker handed it over
+        lease = claim_chunk(
+            self.db,
+            chunk_id,
+            new_owner(self.name),
+            lease_seconds=s.lease_seconds,
+            max_attempts=s.max_attempts,
+        )
+        if lease is None:
+            log.info("chunk %s: skipped (done, taken, cancelled or out of attempts)", chunk_id)
+            return "skipped"
+        self.current = lease
+        t0 = time.perf_counter()
+        try:
+            faults.after_claim()
+            items = load_items(self.db, lease)
+            faults.before_scoring(items)
+            records = self._score(items, lease.options)
+        except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
+            self.current = None
+            return self._give_back(lease, exc)
+        ok = complete_chunk(self.db, lease, records, self.engine.identity)
+        self.current = None
+        if not ok:
+            log.warning("chunk %s: lease lost before it was stored; another worker owns it", chunk_id)
+            return "lost"
+        with self._lock:
+            self.chunks_done += 1
+            self.items_done += len(records)
+        log.info(
+            "chunk %s of job %s: %d items in %.2fs",
+            chunk_id,
+            lease.job_id,
+            len(records),
+            time.perf_counter() - t0,
+        )
+        return "done"
+
+    def _score(self, items: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+        from worker.scoring import score_items
+
+        budget = options.get("max_batch_tokens")
+        saved = self.engine.max_batch_tokens
+        if budget and budget < saved:  # a job may ask for smaller batches, never bigger ones
+            self.engine.max_batch_tokens = budget
+        try:
+            return score_items(self.engine, items, overflow=options.get("overflow"))
+        finally:
+            if budget and budget < saved:
+                self.engine.max_batch_tokens = min(saved, max(self.engine.max_batch_tokens, budget))
+
+    def _give_back(self, lease: Lease, exc: Exception) -> str:
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("chunk %s failed on attempt %d: %s", lease.chunk_id, lease.attempts, error)
+        outcome = release_chunk(self.db, lease, error, max_attempts=self.settings.max_attempts)
+        if outcome == "queued":
+            send_chunks(
+                self.app, self.redis, [ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)]
+            )
+            return "retry"
+        return outcome
+
+    def heartbeat(self) -> dict[str, Any]:
+        cur = self.current
+        stats = self.engine.stats
+        return {
+            "name": self.name,
+            "model": self.engine.name,
+            "model_id": self.engine.model,
+            "device": self.engine.device,
+            "dtype": self.engine.dtype,
+            "queue": self.queue,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "at": time.time(),
+            "chunks_done": self.chunks_done,
+            "items_done": self.items_done,
+            "current_chunk": cur.chunk_id if cur else None,
+            "current_job": cur.job_id if cur else None,
+            "max_batch_tokens": self.engine.max_batch_tokens,
+            "padding_efficiency": stats.padding_efficiency,
+        }
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease of the chunk in hand every third of `lease_seconds`.
+
+    A lease then expires only when its worker stops (killed, machine lost, hung hard), however long
+    a chunk takes; the reconciler re-queues it `lease_seconds` later.
+    """
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        super().__init__(name="rmscore-lease-keeper", daemon=True)
+        self.runtime = runtime
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from db.chunks import renew_lease
+
+        seconds = self.runtime.settings.lease_seconds
+        while not self.stopping.wait(seconds / 3):
+            lease = self.runtime.current
+            if lease is None:
+                continue
+            try:
+                if not renew_lease(self.runtime.db, lease, seconds):
+                    log.warning("chunk %s: lease lost while scoring", lease.chunk_id)
+            except Exception as exc:  # noqa: BLE001 - the database may be failing over; try again
+                log.warning("chunk %s: lease renewal failed: %s", lease.chunk_id, exc)
+
+
+class Heartbeat(threading.Thread):
+    """Writes the worker's heartbeat key every `heartbeat_interval`, expiring after `heartbeat_ttl`."""
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        super().__init__(name="rmscore-heartbeat", daemon=True)
+        self.runtime = runtime
+        self.stopping = threading.Event()
+
+    def beat(self) -> None:
+        s = self.runtime.settings
+        self.runtime.redis.set(
+            keys.worker_heartbeat(self.runtime.name),
+            json.dumps(self.runtime.heartbeat()),
+            px=int(s.heartbeat_ttl * 1000),
+        )
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - Redis may be restarting; keep beating
+                log.warning("heartbeat failed: %s", exc)
+            if self.stopping.wait(self.runtime.settings.heartbeat_interval):
+                return
+
+
+def start_metrics(runtime: WorkerRuntime, port: int) -> None:
+    """Prometheus gauges read from the runtime at scrape time (RMSCORE_WORKER_METRICS_PORT)."""
+    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self) -> Any:
+            labels = ["worker", "model"]
+            values = [runtime.name, runtime.engine.name]
+            for name, doc, value in (
+                ("rmscore_worker_chunks", "Chunks this worker scored and stored.", runtime.chunks_done),
+                ("rmscore_worker_items", "Items this worker scored and stored.", runtime.items_done),
+                ("rmscore_worker_tokens", "Real tokens through the model.", runtime.engine.stats.tokens),
+            ):
+                c = CounterMetricFamily(name, doc, labels=labels)
+                c.add_metric(values, value)
+                yield c
+            g = GaugeMetricFamily("rmscore_worker_busy", "1 while a chunk is in hand.", labels=labels)
+            g.add_metric(values, 1 if runtime.current else 0)
+            yield g
+            g = GaugeMetricFamily("rmscore_worker_padding_efficiency", "Real / padded tokens.", labels=labels)
+            g.add_metric(values, runtime.engine.stats.padding_efficiency)
+            yield g
+
+    REGISTRY.register(Collector())
+    start_http_server(port)
+    log.info("metrics on :%d/metrics", port)
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    model: str,
+    device: str,
+    max_batch_tokens: int | None = None,
+    name: str | None = None,
+    suffix: str | None = None,
+    loglevel: str = "INFO",
+) -> int:
+    """Load, warm up, then consume the model's queue until shut down. Returns the exit code."""
+    from db.migrate import ensure_schema
+    from db.session import get_engine
+    from worker.app import create_app
+    from worker.engine import Engine
+    from worker.enqueue import get_redis
+    from worker.reconcile import Reconciler
+
+    db = get_engine(settings.database_url)
+    ensure_schema(db)
+    t0 = time.perf_counter()
+    engine = Engine.load(
+        model,
+        device=device,
+        dtype=settings.dtype,
+        max_batch_tokens=max_batch_tokens or settings.max_batch_tokens,
+        max_batch_size=settings.max_batch_size,
+        overflow=settings.overflow,
+    )
+    engine.warmup()
+    log.info(
+        "loaded %s on %s (%s) in %.1fs, max_batch_tokens %d",
+        model,
+        engine.device,
+        engine.dtype,
+        time.perf_counter() - t0,
+        engine.max_batch_tokens,
+    )
+
+    app = create_app(settings)
+    r = get_redis(settings.broker_url)
+    runtime = WorkerRuntime(
+        settings, engine, db, r, app, name or node_name(engine.name, engine.device, suffix=suffix)
+    )
+    from worker import sync_task, tasks
+
+    tasks.register(app, runtime)
+    sync_task.register(app, runtime)  # POST /v1/score requests, served ahead of batch chunks
+    heartbeat = Heartbeat(runtime)
+    heartbeat.beat()
+    heartbeat.start()
+    keeper = LeaseKeeper(runtime)
+    keeper.start()
+    reconciler = Reconciler(db, r, app, settings)
+    reconciler.start()
+    if settings.worker_metrics_port is not None:
+        start_metrics(runtime, settings.worker_metrics_port)
+
+    worker = app.Worker(
+        hostname=runtime.name,
+        queues=[runtime.queue],
+        pool_cls="solo",
+        concurrency=1,
+        loglevel=loglevel,
+        send_events=True,
+        without_gossip=True,
+        without_mingle=True,
+        optimization="fair",
+    )
+    try:
+        worker.start()
+    finally:
+        reconciler.stop()
+        keeper.stopping.set()
+        heartbeat.stopping.set()
+        with contextlib.suppress(redis.RedisError):
+            r.delete(keys.worker_heartbeat(runtime.name))
+    return int(worker.exitcode or 0)
+
+
+def check_heartbeat(r: redis.Redis, *, name: str | None = None, model_name: str | None = None) -> list[str]:
+    """Names of live workers: `name` exactly, or every worker of `model_name` on this host."""
+    if name:
+        return [name] if r.exists(keys.worker_heartbeat(name)) else []
+    pattern = keys.worker_heartbeat(f"{model_name or '*'}@{socket.gethostname()}-*")
+    prefix, suffix = keys.worker_heartbeat("\0").split("\0")
+    return sorted(k.decode()[len(prefix) : -len(suffix)] for k in r.scan_iter(match=pattern, count=1000))

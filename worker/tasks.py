@@ -1,0 +1,26 @@
+"""The Celery task a worker runs: score one chunk. Only `rmscore worker` registers it (it needs the model)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from celery import Celery
+
+from rmscore import keys
+
+if TYPE_CHECKING:
+    from worker.runner import WorkerRuntime
+
+_runtime: WorkerRuntime | None = None
+
+
+def register(app: Celery, runtime: WorkerRuntime) -> None:
+    """Bind the task to the runtime holding the loaded engine (one per process)."""
+    global _runtime
+    _runtime = runtime
+
+    @app.task(name=keys.TASK_SCORE_CHUNK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+    def score_chunk(job: str, chunk: int, items: int = 0) -> str:
+        """Claim, score and store chunk `chunk` of job `job` (`items` items). Returns the outcome."""
+        assert _runtime is not None
+        return _runtime.process(chunk)
