@@ -25,7 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: Python None is SQL NULL (not the JSON value null), so `IS NULL` finds it.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
 ChunkId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -66,6 +67,7 @@ class Job(Base):
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_tenant_status", "tenant", "status"),  # migration 0002: back-pressure per tenant
     )
 
 
@@ -107,6 +109,7 @@ class Result(Base):
         Index("ix_results_custom_id", "custom_id"),
         Index("ix_results_subset_score", "subset", "score"),
         Index("ix_results_score", "score"),
+        Index("ix_results_job_subset_line", "job_id", "subset", "line"),  # migration 0002: scores by subset
     )
 
 

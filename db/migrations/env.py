@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import db.keys  # noqa: F401 - tables defined beside their queries register on Base when imported
 from db.models import Base
 
 config = context.config
