@@ -12,7 +12,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, func, select, tuple_
 
 from db.models import JOB_ACTIVE, jobs, results
 from db.session import reading
@@ -81,53 +81,69 @@ def query_scores(
         results.c.truncated,
         results.c.scored_at,
     ]
-    stmt = select(*cols).where(results.c.error_code.is_(None))
+    base = select(*cols).where(results.c.error_code.is_(None))
+    if q.custom_id is not None:
+        base = base.where(results.c.custom_id == q.custom_id)
+    if q.subset is not None:
+        base = base.where(results.c.subset == q.subset)
+    if q.min_score is not None:
+        base = base.where(_score_value() >= q.min_score)
+    if q.max_score is not None:
+        base = base.where(_score_value() <= q.max_score)
+    if q.truncated is not None:
+        base = base.where(results.c.truncated.is_(q.truncated))
+    if q.correct is not None:
+        base = base.where(results.c.correct.is_(q.correct))
+    if q.model is not None:
+        base = base.where(results.c.model == q.model)
+    after = decode_cursor(cursor) if cursor is not None else None
+    order = (results.c.job_id, results.c.line, results.c.model)
+    want = limit + 1
+
     with reading(db) as conn:
+        ids: list[str] | None = None  # the jobs to read, in id order; None: a join or every job
+        stmt = base
         if q.job_id is not None:
             owner = select(jobs.c.id).where(jobs.c.id == q.job_id)
             if tenant is not None:
                 owner = owner.where(jobs.c.tenant == tenant)
             if conn.execute(owner).first() is None:
                 return [], None  # another tenant's job reads as an empty one, as an unknown id does
-            stmt = stmt.where(results.c.job_id == q.job_id)
+            ids = [q.job_id]
         elif tenant is not None:
-            ids = (
-                conn.execute(
-                    select(jobs.c.id).where(jobs.c.tenant == tenant).order_by(jobs.c.id).limit(_IN_LIST_MAX + 1)
-                )
-                .scalars()
-                .all()
-            )
+            found = conn.execute(
+                select(jobs.c.id).where(jobs.c.tenant == tenant).order_by(jobs.c.id).limit(_IN_LIST_MAX + 1)
+            ).scalars()
+            ids = list(found)
             if not ids:
                 return [], None
-            if len(ids) <= _IN_LIST_MAX:
-                stmt = stmt.where(results.c.job_id.in_(ids))
-            else:
-                stmt = stmt.join(jobs, jobs.c.id == results.c.job_id).where(jobs.c.tenant == tenant)
-        if q.custom_id is not None:
-            stmt = stmt.where(results.c.custom_id == q.custom_id)
-        if q.subset is not None:
-            stmt = stmt.where(results.c.subset == q.subset)
-        if q.min_score is not None:
-            stmt = stmt.where(_score_value() >= q.min_score)
-        if q.max_score is not None:
-            stmt = stmt.where(_score_value() <= q.max_score)
-        if q.truncated is not None:
-            stmt = stmt.where(results.c.truncated.is_(q.truncated))
-        if q.correct is not None:
-            stmt = stmt.where(results.c.correct.is_(q.correct))
-        if q.model is not None:
-            stmt = stmt.where(results.c.model == q.model)
-        if cursor is not None:
-            after_job, after_line = decode_cursor(cursor)
-            stmt = stmt.where(
-                or_(
-                    results.c.job_id > after_job,
-                    and_(results.c.job_id == after_job, results.c.line > after_line),
-                )
-            )
-        stmt = stmt.order_by(results.c.job_id, results.c.line, results.c.model).limit(limit + 1)
-        rows = conn.execute(stmt).all()
+            if len(ids) > _IN_LIST_MAX:
+                ids = None
+                stmt = base.join(jobs, jobs.c.id == results.c.job_id).where(jobs.c.tenant == tenant)
+
+        rows: list[Any] = []
+        if ids is None:
+            if after is not None:
+                # A row-value comparison, so the primary key is sought rather than scanned (an OR is).
+                stmt = stmt.where(tuple_(results.c.job_id, results.c.line) > tuple_(*after))
+            rows = list(conn.execute(stmt.order_by(*order).limit(want)))
+        else:
+            # Resume inside the cursor's job with a plain range on `line`, then read the jobs after
+            # it: each is a direct seek on the primary key, never a scan of the jobs before.
+            later = ids
+            if after is not None:
+                after_job, after_line = after
+                if after_job in ids:
+                    rows = list(
+                        conn.execute(
+                            stmt.where(results.c.job_id == after_job, results.c.line > after_line)
+                            .order_by(*order)
+                            .limit(want)
+                        )
+                    )
+                later = [i for i in ids if i > after_job]
+            if len(rows) < want and later:
+                rows += conn.execute(stmt.where(results.c.job_id.in_(later)).order_by(*order).limit(want - len(rows)))
     page = [score_record(r) for r in rows[:limit]]
     more = len(rows) > limit
     return page, (encode_cursor(page[-1]["job_id"], page[-1]["line"]) if more else None)

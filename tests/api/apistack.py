@@ -175,9 +175,7 @@ def stack(
     env = stack_env(tiny_model_dir, db_url, broker_url)
     s = Stack(backend, f"http://127.0.0.1:{port}", db_url, broker_url, env, keys, tmp)
     try:
-        s.procs.append(
-            start([sys.executable, str(REPO / "tests/api/worker_main.py"), "worker"], env, tmp / "worker.log")
-        )
+        s.procs.append(start([*CLI, "worker"], env, tmp / "worker.log"))
         s.procs.append(start([*CLI, "api", "--port", str(port)], env, tmp / "api.log"))
         _wait_http(f"{s.url}/readyz", s.procs[-1], tmp / "api.log")
         yield s
