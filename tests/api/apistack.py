@@ -95,20 +95,6 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from worker.tiny_model import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny", "tiny", seed=0)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = REPO.parent / "shared" / "data"
-    assert path.is_dir(), f"{path} is missing: tests need the project's shared data sets"
-    return path
-
-
 def _pg_schema() -> tuple[str, str]:
     import psycopg
 

@@ -205,3 +205,34 @@ def test_idempotency_key_returns_the_same_job(stack: Stack, hh_file: Path) -> No
         cancel = a.post(f"/v1/jobs/{r1.json()['id']}/cancel")
         assert cancel.status_code == 409
         assert cancel.json()["error"]["code"] == "job_ended"
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_remote_cli_functions(stack: Stack, hh_file: Path, hh_reference: list[dict[str, Any]]) -> None:
+    """`rmscore submit/status/results/cancel` in API mode (rmscore.cli.remote), in a fresh process."""
+    import subprocess
+    import sys
+
+    from apistack import REPO
+
+    env = {**stack.env, "RMSCORE_API_URL": stack.url, "RMSCORE_API_KEY": stack.keys["alice"]}
+
+    def run(code: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path; from rmscore.cli import remote; " + code],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    job_id = run(f"remote.submit(Path({str(hh_file)!r}), kind='pairwise', wait=True)").strip()
+    assert len(job_id) == 32
+    status = json.loads(run(f"remote.status({job_id!r}, as_json=True)"))
+    assert status["status"] == "completed" and status["request_counts"]["total"] == len(hh_reference)
+    assert_records_equal(read_jsonl(run(f"remote.results({job_id!r})")), hh_reference)
+    out = stack.tmp / "remote.csv"
+    run(f"remote.results({job_id!r}, output={str(out)!r})")
+    assert len(list(csv.DictReader(out.open()))) == len(hh_reference)
