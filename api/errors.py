@@ -101,6 +101,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, message, dict(exc.headers) if exc.headers else None)
 
 
+async def _backend_down(request: Request, exc: Exception) -> JSONResponse:
+    # The database or broker is restarting or unreachable: a retry will do, so 503, not 500.
+    what = "database" if type(exc).__module__.startswith("sqlalchemy") else "broker"
+    log.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path, type(exc).__name__)
+    return error_response(503, f"{what}_unavailable", f"the {what} is unavailable; retry shortly", {"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if getattr(request.state, "body_too_large", False):
         return error_response(413, "body_too_large", str(request.state.body_too_large))
@@ -112,6 +119,12 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RmscoreError, _rmscore_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import OperationalError
+
+    for exc_type in (OperationalError, RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(exc_type, _backend_down)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -22,6 +22,15 @@ router = APIRouter(prefix="/v1", tags=["score"])
 
 
 def _send(state: Any, model: str, items: list[dict[str, Any]], overflow: str | None, reply_to: str) -> None:
+    try:
+        _send_now(state, model, items, overflow, reply_to)
+    except RmscoreError:
+        raise
+    except Exception as e:  # noqa: BLE001 - kombu and redis raise their own connection errors
+        raise Unavailable(f"the broker is unavailable ({type(e).__name__})", code="broker_unavailable") from e
+
+
+def _send_now(state: Any, model: str, items: list[dict[str, Any]], overflow: str | None, reply_to: str) -> None:
     r = state.redis
     queue = keys.sync_queue(model)
     cap = state.config.max_sync_queue
