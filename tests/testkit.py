@@ -30,6 +30,10 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The test process' environment without any RMSCORE_* setting, offline, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
+    # One torch thread per process: tests run several model processes on a 2-core machine, where
+    # torch's default of one thread per core made each of them 10-20x slower (threads spin-waiting
+    # for cores the other processes hold).
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.update(extra)
     return env
 

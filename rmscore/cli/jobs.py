@@ -14,6 +14,7 @@ from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True)
 db_app = typer.Typer(help="The job database.", no_args_is_help=True)
@@ -28,7 +29,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except RmscoreError as e:
-        err.print(f"[red]error[/red] [{e.code}]: {e.message}")
+        err.print(f"[red]error[/red] {escape(f'[{e.code}]')}: {escape(e.message)}")
         raise typer.Exit(2 if e.http_status < 500 else 1) from None
 
 

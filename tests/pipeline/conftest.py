@@ -1,0 +1,219 @@
+"""The pipeline end to end: real Redis (db 9 for SQLite, 10 for PostgreSQL), a real database, real
+`rmscore worker` processes on the tiny model, and `rmscore score` as the reference for every result.
+
+Short leases (5 s) and a reconciler every second make the recovery tests quick. Two model names
+serve two queues: `tiny` (a worker kept for the whole session) and `tiny-faults` (workers that
+tests start, stop, kill and slow down), so fault tests never share a queue with the steady worker.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from testkit import CLI, REPO, WorkerProc, clean_env, database_url, redis_url, start_worker_proc, wait_until
+
+HH_PAIRS = 500
+LEASE_SECONDS = 5
+FAULTS_MODEL = "tiny-faults"
+
+
+@dataclass
+class Pipeline:
+    backend: str
+    db_url: str
+    broker_url: str
+    env: dict[str, str]
+    settings: Any
+    db: Engine
+    redis: Any
+    tmp: Path
+    model_dir: Path
+    faults_model_dir: Path
+
+    def submit(self, source: Any, *, model: str = "tiny", chunk_size: int = 25, **kw: Any) -> str:
+        from worker.enqueue import submit
+
+        return submit(source, model=model, chunk_size=chunk_size, settings=self.settings, db=self.db, **kw).job.id
+
+    def job(self, job_id: str) -> Any:
+        from db.jobs import get_job
+
+        return get_job(self.db, job_id)
+
+    def wait(
+        self, job_id: str, until: tuple[str, ...] = ("completed", "failed", "cancelled"), timeout: float = 180
+    ) -> Any:
+        return wait_until(
+            lambda: (j := self.job(job_id)).status in until and j, timeout, f"job {job_id} to be {'/'.join(until)}", 0.2
+        )
+
+    def records(self, job_id: str) -> list[dict[str, Any]]:
+        from db.results import iter_results
+
+        return list(iter_results(self.db, job_id))
+
+    def chunks(self, job_id: str) -> list[Any]:
+        from db.models import chunks
+        from db.session import reading
+
+        with reading(self.db) as conn:
+            return conn.execute(select(chunks).where(chunks.c.job_id == job_id).order_by(chunks.c.id)).all()
+
+    def result_rows(self, job_id: str) -> int:
+        from db.models import results
+        from db.session import reading
+
+        with reading(self.db) as conn:
+            q = select(func.count()).select_from(results).where(results.c.job_id == job_id)
+            return int(conn.execute(q).scalar_one())
+
+    def assert_exactly_once(self, job_id: str, reference: list[dict[str, Any]]) -> None:
+        """Completed; one result row per line; counts add up; every record equals the reference."""
+        job = self.job(job_id)
+        assert job.status == "completed", job
+        assert job.total == len(reference)
+        # The counters advance once per stored chunk: a chunk stored twice would overshoot them.
+        assert job.completed + job.failed == job.total
+        assert job.failed == sum("error" in r for r in reference)
+        assert self.result_rows(job_id) == job.total
+        assert all(c.status == "done" for c in self.chunks(job_id))
+        assert_records_equal(self.records(job_id), reference)
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        return {**self.env, **extra}
+
+
+def assert_records_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float = 1e-4) -> None:
+    assert [r["line"] for r in got] == [r["line"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys(), (g, w)
+        for k, v in w.items():
+            if isinstance(v, float):
+                assert abs(g[k] - v) <= tol, (k, g, w)
+            else:
+                assert g[k] == v, (k, g, w)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def pipeline(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_schema_url: Any,
+    tiny_model_dir: Path,
+) -> Iterator[Pipeline]:
+    import redis
+
+    from db.migrate import upgrade
+    from db.session import get_engine
+    from rmscore.settings import Settings
+
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"pipeline-{backend}")
+    db_url = database_url(backend, tmp, pg_schema_url, "rmscore_pipe")
+    broker_url = redis_url(f"pipeline-{backend}")
+    client = redis.Redis.from_url(broker_url)
+    client.flushdb()
+    faults_dir = tmp / FAULTS_MODEL
+    faults_dir.symlink_to(tiny_model_dir, target_is_directory=True)
+    env = clean_env(
+        RMSCORE_DATABASE_URL=db_url,
+        RMSCORE_BROKER_URL=broker_url,
+        RMSCORE_MODEL=str(tiny_model_dir),
+        RMSCORE_MODELS=json.dumps([str(faults_dir)]),
+        RMSCORE_DEVICE="cpu",
+        RMSCORE_LEASE_SECONDS=str(LEASE_SECONDS),
+        RMSCORE_RECONCILE_INTERVAL="1",
+        RMSCORE_HEARTBEAT_INTERVAL="1",
+    )
+    settings = Settings(
+        database_url=db_url,
+        broker_url=broker_url,
+        model=str(tiny_model_dir),
+        models=[str(faults_dir)],
+        lease_seconds=LEASE_SECONDS,
+        reconcile_interval=1,
+        _env_file=None,
+    )
+    db = get_engine(db_url)
+    upgrade(db)
+    yield Pipeline(backend, db_url, broker_url, env, settings, db, client, tmp, tiny_model_dir, faults_dir)
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def steady_worker(pipeline: Pipeline) -> Iterator[WorkerProc]:
+    """One worker on the `tiny` queue for the whole session. It raises on any chunk holding the
+    item `poison-me` (fault injection), so the retry-then-fail path runs on the real process."""
+    name = f"tiny@steady-{pipeline.backend}"
+    env = pipeline.worker_env(RMSCORE_FAULT_POISON="poison-me")
+    w = start_worker_proc(env, name, pipeline.tmp / "steady-worker.log", ["--model", str(pipeline.model_dir)])
+    try:
+        yield w.wait_ready(pipeline.redis)
+    finally:
+        w.stop()
+
+
+# --------------------------------------------------------------------------- inputs and references
+
+
+@pytest.fixture(scope="session")
+def inputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("inputs")
+    with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rb") as f:
+        hh = [next(f) for _ in range(HH_PAIRS)]
+    (tmp / "hh500.jsonl").write_bytes(b"".join(hh))
+    good = [
+        json.dumps(
+            {
+                "custom_id": f"g{i}",
+                "messages": [
+                    {"role": "user", "content": f"Question {i}?"},
+                    {"role": "assistant", "content": "An answer. " * i},
+                ],
+            }
+        )
+        for i in range(1, 41)
+    ]
+    bad = [
+        "{not json",
+        json.dumps({"messages": []}),
+        "",
+        json.dumps([1, 2]),  # "" is blank: skipped, not bad
+        json.dumps({"custom_id": "x", "messages": [{"role": "robot", "content": "beep"}]}),
+        json.dumps({"custom_id": "y", "messages": [{"role": "user", "content": "no reply"}]}),
+        json.dumps({"custom_id": 7, "prompt": "p", "response": 5}),
+    ]
+    lines = list(good)
+    for i, b in enumerate(bad):
+        lines.insert(3 + 6 * i, b)
+    (tmp / "bad-lines.jsonl").write_text("\n".join(lines) + "\n")
+    return {"hh": tmp / "hh500.jsonl", "ebb": shared_data / "evalbiasbench.json", "bad": tmp / "bad-lines.jsonl"}
+
+
+@pytest.fixture(scope="session")
+def references(
+    inputs: dict[str, Path], tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[dict[str, Any]]]:
+    """What `rmscore score` writes for each input: the reference every job's results must equal.
+    The runs go in parallel; the session waits for them only when a test first needs them."""
+    tmp = tmp_path_factory.mktemp("references")
+    env = clean_env()
+    procs = {}
+    for name, path in inputs.items():
+        out = tmp / f"{name}.jsonl"
+        cmd = [*CLI, "score", str(path), "--model", str(tiny_model_dir), "--device", "cpu", "-o", str(out)]
+        procs[name] = (subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out)
+    refs = {}
+    for name, (proc, out) in procs.items():
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr.decode()[-3000:]
+        refs[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    return refs
