@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.state.rmscore = state
     errors.install(app)
 
-    from api.routes import health, jobs, score, scores
+    from api.routes import health, jobs, report, score, scores
 
     bearer = HTTPBearer(auto_error=False, description="An API key from `rmscore keys create`")
     from fastapi import Depends
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.include_router(jobs.router, dependencies=secured)
     app.include_router(scores.router, dependencies=secured)
     app.include_router(score.router, dependencies=secured)
+    app.include_router(report.router, dependencies=secured)
     app.include_router(health.router)
 
     app.add_middleware(BodyLimitMiddleware, limit=config.max_json_body_bytes, exempt=(UPLOAD_PATH,))

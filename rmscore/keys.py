@@ -30,5 +30,13 @@ def worker_heartbeat(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}:heartbeat"
 
 
+SYNC_REPLY_PREFIX = f"{PREFIX}:sync:"
+
+
+def sync_reply(request_id: str) -> str:
+    """Where the worker pushes the reply to one `POST /v1/score` request (read once, then expires)."""
+    return f"{SYNC_REPLY_PREFIX}{request_id}:reply"
+
+
 WORKER_HEARTBEAT_PATTERN = f"{PREFIX}:worker:*:heartbeat"
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock"

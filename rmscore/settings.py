@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     max_turns: int = Field(default=512, ge=1)
     sync_max_items: int = Field(default=64, ge=1)
     sync_timeout: float = Field(default=60.0, gt=0)
+    # `POST /v1/score` requests waiting in a model's sync queue before new ones get 429 (0: no cap).
+    max_sync_queue: int = Field(default=256, ge=0)
+    # Back-pressure: lines accepted but not yet scored, overall and per tenant (0: no cap).
+    max_queued_items: int = Field(default=0, ge=0)
+    max_queued_items_per_tenant: int = Field(default=0, ge=0)
+    # JSON request bodies (`POST /v1/jobs`, `/v1/score`); files go through `/v1/jobs/upload`.
+    max_json_body_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # A job's `metadata` is stored as given, so it is bounded.
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    # Browser origins allowed to call the API (JSON list); none, so CORS is off, by default.
+    cors_origins: list[str] = Field(default_factory=list)
 
     flower_basic_auth: str | None = None
 

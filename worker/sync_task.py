@@ -26,12 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REPLY_TTL_S = 120
-_REPLY_PREFIX = f"{keys.PREFIX}:sync:"
-
-
-def reply_key(request_id: str) -> str:
-    """Where the reply to one synchronous request is pushed (read once, then expires)."""
-    return f"{_REPLY_PREFIX}{request_id}:reply"
+reply_key = keys.sync_reply
+_REPLY_PREFIX = keys.SYNC_REPLY_PREFIX
 
 
 def score_request(runtime: Any, items: list[dict[str, Any]], overflow: str | None) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def _send_now(state: Any, model: str, items: list[dict[str, Any]], overflow: str
 async def score(body: ScoreRequest, caller: CallerDep, state: StateDep) -> ScoreResponse:
     """Score up to `RMSCORE_SYNC_MAX_ITEMS` items (default 64) and answer with one record per item,
     `line` being its 1-based position; 504 if not scored within `RMSCORE_SYNC_TIMEOUT` seconds."""
-    from worker.sync_task import reply_key
+    from rmscore.keys import sync_reply as reply_key
 
     settings = state.settings
     if len(body.items) > settings.sync_max_items:
