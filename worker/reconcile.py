@@ -31,9 +31,12 @@ from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
 
-# A queued chunk is only called lost once it was sent this long ago and still has no key: covers
-# the moment between a producer's commit and its send.
-LOST_GRACE_S = 10.0
+
+def lost_grace(settings: Settings) -> float:
+    """A queued chunk is only called lost once it was sent this long ago and still has no key: this
+    covers the moment between a producer's commit and its send (three reconcile intervals, 2-30 s)."""
+    return min(30.0, max(2.0, 3 * settings.reconcile_interval))
+
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
@@ -89,7 +92,7 @@ def reconcile_once(
     settings: Settings,
     *,
     use_lock: bool = True,
-    grace_s: float = LOST_GRACE_S,
+    grace_s: float | None = None,
 ) -> ReconcileReport:
     token = uuid.uuid4().hex
     if use_lock and not r.set(keys.RECONCILE_LOCK, token, nx=True, ex=lock_ttl(settings)):
@@ -103,7 +106,8 @@ def reconcile_once(
             report.requeued_expired = [c.id for c in reaped.requeued]
 
         now = utcnow()
-        stale = queued_chunks(db, enqueued_before=now - timedelta(seconds=grace_s))
+        grace = lost_grace(settings) if grace_s is None else grace_s
+        stale = queued_chunks(db, enqueued_before=now - timedelta(seconds=grace))
         lost = missing_from_broker(r, stale)
         if lost:
             mark_enqueued(db, [c.id for c in lost], now)

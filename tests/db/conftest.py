@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, delete
@@ -54,8 +53,3 @@ def broker(db: Engine):  # type: ignore[no-untyped-def]
     settings = Settings(broker_url=url, database_url=str(db.url), model="tiny-model", _env_file=None)
     yield settings, client, create_app(settings)
     client.flushdb()
-
-
-def write_jsonl(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(line + "\n" for line in lines))
-    return path

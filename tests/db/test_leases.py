@@ -37,13 +37,16 @@ LEASE = dict(lease_seconds=60, max_attempts=3)
 
 def chat_job(db: Engine, n: int, chunk_size: int = 2) -> str:
     rows = [{"custom_id": f"c{i}", "prompt": f"q{i}", "response": "a"} for i in range(1, n + 1)]
-    return create_job(db, [parse_object(r, i) for i, r in enumerate(rows, 1)], model="tiny",
-                      chunk_size=chunk_size).job.id
+    return create_job(
+        db, [parse_object(r, i) for i, r in enumerate(rows, 1)], model="tiny", chunk_size=chunk_size
+    ).job.id
 
 
 def pair_job(db: Engine, subsets: list[str]) -> str:
-    rows = [{"custom_id": f"p{i}", "prompt": "q", "chosen": "c", "rejected": "r", "subset": s}
-            for i, s in enumerate(subsets, 1)]
+    rows = [
+        {"custom_id": f"p{i}", "prompt": "q", "chosen": "c", "rejected": "r", "subset": s}
+        for i, s in enumerate(subsets, 1)
+    ]
     return create_job(db, [parse_object(r, i) for i, r in enumerate(rows, 1)], model="tiny", chunk_size=2).job.id
 
 
@@ -68,14 +71,16 @@ def claim(db: Engine, chunk_id: int, who: str = "w1", **kw: Any) -> Lease | None
 
 def result_rows(db: Engine, job_id: str) -> int:
     with reading(db) as conn:
-        return int(conn.execute(select(func.count()).select_from(results).where(results.c.job_id == job_id))
-                   .scalar_one())
+        return int(
+            conn.execute(select(func.count()).select_from(results).where(results.c.job_id == job_id)).scalar_one()
+        )
 
 
 def expire(db: Engine, chunk_id: int) -> None:
     with writing(db) as conn:
-        conn.execute(update(chunks).where(chunks.c.id == chunk_id)
-                     .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        conn.execute(
+            update(chunks).where(chunks.c.id == chunk_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def test_a_chunk_is_claimed_once_and_completed_once(db: Engine) -> None:

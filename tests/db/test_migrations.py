@@ -19,9 +19,7 @@ from db.session import make_engine
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_migrations_build_the_models_schema(
-    backend: str, tmp_path: Path, pg_schema_url: Callable[[str], str]
-) -> None:
+def test_migrations_build_the_models_schema(backend: str, tmp_path: Path, pg_schema_url: Callable[[str], str]) -> None:
     url = database_url(backend, tmp_path, pg_schema_url, "rmscore_mig")
     engines = [make_engine(url) for _ in range(4)]
     errors: list[BaseException] = []

@@ -35,8 +35,13 @@ def test_record_shapes_match_rmscore_score(db: Engine) -> None:
     out = list(iter_results(db, job.id))
     bad_with_subset = error_record(2, "b", "invalid_field", out[1]["error"]["message"])
     bad_with_subset["subset"] = "s2"
-    assert out == [recs[0], bad_with_subset, error_record(3, None, "invalid_json", out[2]["error"]["message"]),
-                   rejected, recs[2]]
+    assert out == [
+        recs[0],
+        bad_with_subset,
+        error_record(3, None, "invalid_json", out[2]["error"]["message"]),
+        rejected,
+        recs[2],
+    ]
     assert [r["line"] for r in iter_results(db, job.id, errors_only=True)] == [2, 3, 4]
 
 

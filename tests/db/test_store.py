@@ -19,8 +19,10 @@ from rmscore.settings import Settings
 
 
 def chat(i: int, text: str = "hello") -> dict[str, Any]:
-    return {"custom_id": f"c{i}", "messages": [{"role": "user", "content": f"q{i}"},
-                                               {"role": "assistant", "content": text}]}
+    return {
+        "custom_id": f"c{i}",
+        "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": text}],
+    }
 
 
 def pair(i: int, subset: str | None = None) -> dict[str, Any]:
@@ -49,8 +51,11 @@ def test_items_and_chunks_are_stored(db: Engine) -> None:
     assert (job.status, job.kind, job.model) == ("queued", "chat", "tiny")
     assert (job.total, job.completed, job.failed) == (10, 0, 0)
     with reading(db) as conn:
-        rows = conn.execute(select(chunks.c.first_line, chunks.c.last_line, chunks.c.n_items, chunks.c.status)
-                            .where(chunks.c.job_id == job.id).order_by(chunks.c.id)).all()
+        rows = conn.execute(
+            select(chunks.c.first_line, chunks.c.last_line, chunks.c.n_items, chunks.c.status)
+            .where(chunks.c.job_id == job.id)
+            .order_by(chunks.c.id)
+        ).all()
         stored = conn.execute(select(items).where(items.c.job_id == job.id).order_by(items.c.line)).all()
     assert [tuple(r) for r in rows] == [(1, 4, 4, "queued"), (5, 8, 4, "queued"), (9, 10, 2, "queued")]
     assert [r.line for r in stored] == list(range(1, 11))
@@ -61,13 +66,22 @@ def test_items_and_chunks_are_stored(db: Engine) -> None:
 
 
 def test_bad_lines_are_stored_as_failed_items(db: Engine) -> None:
-    rows = [pair(1, "s1"), "{not json", pair(3), {"prompt": "x", "chosen": "a", "rejected": 7, "subset": "s2"},
-            chat(5), pair(6)]
+    rows = [
+        pair(1, "s1"),
+        "{not json",
+        pair(3),
+        {"prompt": "x", "chosen": "a", "rejected": 7, "subset": "s2"},
+        chat(5),
+        pair(6),
+    ]
     job = create_job(db, parsed(rows, "pairwise"), model="tiny", chunk_size=10).job
     assert (job.kind, job.total, job.failed, job.completed, job.status) == ("pairwise", 6, 3, 0, "queued")
     with reading(db) as conn:
-        errs = conn.execute(select(results.c.line, results.c.error_code, results.c.subset)
-                            .where(results.c.job_id == job.id).order_by(results.c.line)).all()
+        errs = conn.execute(
+            select(results.c.line, results.c.error_code, results.c.subset)
+            .where(results.c.job_id == job.id)
+            .order_by(results.c.line)
+        ).all()
         (chunk,) = conn.execute(select(chunks).where(chunks.c.job_id == job.id)).all()
     assert [(r.line, r.error_code) for r in errs] == [(2, "invalid_json"), (4, "invalid_field"), (5, "kind_mismatch")]
     assert errs[1].subset == "s2"
@@ -85,8 +99,9 @@ def test_a_job_of_only_bad_lines_fails_at_once(db: Engine) -> None:
 
 def test_chunks_are_cut_by_estimated_tokens(db: Engine) -> None:
     long = "x" * 4000  # ~1000 tokens each
-    job = create_job(db, parsed([chat(i, long) for i in range(1, 7)]), model="tiny", chunk_size=100,
-                     chunk_max_tokens=2500).job
+    job = create_job(
+        db, parsed([chat(i, long) for i in range(1, 7)]), model="tiny", chunk_size=100, chunk_max_tokens=2500
+    ).job
     with reading(db) as conn:
         sizes = conn.execute(select(chunks.c.n_items).where(chunks.c.job_id == job.id).order_by(chunks.c.id)).scalars()
         assert list(sizes) == [2, 2, 2]
@@ -139,8 +154,9 @@ def test_bad_options_and_kind_are_refused(db: Engine) -> None:
             create_job(db, parsed([chat(1)]), model="tiny", options=options)
     with pytest.raises(BadRequest):
         create_job(db, parsed([chat(1)]), model="tiny", kind="triple")
-    job = create_job(db, parsed([chat(1)]), model="tiny", options={"overflow": "error", "max_batch_tokens": 64},
-                     metadata={"run": 7}).job
+    job = create_job(
+        db, parsed([chat(1)]), model="tiny", options={"overflow": "error", "max_batch_tokens": 64}, metadata={"run": 7}
+    ).job
     assert job.options == {"overflow": "error", "max_batch_tokens": 64} and job.metadata == {"run": 7}
 
 

@@ -12,94 +12,12 @@ import gzip
 import json
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
-from testkit import CLI, REPO, WorkerProc, clean_env, database_url, redis_url, start_worker_proc, wait_until
-
-HH_PAIRS = 500
-LEASE_SECONDS = 5
-FAULTS_MODEL = "tiny-faults"
-
-
-@dataclass
-class Pipeline:
-    backend: str
-    db_url: str
-    broker_url: str
-    env: dict[str, str]
-    settings: Any
-    db: Engine
-    redis: Any
-    tmp: Path
-    model_dir: Path
-    faults_model_dir: Path
-
-    def submit(self, source: Any, *, model: str = "tiny", chunk_size: int = 25, **kw: Any) -> str:
-        from worker.enqueue import submit
-
-        return submit(source, model=model, chunk_size=chunk_size, settings=self.settings, db=self.db, **kw).job.id
-
-    def job(self, job_id: str) -> Any:
-        from db.jobs import get_job
-
-        return get_job(self.db, job_id)
-
-    def wait(
-        self, job_id: str, until: tuple[str, ...] = ("completed", "failed", "cancelled"), timeout: float = 180
-    ) -> Any:
-        return wait_until(
-            lambda: (j := self.job(job_id)).status in until and j, timeout, f"job {job_id} to be {'/'.join(until)}", 0.2
-        )
-
-    def records(self, job_id: str) -> list[dict[str, Any]]:
-        from db.results import iter_results
-
-        return list(iter_results(self.db, job_id))
-
-    def chunks(self, job_id: str) -> list[Any]:
-        from db.models import chunks
-        from db.session import reading
-
-        with reading(self.db) as conn:
-            return conn.execute(select(chunks).where(chunks.c.job_id == job_id).order_by(chunks.c.id)).all()
-
-    def result_rows(self, job_id: str) -> int:
-        from db.models import results
-        from db.session import reading
-
-        with reading(self.db) as conn:
-            q = select(func.count()).select_from(results).where(results.c.job_id == job_id)
-            return int(conn.execute(q).scalar_one())
-
-    def assert_exactly_once(self, job_id: str, reference: list[dict[str, Any]]) -> None:
-        """Completed; one result row per line; counts add up; every record equals the reference."""
-        job = self.job(job_id)
-        assert job.status == "completed", job
-        assert job.total == len(reference)
-        # The counters advance once per stored chunk: a chunk stored twice would overshoot them.
-        assert job.completed + job.failed == job.total
-        assert job.failed == sum("error" in r for r in reference)
-        assert self.result_rows(job_id) == job.total
-        assert all(c.status == "done" for c in self.chunks(job_id))
-        assert_records_equal(self.records(job_id), reference)
-
-    def worker_env(self, **extra: str) -> dict[str, str]:
-        return {**self.env, **extra}
-
-
-def assert_records_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float = 1e-4) -> None:
-    assert [r["line"] for r in got] == [r["line"] for r in want]
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys(), (g, w)
-        for k, v in w.items():
-            if isinstance(v, float):
-                assert abs(g[k] - v) <= tol, (k, g, w)
-            else:
-                assert g[k] == v, (k, g, w)
+from pipekit import FAULTS_MODEL, HH_PAIRS, LEASE_SECONDS, Pipeline
+from testkit import CLI, REPO, WorkerProc, clean_env, database_url, redis_url, start_worker_proc
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

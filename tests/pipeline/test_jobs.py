@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import HH_PAIRS, Pipeline, assert_records_equal
+from pipekit import HH_PAIRS, Pipeline, assert_records_equal
 from testkit import run_cli
 
 from db.chunks import SCORING_FAILED
