@@ -9,12 +9,14 @@ is set; the reconciler re-sends queued chunks whose key is gone.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import Engine
 
 from db.chunks import ChunkRef, mark_enqueued, queued_chunks
@@ -23,6 +25,8 @@ from db.session import get_engine
 from rmscore import keys
 from rmscore.formats import Parsed, iter_parsed
 from rmscore.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 # Long enough for any queue backlog; only a guard against keys of chunks nobody will ever take.
 ENQUEUED_KEY_TTL_S = 7 * 24 * 3600
@@ -129,5 +133,14 @@ def submit(
     if created.created and created.job.status == "queued":
         from worker.app import get_app
 
-        enqueue_job(db, created.job.id, app=app or get_app(s), r=r or get_redis(s.broker_url))
+        try:
+            enqueue_job(db, created.job.id, app=app or get_app(s), r=r or get_redis(s.broker_url))
+        except (redis.RedisError, KombuOperationalError, OSError) as exc:
+            # The job is stored and its chunks queued in the database: the workers' reconciler
+            # sends them once the broker answers again. Failing here would invite a duplicate job.
+            log.warning(
+                "job %s stored, but the broker is unreachable (%s): workers will pick it up once it is back",
+                created.job.id,
+                exc,
+            )
     return created

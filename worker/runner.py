@@ -102,22 +102,22 @@ class WorkerRuntime:
 
         budget = options.get("max_batch_tokens")
         saved = self.engine.max_batch_tokens
-        if budget and budget < saved:  # a job may ask for smaller batches, never bigger ones
-            self.engine.max_batch_tokens = budget
+        if not budget or budget >= saved:
+            return score_items(self.engine, items, overflow=options.get("overflow"))
+        self.engine.max_batch_tokens = budget  # a job may ask for smaller batches, never bigger ones
         try:
             return score_items(self.engine, items, overflow=options.get("overflow"))
         finally:
-            if budget and budget < saved:
-                self.engine.max_batch_tokens = min(saved, max(self.engine.max_batch_tokens, budget))
+            # Keep a budget the engine lowered on out-of-memory; otherwise restore the worker's own.
+            if self.engine.max_batch_tokens >= budget:
+                self.engine.max_batch_tokens = saved
 
     def _give_back(self, lease: Lease, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("chunk %s failed on attempt %d: %s", lease.chunk_id, lease.attempts, error)
         outcome = release_chunk(self.db, lease, error, max_attempts=self.settings.max_attempts)
         if outcome == "queued":
-            send_chunks(
-                self.app, self.redis, [ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)]
-            )
+            send_chunks(self.app, self.redis, [ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)])
             return "retry"
         return outcome
 
@@ -267,9 +267,7 @@ def run_worker(
 
     app = create_app(settings)
     r = get_redis(settings.broker_url)
-    runtime = WorkerRuntime(
-        settings, engine, db, r, app, name or node_name(engine.name, engine.device, suffix=suffix)
-    )
+    runtime = WorkerRuntime(settings, engine, db, r, app, name or node_name(engine.name, engine.device, suffix=suffix))
     from worker import sync_task, tasks
 
     tasks.register(app, runtime)

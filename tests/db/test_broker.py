@@ -109,3 +109,17 @@ def test_one_reconciler_at_a_time(db: Engine, broker: Any) -> None:
     r.delete(keys.RECONCILE_LOCK)
     assert reconcile_once(db, r, app, settings).ran
     assert not r.exists(keys.RECONCILE_LOCK)
+
+
+def test_a_job_is_kept_when_the_broker_is_down(db: Engine, tmp_path: Any) -> None:
+    from rmscore.settings import Settings
+    from worker.enqueue import submit
+
+    down = "redis://127.0.0.1:9/0"  # nothing listens on port 9
+    settings = Settings(broker_url=down, database_url=str(db.url), model="tiny-model", _env_file=None)
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"prompt": "q", "response": "a"}\n' * 3)
+    created = submit(path, settings=settings, db=db, chunk_size=2)
+    # Stored with its chunks queued: a worker's reconciler sends them once the broker is back.
+    assert created.created and created.job.status == "queued"
+    assert chunk_counts(db, created.job.id) == {"queued": 2}

@@ -125,12 +125,9 @@ def test_each_worker_reserves_one_nvidia_gpu() -> None:
         (gpu,) = devices
         assert gpu["driver"] == "nvidia"
         assert "gpu" in gpu["capabilities"]
-        assert gpu.get("count") == 1 or len(gpu.get("device_ids", [])) == 1, (
-            f"{name} must hold exactly one GPU"
-        )
+        assert gpu.get("count") == 1 or len(gpu.get("device_ids", [])) == 1, f"{name} must hold exactly one GPU"
     pinned = [
-        w["deploy"]["resources"]["reservations"]["devices"][0].get("device_ids")
-        for w in worker_services().values()
+        w["deploy"]["resources"]["reservations"]["devices"][0].get("device_ids") for w in worker_services().values()
     ]
     ids = [i[0] for i in pinned if i]
     assert len(ids) == len(set(ids)), f"two pinned workers share a GPU: {ids}"
@@ -172,9 +169,7 @@ def test_nothing_secret_is_hard_coded() -> None:
 def test_compose_refuses_to_start_without_secrets() -> None:
     text = "\n".join(strings(compose()))  # values only: a comment that shows the form does not count
     for secret in SECRETS:
-        assert re.search(r"\$\{" + secret + r":\?", text), (
-            f"use ${{{secret}:?…}} so a missing secret stops compose"
-        )
+        assert re.search(r"\$\{" + secret + r":\?", text), f"use ${{{secret}:?…}} so a missing secret stops compose"
 
 
 def test_env_example_has_every_variable_compose_reads() -> None:
@@ -278,9 +273,7 @@ def test_each_rmscore_command_exists_with_its_options(argv: tuple[str, ...]) -> 
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, (
-        f"`rmscore {' '.join(subcommand)} --help` failed:\n{done.stdout}{done.stderr}"
-    )
+    assert done.returncode == 0, f"`rmscore {' '.join(subcommand)} --help` failed:\n{done.stdout}{done.stderr}"
     for option in options:
         assert re.search(re.escape(option) + r"\b", done.stdout), (
             f"`rmscore {' '.join(subcommand)}` has no {option} option:\n{done.stdout}"

@@ -88,3 +88,17 @@ def test_a_poison_chunk_is_retried_then_fails_with_its_error(
 def test_a_model_that_is_not_served_is_refused(pipeline: Pipeline, inputs: dict[str, Path]) -> None:
     proc = run_cli(["submit", str(inputs["bad"]), "--model", "gpt-4"], pipeline.env, check=False)
     assert proc.returncode == 2 and "unknown_model" in proc.stderr and proc.stdout == ""
+
+
+def test_a_worker_beats_and_can_be_checked(pipeline: Pipeline, steady_worker: Any) -> None:
+    from rmscore import keys
+
+    key = keys.worker_heartbeat(steady_worker.name)
+    beat = json.loads(pipeline.redis.get(key))
+    assert (beat["model"], beat["queue"], beat["device"]) == ("tiny", "score.tiny", "cpu")
+    assert beat["pid"] == steady_worker.proc.pid and beat["model_id"] == str(pipeline.model_dir)
+    assert 0 < pipeline.redis.pttl(key) <= pipeline.settings.heartbeat_ttl * 1000
+    assert run_cli(["worker", "--check", "--name", steady_worker.name], pipeline.env).stdout.strip() == (
+        steady_worker.name
+    )
+    assert run_cli(["worker", "--check", "--name", "nobody@nowhere"], pipeline.env, check=False).returncode == 1
