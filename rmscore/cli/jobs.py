@@ -1,6 +1,8 @@
-"""Job commands against the database and broker: `db upgrade`, `submit`, `status`, `cancel`,
-`results`, `reconcile`. Scripts get machine output on stdout (a job id, JSON, result lines);
-progress and messages go to stderr."""
+"""Job commands: `db upgrade`, `submit`, `status`, `cancel`, `results`, `reconcile`.
+
+They work on the database and broker directly, or, when RMSCORE_API_URL is set, hand over to
+`rmscore.cli.remote` (the API). Scripts get machine output on stdout (a job id, JSON, result
+lines); progress and messages go to stderr."""
 
 from __future__ import annotations
 
@@ -31,6 +33,17 @@ def _user_errors() -> Iterator[None]:
     except RmscoreError as e:
         err.print(f"[red]error[/red] {escape(f'[{e.code}]')}: {escape(e.message)}")
         raise typer.Exit(2 if e.http_status < 500 else 1) from None
+
+
+def _remote() -> Any:
+    """`rmscore.cli.remote` when RMSCORE_API_URL is set (talk to the API), else None (local database)."""
+    from rmscore.settings import get_settings
+
+    if not get_settings().api_url:
+        return None
+    from rmscore.cli import remote
+
+    return remote
 
 
 def _db() -> Any:
@@ -81,6 +94,8 @@ def submit(
             raise typer.BadParameter(f"not JSON: {e}", param_hint="--metadata") from None
         if not isinstance(meta, dict):
             raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
+    if (remote := _remote()) is not None:
+        return remote.submit(input, kind, model, chunk_size, overflow, metadata, idempotency_key, wait)
     options = {"overflow": overflow} if overflow else None
     with _user_errors():
         from worker.enqueue import submit as submit_job
@@ -186,6 +201,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON on stdout.")] = False,
 ) -> None:
     """Show a job: status, counts, timestamps, throughput, and accuracy for pairwise jobs."""
+    if (remote := _remote()) is not None:
+        return remote.status(job_id, as_json)
     with _user_errors():
         from db.jobs import job_summary
 
@@ -198,6 +215,8 @@ def status(
 
 def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]) -> None:
     """Cancel a job: chunks not yet started never run; results already scored are kept."""
+    if (remote := _remote()) is not None:
+        return remote.cancel(job_id)
     with _user_errors():
         from db.jobs import cancel_job
 
@@ -214,6 +233,8 @@ def results(
     errors_only: Annotated[bool, typer.Option("--errors", help="Only the lines that failed.")] = False,
 ) -> None:
     """Write a job's results as JSONL in input order, in the format of `rmscore score`."""
+    if (remote := _remote()) is not None:
+        return remote.results(job_id, output, errors_only)
     with _user_errors():
         from db.jobs import get_job, job_summary
         from db.results import iter_results
