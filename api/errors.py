@@ -144,4 +144,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "No worker or broker available",
         504: "Not scored in time",
     }
-    return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}
+    # The content type is spelled out: on a route whose success is HTML, FastAPI would otherwise
+    # document its JSON errors as text/html too.
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        s: {"model": ErrorBody, "description": descriptions[s], "content": {"application/json": {"schema": schema}}}
+        for s in statuses
+    }
