@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
 
-from db.jobs import finish_job
+from db.jobs import finish_job, mark_running
 from db.models import JOB_ACTIVE, chunks, items, jobs
 from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
@@ -69,9 +69,7 @@ def _job_stopped(job_id: Any) -> Any:
     return exists().where(jobs.c.id == job_id, jobs.c.status.in_(("cancelling", "cancelled")))
 
 
-def claim_chunk(
-    db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, max_attempts: int
-) -> Lease | None:
+def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, max_attempts: int) -> Lease | None:
     """Lease the chunk for `owner`; None when it is not ours to run (done, leased, cancelled, used up)."""
 
     def run() -> Lease | None:
@@ -118,8 +116,6 @@ def claim_chunk(
 
     lease = retrying(run, what=f"claiming chunk {chunk_id}")
     if lease is not None:
-        from db.jobs import mark_running
-
         mark_running(db, lease.job_id)  # its own transaction: a claim never waits on the job row
     return lease
 
@@ -137,15 +133,11 @@ def load_items(db: Engine, lease: Lease) -> list[Item]:
             .order_by(items.c.line)
         ).all()
     if len(rows) != lease.n_items:
-        raise RuntimeError(
-            f"chunk {lease.chunk_id} should hold {lease.n_items} items, the database has {len(rows)}"
-        )
+        raise RuntimeError(f"chunk {lease.chunk_id} should hold {lease.n_items} items, the database has {len(rows)}")
     return [item_from_payload(lease.kind, r.line, r.custom_id, r.subset, r.payload) for r in rows]  # type: ignore[arg-type]
 
 
-def complete_chunk(
-    db: Engine, lease: Lease, records: list[dict[str, Any]], identity: dict[str, Any] | None
-) -> bool:
+def complete_chunk(db: Engine, lease: Lease, records: list[dict[str, Any]], identity: dict[str, Any] | None) -> bool:
     """Store the records and mark the chunk done, atomically; False if the lease was lost."""
     if len(records) != lease.n_items:
         raise ValueError(f"chunk {lease.chunk_id}: {len(records)} records for {lease.n_items} items")
@@ -234,6 +226,12 @@ def renew_lease(db: Engine, lease: Lease, lease_seconds: float) -> bool:
     return retrying(run, what=f"renewing chunk {lease.chunk_id}")
 
 
+def _lock_job_of_chunk(conn: Connection, chunk_id: int) -> None:
+    """Take the job row's lock before touching the chunk (PostgreSQL; SQLite's writer lock covers it)."""
+    job_id = select(chunks.c.job_id).where(chunks.c.id == chunk_id).scalar_subquery()
+    conn.execute(select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+
+
 def _fail_chunk(conn: Connection, chunk_id: int, guard: Any, error: str, now: datetime) -> None:
     """End a chunk failed: each item gets a `scoring_failed` result. LeaseLost if `guard` fails."""
     c = conn.execute(select(chunks).where(chunks.c.id == chunk_id)).one()
@@ -317,6 +315,7 @@ def _reap_one(db: Engine, chunk_id: int, now: datetime, max_attempts: int) -> Ch
 def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) -> ChunkRef | str | None:
     expired = and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now)
     with writing(db) as conn:
+        _lock_job_of_chunk(conn, chunk_id)
         c = conn.execute(
             select(chunks, jobs.c.status.label("job_status"))
             .join(jobs, jobs.c.id == chunks.c.job_id)
@@ -332,9 +331,7 @@ def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) ->
             )
             finish_job(conn, c.job_id, now)
             return "cancelled"
-        lost = (
-            f"lease expired after attempt {c.attempts}: the worker {c.lease_owner} stopped (killed or lost)"
-        )
+        lost = f"lease expired after attempt {c.attempts}: the worker {c.lease_owner} stopped (killed or lost)"
         if c.attempts >= max_attempts:
             _fail_chunk(conn, chunk_id, expired, c.error or lost, now)
             return "failed"
@@ -353,9 +350,7 @@ def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) ->
         return ChunkRef(c.id, c.job_id, c.model, c.n_items)
 
 
-def queued_chunks(
-    db: Engine, *, enqueued_before: datetime | None = None, job_id: str | None = None
-) -> list[ChunkRef]:
+def queued_chunks(db: Engine, *, enqueued_before: datetime | None = None, job_id: str | None = None) -> list[ChunkRef]:
     """Queued chunks of active jobs (optionally only those last sent before a time), in id order."""
     q = (
         select(chunks.c.id, chunks.c.job_id, chunks.c.model, chunks.c.n_items)
@@ -407,7 +402,8 @@ def finish_jobs(db: Engine) -> int:
         def run(job_id: str = job_id) -> bool:
             now = utcnow()
             with writing(db) as conn:
-                before = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
+                # FOR UPDATE: the job row first, as every multi-row transaction here takes it.
+                before = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id).with_for_update()).scalar_one()
                 if before == "cancelling":
                     conn.execute(
                         update(chunks)
