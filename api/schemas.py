@@ -81,6 +81,11 @@ class Job(BaseModel):
     error: str | None = None
     items_per_second: float | None = Field(None, description="Lines finished per second since the start.")
     accuracy: Accuracy | None = Field(None, description="Pairwise jobs: per subset and overall.")
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description="Pairwise jobs: overall, per-subset table, RewardBench sections and the EvalBiasBench "
+        "table where the subsets are theirs (each null otherwise).",
+    )
 
 
 class JobList(BaseModel):

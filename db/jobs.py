@@ -23,6 +23,7 @@ from db.models import JOB_ACTIVE, JOB_TERMINAL, chunks, items, jobs, results
 from db.results import BATCH, insert_missing_results, job_accuracy
 from db.session import reading, retrying, utcnow, writing
 from rmscore.errors import BadRequest, Conflict, NotFound, TooLarge
+from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
 
 DEFAULT_TENANT = "local"
@@ -394,10 +395,12 @@ def list_jobs(
 
 
 def job_summary(db: Engine, job_id: str, *, tenant: str | None = None) -> dict[str, Any]:
-    """The job as JSON plus, for pairwise jobs, accuracy per subset and overall."""
+    """The job as JSON plus, for pairwise jobs, accuracy per subset and overall and the evaluation
+    tables that apply (RewardBench sections, EvalBiasBench; `rmscore.evaluation.evaluate_accuracy`)."""
     job = get_job(db, job_id, tenant=tenant)
     out = job.to_dict()
     out["accuracy"] = job_accuracy(db, job.id, job.model) if job.kind == "pairwise" else None
+    out["evaluation"] = evaluate_accuracy(out["accuracy"])
     return out
 
 

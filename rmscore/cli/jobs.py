@@ -194,6 +194,10 @@ def _print_job(db: Any, job_id: str) -> None:
             a.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
         a.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
         err.print(a)
+    from rmscore.cli.report import evaluation_tables
+
+    for table in evaluation_tables(s.get("evaluation")):
+        err.print(table)
 
 
 def status(

@@ -161,6 +161,10 @@ def print_job(s: dict[str, Any]) -> None:
             a.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
         a.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
         err.print(a)
+    from rmscore.cli.report import evaluation_tables
+
+    for table in evaluation_tables(s.get("evaluation")):
+        err.print(table)
 
 
 def status(job_id: str, as_json: bool = False) -> None:
