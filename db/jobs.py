@@ -420,9 +420,7 @@ def finish_job(conn: Connection, job_id: str, now: datetime | None = None) -> No
     now = now or utcnow()
     all_done = jobs.c.completed + jobs.c.failed >= jobs.c.total
     active = and_(jobs.c.id == job_id, jobs.c.status.in_(JOB_ACTIVE), all_done)
-    conn.execute(
-        update(jobs).where(active, jobs.c.completed > 0).values(status="completed", completed_at=now)
-    )
+    conn.execute(update(jobs).where(active, jobs.c.completed > 0).values(status="completed", completed_at=now))
     conn.execute(
         update(jobs)
         .where(active, jobs.c.completed == 0)

@@ -80,9 +80,7 @@ def result_row(
             truncated=bool(record.get("truncated")),
         )
     else:
-        row.update(
-            score=record["score"], num_tokens=record["num_tokens"], truncated=bool(record["truncated"])
-        )
+        row.update(score=record["score"], num_tokens=record["num_tokens"], truncated=bool(record["truncated"]))
     return row
 
 

@@ -39,9 +39,7 @@ def is_sqlite(db: Engine | Connection) -> bool:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """A new engine for `url` (sqlite:///… or postgresql+psycopg://…)."""
     if url.startswith("sqlite"):
-        db = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs
-        )
+        db = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
         _tune_sqlite(db)
         return db
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -103,9 +101,7 @@ def _transient(exc: BaseException) -> bool:
     return any(s in text for s in ("deadlock detected", "could not serialize", "database is locked"))
 
 
-def retrying(
-    fn: Callable[[], T], *, attempts: int = 6, base_delay: float = 0.2, what: str = "database call"
-) -> T:
+def retrying(fn: Callable[[], T], *, attempts: int = 6, base_delay: float = 0.2, what: str = "database call") -> T:
     """Run `fn` (a whole transaction), retrying transient errors with jittered exponential backoff.
 
     `fn` must be safe to repeat: every write here is guarded (compare-and-set updates, upserts).

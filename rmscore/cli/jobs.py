@@ -66,13 +66,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 
 def submit(
-    input: Annotated[
-        Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
-    ],
+    input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
     kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
-    model: Annotated[
-        str | None, typer.Option(help="Model name to score with [default: RMSCORE_MODEL's].")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name to score with [default: RMSCORE_MODEL's].")] = None,
     chunk_size: Annotated[
         int | None, typer.Option(help="Items per chunk of work [default: RMSCORE_CHUNK_SIZE].", min=1)
     ] = None,
@@ -158,9 +154,7 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
         while True:
             job = get_job(db, job_id)
             rate = job.items_per_second()
-            progress.update(
-                task, completed=job.done, status=job.status, rate=f"{rate:,.1f} items/s" if rate else ""
-            )
+            progress.update(task, completed=job.done, status=job.status, rate=f"{rate:,.1f} items/s" if rate else "")
             if job.terminal:
                 return job
             time.sleep(poll)
@@ -231,9 +225,7 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]
 
 def results(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
-    output: Annotated[
-        str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")
-    ] = "-",
+    output: Annotated[str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")] = "-",
     errors_only: Annotated[bool, typer.Option("--errors", help="Only the lines that failed.")] = False,
 ) -> None:
     """Write a job's results as JSONL in input order, in the format of `rmscore score`."""
@@ -246,9 +238,7 @@ def results(
         db = _db()
         job = get_job(db, job_id)
         if not job.terminal:
-            err.print(
-                f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]"
-            )
+            err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]")
         out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
         n = 0
         try:
@@ -267,9 +257,7 @@ def results(
 
 def reconcile(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit (the only mode).")] = True,
-    force: Annotated[
-        bool, typer.Option("--force", help="Run even if another reconciler holds the lock.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run even if another reconciler holds the lock.")] = False,
 ) -> None:
     """Re-send chunks the broker lost, re-queue expired leases, finish jobs whose chunks all ended."""
     with _user_errors():

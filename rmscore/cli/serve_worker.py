@@ -9,19 +9,11 @@ import typer
 
 
 def worker(
-    model: Annotated[
-        str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda, cuda:1 … [default: RMSCORE_DEVICE].")
-    ] = None,
-    max_batch_tokens: Annotated[
-        int | None, typer.Option(help="Token budget per micro-batch.", min=16)
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 … [default: RMSCORE_DEVICE].")] = None,
+    max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.", min=16)] = None,
     name: Annotated[str | None, typer.Option(help="Worker name [default: <model>@<host>-<device>].")] = None,
-    suffix: Annotated[
-        str | None, typer.Option(help="Appended to the default name: several workers per host.")
-    ] = None,
+    suffix: Annotated[str | None, typer.Option(help="Appended to the default name: several workers per host.")] = None,
     check: Annotated[
         bool, typer.Option("--check", help="Exit 0 if a worker on this host has a live heartbeat.")
     ] = False,
