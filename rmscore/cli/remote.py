@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 err = Console(stderr=True)
@@ -33,7 +34,7 @@ def _client() -> Iterator[Any]:
         with Client() as c:
             yield c
     except RmscoreError as e:
-        err.print(f"[red]error[/red] [{e.code}]: {e.message}")
+        err.print(f"[red]error[/red] {escape(f'[{e.code}]: {e.message}')}")
         raise typer.Exit(2 if e.http_status < 500 else 1) from None
     except httpx.HTTPError as e:
         from rmscore.settings import get_settings
