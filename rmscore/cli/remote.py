@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True)
 
