@@ -25,7 +25,7 @@ from sqlalchemy import Engine as DbEngine
 from db.chunks import ChunkRef, Lease, claim_chunk, complete_chunk, load_items, new_owner, release_chunk
 from rmscore import keys
 from rmscore.settings import Settings
-from worker import faults
+from worker import faults, poison
 from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class WorkerRuntime:
     started_at: float = field(default_factory=time.time)
     chunks_done: int = 0
     items_done: int = 0
+    cache_hits: int = 0  # conversations answered from the score cache instead of the model
     current: Lease | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -72,14 +73,18 @@ class WorkerRuntime:
             return "skipped"
         self.current = lease
         t0 = time.perf_counter()
+        items: list[Any] = []
         try:
             faults.after_claim()
             items = load_items(self.db, lease)
             faults.before_scoring(items)
             records = self._score(items, lease.options)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
-            self.current = None
-            return self._give_back(lease, exc)
+            if not poison.should_bisect(lease.attempts, s.max_attempts, items):
+                self.current = None
+                return self._give_back(lease, exc)
+            # Last attempt: fail only the items that make scoring raise (worker/poison.py).
+            records = poison.bisect_scores(poison.scorer(self._score, lease.options), items, first_error=exc)
         ok = complete_chunk(self.db, lease, records, self.engine.identity)
         self.current = None
         if not ok:
@@ -98,15 +103,25 @@ class WorkerRuntime:
         return "done"
 
     def _score(self, items: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+        from worker.cache import CachingScorer, cache_enabled
+
+        # Conversations this model identity already scored (any job) come from the score cache.
+        scorer = CachingScorer(self.engine, self.db, enabled=cache_enabled(options))
+        records = self._run_engine(scorer, items, options)
+        with self._lock:
+            self.cache_hits += scorer.hits
+        return scorer.mark(items, records)
+
+    def _run_engine(self, scorer: Any, items: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
         from worker.scoring import score_items
 
         budget = options.get("max_batch_tokens")
         saved = self.engine.max_batch_tokens
         if not budget or budget >= saved:
-            return score_items(self.engine, items, overflow=options.get("overflow"))
+            return score_items(scorer, items, overflow=options.get("overflow"))
         self.engine.max_batch_tokens = budget  # a job may ask for smaller batches, never bigger ones
         try:
-            return score_items(self.engine, items, overflow=options.get("overflow"))
+            return score_items(scorer, items, overflow=options.get("overflow"))
         finally:
             # Keep a budget the engine lowered on out-of-memory; otherwise restore the worker's own.
             if self.engine.max_batch_tokens >= budget:
@@ -137,6 +152,8 @@ class WorkerRuntime:
             "at": time.time(),
             "chunks_done": self.chunks_done,
             "items_done": self.items_done,
+            "cache_hits": self.cache_hits,
+            "engine_items": stats.items,  # conversations through the model (warm-up included)
             "current_chunk": cur.chunk_id if cur else None,
             "current_job": cur.job_id if cur else None,
             "max_batch_tokens": self.engine.max_batch_tokens,

@@ -1,0 +1,60 @@
+"""Poison items: when a chunk keeps failing, find the items that make scoring raise and fail only them.
+
+A chunk that raised on every attempt but its last is, on that last attempt, scored by halves
+(recursively), so one input the model chokes on ends with a `scoring_failed` error naming the
+cause, and its neighbours get their scores. A chunk that failed only transiently scores whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from db.chunks import SCORING_FAILED
+from rmscore.formats import Item, PairItem, error_record
+
+log = logging.getLogger(__name__)
+
+
+ScoreFn = Callable[[Sequence[Item]], list[dict[str, Any]]]
+
+
+def bisect_scores(score: ScoreFn, items: Sequence[Item], *, first_error: BaseException | None = None) -> list[dict]:
+    """One record per item, in order: scored where `score` succeeds, a `scoring_failed` error for each
+    item that raises even alone. `first_error`: what scoring the whole of `items` raised already,
+    so that call is not repeated."""
+    if not items:
+        return []
+    if first_error is None:
+        try:
+            return score(items)
+        except Exception as exc:  # noqa: BLE001 - any scoring failure is narrowed down below
+            first_error = exc
+    if len(items) == 1:
+        item = items[0]
+        cause = f"{type(first_error).__name__}: {first_error}"
+        log.warning("line %d (%s) fails scoring on its own: %s", item.line, item.custom_id, cause)
+        rec = error_record(item.line, item.custom_id, SCORING_FAILED, f"this item makes scoring fail: {cause}"[:4000])
+        if isinstance(item, PairItem):  # as worker.scoring shapes a pair's error record
+            rec["subset"] = item.subset
+        return [rec]
+    mid = len(items) // 2
+    return bisect_scores(score, items[:mid]) + bisect_scores(score, items[mid:])
+
+
+def should_bisect(attempt: int, max_attempts: int, items: Sequence[Item]) -> bool:
+    """Only on the chunk's last attempt (earlier failures may be transient: retry whole) and only
+    when its items were loaded and there is more than one to tell apart."""
+    return attempt >= max_attempts and len(items) > 1
+
+
+def scorer(score: Callable[[Sequence[Item], dict[str, Any]], list[dict[str, Any]]], options: dict[str, Any]) -> ScoreFn:
+    """The worker's scoring of part of a chunk, with the same fault-injection hook as a whole chunk."""
+    from worker import faults
+
+    def run(part: Sequence[Item]) -> list[dict[str, Any]]:
+        faults.before_scoring(part)
+        return score(part, options)
+
+    return run
