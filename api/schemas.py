@@ -31,6 +31,11 @@ class JobOptions(BaseModel):
         None, description="Over-long conversations: keep the end and flag them, or fail the line."
     )
     max_batch_tokens: int | None = Field(None, ge=16, le=1_048_576, description="Smaller batches only.")
+    cache: bool | None = Field(
+        None,
+        description="Take scores of conversations this model (same revision, dtype, max_length) already "
+        "scored in any job from the score cache [true]; false rescores every item.",
+    )
 
 
 class JobCreate(BaseModel):

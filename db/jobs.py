@@ -117,7 +117,7 @@ def resolve_model(name: str | None, settings: Any = None) -> str:
 
 def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(options or {})
-    unknown = set(out) - {"overflow", "max_batch_tokens"}
+    unknown = set(out) - {"overflow", "max_batch_tokens", "cache"}
     if unknown:
         raise BadRequest(f"unknown job options: {', '.join(sorted(unknown))}", code="invalid_options")
     if out.get("overflow") not in (None, *OVERFLOWS):
@@ -125,6 +125,8 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     mbt = out.get("max_batch_tokens")
     if mbt is not None and (isinstance(mbt, bool) or not isinstance(mbt, int) or mbt < 16):
         raise BadRequest("options.max_batch_tokens must be an integer >= 16", code="invalid_options")
+    if out.get("cache") not in (None, True, False):
+        raise BadRequest("options.cache must be true or false", code="invalid_options")
     return out
 
 

@@ -103,6 +103,8 @@ class Result(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     model_identity: Mapped[dict[str, Any] | None]
+    # True when every conversation's score came from the score cache (no model work); migration 0003.
+    cached: Mapped[bool | None] = mapped_column(Boolean)
     scored_at: Mapped[datetime]
 
     __table_args__ = (
@@ -136,7 +138,22 @@ class Chunk(Base):
     )
 
 
+class CachedScore(Base):
+    """One conversation's score under one model identity (`db.cache`), shared by every job."""
+
+    __tablename__ = "score_cache"
+
+    # sha256 of the identity (model id, revision, dtype, max_length) and of the conversation.
+    identity_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    num_tokens: Mapped[int] = mapped_column(Integer)
+    truncated: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+
+
 jobs = Job.__table__
 items = Item.__table__
 results = Result.__table__
 chunks = Chunk.__table__
+score_cache = CachedScore.__table__

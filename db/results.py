@@ -33,6 +33,7 @@ _UPSERT_COLUMNS = (
     "error_code",
     "error_message",
     "model_identity",
+    "cached",
     "scored_at",
 )
 NOT_SCORED = {
@@ -67,6 +68,7 @@ def result_row(
         "error_code": None,
         "error_message": None,
         "model_identity": identity,
+        "cached": None,
         "scored_at": scored_at,
     }
     if "error" in record:
@@ -78,9 +80,15 @@ def result_row(
             rejected_score=record["rejected_score"],
             correct=record["chosen_score"] > record["rejected_score"],
             truncated=bool(record.get("truncated")),
+            cached=bool(record.get("cached")),
         )
     else:
-        row.update(score=record["score"], num_tokens=record["num_tokens"], truncated=bool(record["truncated"]))
+        row.update(
+            score=record["score"],
+            num_tokens=record["num_tokens"],
+            truncated=bool(record["truncated"]),
+            cached=bool(record.get("cached")),
+        )
     return row
 
 

@@ -227,6 +227,8 @@ class Client:
                 form["metadata"] = json.dumps(metadata)
             if options and options.get("overflow"):
                 form["overflow"] = options["overflow"]
+            if options and options.get("cache") is not None:
+                form["cache"] = "true" if options["cache"] else "false"
             with open(path, "rb") as f:
                 fobj: Any = f
                 if on_progress is not None:

@@ -43,6 +43,10 @@ RAW_TYPES = (
 # Uploads run in threads of their own, so a few big files never starve the rest of the API.
 _upload_limiter = anyio.CapacityLimiter(4)
 _FLUSH_BYTES = 64 * 1024
+CacheQuery = Annotated[
+    bool | None,
+    Query(description="false: rescore every item instead of taking scores from the score cache [true]."),
+]
 _DRAIN_BYTES = 64 * 1024**2
 
 
@@ -71,6 +75,7 @@ def create_job(
     config: ConfigDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
+    cache: CacheQuery = None,
 ) -> Job:
     """Store `items` as a job (each item a line in `rmscore score`'s formats) and queue it.
 
@@ -88,7 +93,7 @@ def create_job(
         model=body.model,
         kind=body.kind,
         metadata=body.metadata,
-        options=body.options.model_dump(exclude_none=True) if body.options else None,
+        options=_with_cache(body.options.model_dump(exclude_none=True) if body.options else None, cache),
     )
     submission.check_backlog(db, config, caller.tenant, len(body.items))
     created = submission.store(
@@ -105,6 +110,23 @@ def create_job(
     return created_response(created, db, response)
 
 
+def _with_cache(options: dict[str, Any] | None, cache: bool | None) -> dict[str, Any] | None:
+    """`?cache=` overrides `options.cache`."""
+    if cache is None:
+        return options
+    return {**(options or {}), "cache": cache}
+
+
+def _form_bool(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false", code="invalid_options")
+
+
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -119,6 +141,7 @@ _UPLOAD_BODY = {
                         "model": {"type": "string"},
                         "metadata": {"type": "string", "description": "A JSON object"},
                         "overflow": {"type": "string", "enum": ["truncate", "error"]},
+                        "cache": {"type": "string", "enum": ["true", "false"]},
                     },
                 },
                 "encoding": {"file": {"contentType": "application/octet-stream"}},
@@ -147,6 +170,7 @@ async def upload_job(
     model: Annotated[str | None, Query(max_length=256)] = None,
     metadata: Annotated[str | None, Query(max_length=2048, description="A JSON object (bigger: a form field).")] = None,
     overflow: Annotated[Literal["truncate", "error"] | None, Query()] = None,
+    cache: CacheQuery = None,
     filename: Annotated[
         str | None, Query(max_length=512, description="Names the file of a non-multipart body (.gz, .parquet).")
     ] = None,
@@ -208,7 +232,9 @@ async def upload_job(
                 model=model or f.get("model") or None,
                 kind=k,
                 metadata=parse_metadata(meta_raw),
-                options={"overflow": ovf} if ovf else None,
+                options=_with_cache(
+                    {"overflow": ovf} if ovf else None, _form_bool(f.get("cache"), "cache") if cache is None else cache
+                ),
             )
             job.update(kind=k, model=m, metadata=meta, options=opts)
             return k

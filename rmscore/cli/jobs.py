@@ -78,6 +78,9 @@ def submit(
         str | None, typer.Option(help="Retrying with the same key returns the same job.")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")] = False,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse scores this model already gave the same conversations.")
+    ] = True,
 ) -> None:
     """Store INPUT as a scoring job and queue it for the workers; prints the job id on stdout."""
     if kind not in ("chat", "pairwise", "auto"):
@@ -91,8 +94,10 @@ def submit(
         if not isinstance(meta, dict):
             raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
     if (remote := _remote()) is not None:
-        return remote.submit(input, kind, model, chunk_size, overflow, metadata, idempotency_key, wait)
-    options = {"overflow": overflow} if overflow else None
+        return remote.submit(input, kind, model, chunk_size, overflow, metadata, idempotency_key, wait, cache=cache)
+    options: dict[str, Any] | None = {"overflow": overflow} if overflow else None
+    if not cache:
+        options = {**(options or {}), "cache": False}
     with _user_errors():
         from worker.enqueue import submit as submit_job
 

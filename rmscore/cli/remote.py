@@ -52,6 +52,8 @@ def submit(
     metadata: str | None = None,
     idempotency_key: str | None = None,
     wait: bool = False,
+    *,
+    cache: bool = True,
 ) -> None:
     """Upload INPUT as a job (with a progress bar) and print its id; `wait` follows it to the end."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -84,7 +86,7 @@ def submit(
                 kind=kind,
                 model=model,
                 metadata=meta,
-                options={"overflow": overflow} if overflow else None,
+                options={**({"overflow": overflow} if overflow else {}), **({} if cache else {"cache": False})},
                 idempotency_key=key,
                 on_progress=lambda sent, total: progress.update(task, completed=sent),
             )

@@ -1,0 +1,74 @@
+"""The worker's side of the score cache (`db.cache`): only conversations it has never scored go to the model.
+
+`CachingScorer` stands in for the engine in `worker.scoring.score_items`: cached scores are
+answered from the database, the rest go to the engine in one call, and their scores are stored
+for later jobs. A cached score of a truncated conversation is not used under overflow=error (the
+engine must reject it), and rejections are never cached, so a job's overflow policy decides as
+it would without the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine as DbEngine
+
+from db.cache import CachedScore, conversation_hash, identity_hash, lookup, store
+from rmscore.formats import Conversation, Item
+
+log = logging.getLogger(__name__)
+
+
+def cache_enabled(options: dict[str, Any]) -> bool:
+    """On unless the job asked to rescore (`options.cache = false`)."""
+    return options.get("cache", True) is not False
+
+
+class CachingScorer:
+    """Engine-shaped (`score`) front of a loaded engine that consults and fills the score cache."""
+
+    def __init__(self, engine: Any, db: DbEngine, *, enabled: bool = True) -> None:
+        self.engine, self.db, self.enabled = engine, db, enabled
+        self.identity = identity_hash(engine.identity)
+        self.hits = 0  # conversations answered from the cache (not scored by the model)
+        self.from_cache: list[bool] = []  # per conversation of the last `score` call
+
+    def score(self, conversations: Sequence[Conversation], *, overflow: Any = None) -> list[Any]:
+        from worker.engine import Scored
+
+        hashes = [conversation_hash(c) for c in conversations]
+        policy = overflow or self.engine.overflow
+        found = lookup(self.db, self.identity, hashes) if self.enabled else {}
+        usable = {h: s for h, s in found.items() if not (s.truncated and policy == "error")}
+        self.from_cache = [h in usable for h in hashes]
+        misses = [i for i, hit in enumerate(self.from_cache) if not hit]
+        self.hits += len(conversations) - len(misses)
+        out: list[Any] = [None] * len(conversations)
+        for i, h in enumerate(hashes):
+            if self.from_cache[i]:
+                s = usable[h]
+                out[i] = Scored(s.score, s.num_tokens, s.truncated)
+        if misses:
+            scored = self.engine.score([conversations[i] for i in misses], overflow=overflow)
+            new: dict[str, CachedScore] = {}
+            for i, r in zip(misses, scored, strict=True):
+                out[i] = r
+                if isinstance(r, Scored):
+                    new[hashes[i]] = CachedScore(r.score, r.num_tokens, r.truncated)
+            try:
+                store(self.db, self.identity, new)
+            except Exception as exc:  # noqa: BLE001 - a cache write failing must not fail the chunk
+                log.warning("could not store %d scores in the score cache: %s", len(new), exc)
+        return out
+
+    def mark(self, items: Sequence[Item], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Flag each record whose conversations all came from the cache (`cached`: True)."""
+        pos = 0
+        for item, rec in zip(items, records, strict=True):
+            n = len(item.conversations)
+            if "error" not in rec and n and all(self.from_cache[pos : pos + n]):
+                rec["cached"] = True
+            pos += n
+        return records
