@@ -112,15 +112,10 @@ def insert_missing_results(conn: Connection, rows: Sequence[dict[str, Any]]) -> 
         conn.execute(stmt, list(rows[start : start + BATCH]))
 
 
-def row_record(kind: str, row: Any, *, bad_line: bool) -> dict[str, Any]:
+def row_record(kind: str, row: Any) -> dict[str, Any]:
     """The `rmscore score` record for a results row (joined with its item)."""
     if row.error_code is not None:
-        rec = error_record(row.line, row.custom_id, row.error_code, row.error_message)
-        # As `rmscore score`: a line that failed to parse carries its subset when it has one; a
-        # pair the engine rejected always carries it.
-        if (bad_line and row.subset is not None) or (not bad_line and kind == "pairwise"):
-            rec["subset"] = row.subset
-        return rec
+        return error_record(row.line, row.custom_id, row.error_code, row.error_message, row.subset)
     if kind == "pairwise":
         return pair_record(
             row.line, row.custom_id, row.subset, row.chosen_score, row.rejected_score, bool(row.truncated)
@@ -147,6 +142,7 @@ def iter_results(
     limit: int | None = None,
     errors_only: bool = False,
     include_unscored: bool = True,
+    model: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Records of a job in input order, one per line that has an outcome.
 
@@ -154,6 +150,7 @@ def iter_results(
     each is reported as an error (`cancelled` / `not_scored`) so every line is accounted for.
     Reads in pages of `BATCH` lines, each its own short transaction: no cursor stays open while
     the caller writes a file or an HTTP response. Resume with `after_line` (the last line seen).
+    `model`: whose results, for a job scored by several models [the job's own model].
     """
     with reading(db) as conn:
         head = _job_head(conn, job_id, tenant)
@@ -166,7 +163,6 @@ def iter_results(
                 items.c.line,
                 items.c.custom_id,
                 items.c.subset,
-                (items.c.payload.is_(None)).label("bad_line"),
                 results.c.score,
                 results.c.chosen_score,
                 results.c.rejected_score,
@@ -182,7 +178,7 @@ def iter_results(
                     and_(
                         results.c.job_id == items.c.job_id,
                         results.c.line == items.c.line,
-                        results.c.model == head.model,
+                        results.c.model == (model or head.model),
                     ),
                 )
             )
@@ -201,9 +197,9 @@ def iter_results(
             if row.result_line is None:
                 if unscored is None:
                     continue
-                rec = error_record(row.line, row.custom_id, *unscored)
+                rec = error_record(row.line, row.custom_id, *unscored, row.subset)
             else:
-                rec = row_record(head.kind, row, bad_line=bool(row.bad_line))
+                rec = row_record(head.kind, row)
             yield rec
             yielded += 1
             if limit is not None and yielded >= limit:

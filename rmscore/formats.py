@@ -371,8 +371,14 @@ def _iter_json_document(path: Path, kind: Kind | Literal["auto"] | None, max_tur
 # --------------------------------------------------------------------------- results -> records
 
 
-def error_record(line: int, custom_id: str | None, code: str, message: str) -> dict[str, Any]:
-    return {"line": line, "custom_id": custom_id, "error": {"code": code, "message": message}}
+def error_record(
+    line: int, custom_id: str | None, code: str, message: str, subset: str | None = None
+) -> dict[str, Any]:
+    """A failed line. It carries `subset` exactly when the line named one, whatever failed."""
+    rec: dict[str, Any] = {"line": line, "custom_id": custom_id, "error": {"code": code, "message": message}}
+    if subset is not None:
+        rec["subset"] = subset
+    return rec
 
 
 def chat_record(

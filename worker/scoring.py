@@ -38,9 +38,7 @@ def score_items(
         if bad:
             side, r = bad[0]
             assert isinstance(r, Rejected)
-            rec = error_record(item.line, item.custom_id, r.code, f"{side}: {r.message}")
-            rec["subset"] = item.subset
-            records.append(rec)
+            records.append(error_record(item.line, item.custom_id, r.code, f"{side}: {r.message}", item.subset))
             continue
         assert isinstance(chosen, Scored) and isinstance(rejected, Scored)
         records.append(

@@ -71,10 +71,7 @@ async def score(body: ScoreRequest, caller: CallerDep, state: StateDep) -> Score
     todo: list[dict[str, Any]] = []
     for p in parse_items(body.items, None, settings):  # each item its own kind
         if isinstance(p, formats.LineError):
-            rec = formats.error_record(p.line, p.custom_id, p.code, p.message)
-            if p.subset is not None:
-                rec["subset"] = p.subset
-            records[p.line] = rec
+            records[p.line] = formats.error_record(p.line, p.custom_id, p.code, p.message, p.subset)
         else:
             todo.append(
                 {

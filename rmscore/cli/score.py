@@ -137,10 +137,7 @@ def _score_window(engine: Any, window: list[Parsed], score_items: Any) -> list[d
     records = []
     for p in window:
         if isinstance(p, LineError):
-            rec = error_record(p.line, p.custom_id, p.code, p.message)
-            if p.subset is not None:
-                rec["subset"] = p.subset
-            records.append(rec)
+            records.append(error_record(p.line, p.custom_id, p.code, p.message, p.subset))
         else:
             records.append(next(scored))
     return records

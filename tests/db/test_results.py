@@ -27,14 +27,12 @@ def test_record_shapes_match_rmscore_score(db: Engine) -> None:
         (chunk_id,) = conn.execute(select(chunks.c.id).where(chunks.c.job_id == job.id)).scalars()
     lease = claim_chunk(db, chunk_id, new_owner("w"), lease_seconds=60, max_attempts=3)
     assert lease is not None and [i.line for i in load_items(db, lease)] == [1, 4, 5]
-    rejected = error_record(4, "d", "too_long", "chosen: too long")
-    rejected["subset"] = None  # as worker.scoring writes a rejected pair
+    rejected = error_record(4, "d", "too_long", "chosen: too long")  # no subset named: none carried
     recs = [pair_record(1, "a", "s1", 0.25, -1.0, False), rejected, pair_record(5, "e", "s1", -2.0, 3.5, True)]
     assert complete_chunk(db, lease, recs, {"model": "tiny"})
 
     out = list(iter_results(db, job.id))
-    bad_with_subset = error_record(2, "b", "invalid_field", out[1]["error"]["message"])
-    bad_with_subset["subset"] = "s2"
+    bad_with_subset = error_record(2, "b", "invalid_field", out[1]["error"]["message"], "s2")
     assert out == [
         recs[0],
         bad_with_subset,
