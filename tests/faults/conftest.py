@@ -47,12 +47,18 @@ def clean_reference(fault_input: Path, tiny_model_dir: Path, tmp_path_factory: p
 def fault_env(
     tmp_path: Path, tiny_model_dir: Path, pg_schema_url: Any, start_worker: Any
 ) -> Iterator[Callable[..., FaultEnv]]:
-    """Factory: `fault_env(backend="sqlite", redis_password=None, **env)` -> a FaultEnv on its own Redis."""
+    """Factory: `fault_env(backend="sqlite", redis_password=None, db_password=None, **env)` -> FaultEnv.
+
+    Each FaultEnv has its own Redis; the database is a SQLite file or a fresh PostgreSQL schema."""
     made: list[FaultEnv] = []
 
-    def make(backend: str = "sqlite", *, redis_password: str | None = None, **extra: str) -> FaultEnv:
+    def make(
+        backend: str = "sqlite", *, redis_password: str | None = None, db_password: str | None = None, **extra: str
+    ) -> FaultEnv:
         server = RedisServer(tmp_path / "redis.log", password=redis_password).start()
         db_url = database_url(backend, tmp_path, pg_schema_url, "rmscore_faults")
+        if db_password:  # the local server trusts loopback: the password is carried, never checked
+            db_url = db_url.replace("://postgres@", f"://postgres:{db_password}@", 1)
         env = FaultEnv.create(backend, db_url, server, tiny_model_dir, tmp_path, start_worker, **extra)
         made.append(env)
         return env
