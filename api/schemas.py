@@ -43,6 +43,13 @@ class JobCreate(BaseModel):
 
     kind: KindIn = Field("auto", description="chat, pairwise, or auto (from the first valid item).")
     model: str | None = Field(None, max_length=256, description="A model the server serves [default model].")
+    models: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="Score every item with each of these models (each on its own workers) to compare them "
+        "(GET /v1/jobs/{id}/compare); the first is the job's own model unless `model` is set.",
+    )
     items: list[Any] = Field(
         min_length=1,
         description="Items in the line formats of `rmscore score`; each gets a result or an error.",
@@ -52,9 +59,9 @@ class JobCreate(BaseModel):
 
 
 class RequestCounts(BaseModel):
-    total: int
-    completed: int = Field(description="Lines scored.")
-    failed: int = Field(description="Lines that ended with an error.")
+    total: int = Field(description="Results expected: lines, times models for a job scored by several.")
+    completed: int = Field(description="Results scored.")
+    failed: int = Field(description="Results that ended with an error.")
 
 
 class SubsetAccuracy(BaseModel):
@@ -86,6 +93,10 @@ class Job(BaseModel):
     error: str | None = None
     items_per_second: float | None = Field(None, description="Lines finished per second since the start.")
     accuracy: Accuracy | None = Field(None, description="Pairwise jobs: per subset and overall.")
+    models: list[str] = Field(default_factory=list, description="Models the job is scored with, its own first.")
+    by_model: dict[str, Any] | None = Field(
+        None, description="Pairwise jobs scored by several models: accuracy and evaluation per model."
+    )
     evaluation: dict[str, Any] | None = Field(
         None,
         description="Pairwise jobs: overall, per-subset table, RewardBench sections and the EvalBiasBench "
@@ -97,6 +108,38 @@ class JobList(BaseModel):
     data: list[Job]
     next_cursor: str | None = None
     has_more: bool
+
+
+class ModelPair(BaseModel):
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    correct: bool | None = None
+
+
+class Disagreement(BaseModel):
+    line: int
+    custom_id: str | None = None
+    subset: str | None = None
+    scores: dict[str, ModelPair] = Field(description="Per model.")
+
+
+class SubsetComparison(BaseModel):
+    subset: str
+    n: int
+    accuracy: dict[str, float | None] = Field(description="Per model.")
+    agreement: float | None
+
+
+class Comparison(BaseModel):
+    job_id: str
+    models: list[str]
+    n: int = Field(description="Pairs both models scored.")
+    accuracy: dict[str, float | None] = Field(description="Per model, over those pairs.")
+    agreement: float | None = Field(description="Share of pairs where both models prefer the same side.")
+    disagreements_total: int
+    subsets: list[SubsetComparison]
+    disagreements: list[Disagreement] = Field(description="One page, in line order.")
+    next_cursor: int | None = Field(None, description="Pass as `after_line` for the next page.")
 
 
 class ResultRecord(BaseModel):
@@ -135,6 +178,7 @@ class StoredScore(BaseModel):
     margin: float | None = Field(None, description="chosen_score - rejected_score")
     correct: bool | None = None
     truncated: bool
+    cached: bool = Field(False, description="The score came from the score cache, not the model.")
     scored_at: datetime
 
 

@@ -114,8 +114,10 @@ def store(
     metadata: dict[str, Any] | None,
     options: dict[str, Any] | None,
     idempotency_key: str | None,
+    models: list[str] | None = None,
 ) -> CreatedJob:
-    """Store the job (`model` already resolved) and hand its chunks to the broker."""
+    """Store the job (`model` already resolved; `models`: more to compare it with, resolved too)
+    and hand its chunks to the broker."""
     created = create_job(
         db,
         parsed,
@@ -128,6 +130,7 @@ def store(
         options=options,
         idempotency_key=idempotency_key,
         max_items=settings.max_items_per_job,
+        models=models,
     )
     if created.created and created.job.status == "queued":
         send(db, settings, created.job.id)

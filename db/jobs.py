@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -180,10 +180,13 @@ def create_job(
     options: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     max_items: int | None = None,
+    models: Sequence[str] | None = None,
 ) -> CreatedJob:
     """Store a job from parsed lines (`rmscore.formats.iter_parsed` / `parse_object` output).
 
-    `model` is a short name (see `resolve_model`). Bad lines are stored as items with an error
+    `model` is a short name (see `resolve_model`); `models` names more to compare it with (each
+    item is then scored once per model, on each model's own queue; `total` counts results: lines
+    times models). Bad lines are stored as items with an error
     result and counted as failed. The job starts `queued` with its chunks queued but not yet sent
     to the broker: call `worker.enqueue.enqueue_job` next (or use `worker.enqueue.submit`).
     Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines).
@@ -197,6 +200,7 @@ def create_job(
             return CreatedJob(earlier, created=False)
 
     job_id = uuid.uuid4().hex
+    scored_by = list(dict.fromkeys([model, *(models or [])]))
     planner = _ChunkPlanner(chunk_size, chunk_max_tokens)
     job_kind: str | None = None if kind == "auto" else kind
     total = failed = 0
@@ -216,13 +220,13 @@ def create_job(
             if max_items is not None and total > max_items:
                 raise TooLarge(f"a job holds at most {max_items:,} lines", code="too_many_items")
             if isinstance(p, LineError):
-                failed += 1
+                failed += len(scored_by)
                 item_rows.append(_item_row(job_id, p.line, p.custom_id, p.subset, None, None))
-                error_rows.append(
+                error_rows.extend(
                     {
                         "job_id": job_id,
                         "line": p.line,
-                        "model": model,
+                        "model": m,
                         "custom_id": p.custom_id,
                         "subset": p.subset,
                         "score": None,
@@ -236,6 +240,7 @@ def create_job(
                         "model_identity": None,
                         "scored_at": now,
                     }
+                    for m in scored_by
                 )
             else:
                 job_kind = job_kind or p.kind
@@ -254,7 +259,7 @@ def create_job(
             "kind": job_kind or "chat",
             "model": model,
             "status": "queued",
-            "total": total,
+            "total": total * len(scored_by),
             "completed": 0,
             "failed": failed,
             "created_at": now,
@@ -264,7 +269,7 @@ def create_job(
         }
         if not planner.plans:  # every line failed to parse: nothing to score
             job_row.update(status="failed", failed_at=now, error="no line of the input could be scored")
-        retrying(lambda: _insert_job(db, job_row, planner.plans), what="storing the job")
+        retrying(lambda: _insert_job(db, job_row, planner.plans, scored_by), what="storing the job")
     except IntegrityError:
         _discard(db, job_id)
         assert idempotency_key is not None
@@ -305,7 +310,7 @@ def _insert_batch(db: Engine, item_rows: list[dict[str, Any]], error_rows: list[
             insert_missing_results(conn, error_rows)
 
 
-def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int, int]]) -> None:
+def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int, int]], models: list[str]) -> None:
     now = job_row["created_at"]
     with writing(db) as conn:
         if conn.execute(select(jobs.c.id).where(jobs.c.id == job_row["id"])).first():
@@ -314,7 +319,7 @@ def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int,
         rows = [
             {
                 "job_id": job_row["id"],
-                "model": job_row["model"],
+                "model": m,
                 "first_line": a,
                 "last_line": b,
                 "n_items": n,
@@ -323,6 +328,7 @@ def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int,
                 "enqueued_at": now,
                 "updated_at": now,
             }
+            for m in models  # one chunk per range and model, each on its model's queue
             for a, b, n in plans
         ]
         for start in range(0, len(rows), BATCH):
@@ -403,7 +409,25 @@ def job_summary(db: Engine, job_id: str, *, tenant: str | None = None) -> dict[s
     out = job.to_dict()
     out["accuracy"] = job_accuracy(db, job.id, job.model) if job.kind == "pairwise" else None
     out["evaluation"] = evaluate_accuracy(out["accuracy"])
+    out["models"] = job_models(db, job)
+    out["by_model"] = None
+    if len(out["models"]) > 1 and job.kind == "pairwise":
+        out["by_model"] = {}
+        for m in out["models"]:
+            acc = out["accuracy"] if m == job.model else job_accuracy(db, job.id, m)
+            out["by_model"][m] = {"accuracy": acc, "evaluation": evaluate_accuracy(acc)}
     return out
+
+
+def job_models(db: Engine | Connection, job: JobInfo) -> list[str]:
+    """The models a job is scored with (its chunks'), the job's own model first."""
+    q = select(chunks.c.model).where(chunks.c.job_id == job.id).distinct()
+    if isinstance(db, Connection):
+        found = db.execute(q).scalars().all()
+    else:
+        with reading(db) as conn:
+            found = conn.execute(q).scalars().all()
+    return [job.model, *sorted(m for m in found if m != job.model)]
 
 
 # --------------------------------------------------------------------------- state changes

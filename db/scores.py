@@ -79,6 +79,7 @@ def query_scores(
         results.c.correct,
         results.c.num_tokens,
         results.c.truncated,
+        results.c.cached,
         results.c.scored_at,
     ]
     base = select(*cols).where(results.c.error_code.is_(None))
@@ -167,6 +168,7 @@ def score_record(row: Any) -> dict[str, Any]:
     else:
         out.update(score=row.score, num_tokens=row.num_tokens)
     out["truncated"] = bool(row.truncated)
+    out["cached"] = bool(row.cached)
     out["scored_at"] = row.scored_at.isoformat() + "Z"
     return out
 

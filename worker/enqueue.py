@@ -96,18 +96,22 @@ def submit(
     options: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     settings: Settings | None = None,
+    models: Sequence[str] | None = None,
     db: Engine | None = None,
     app: Celery | None = None,
     r: redis.Redis | None = None,
 ) -> CreatedJob:
     """Validate, store and enqueue a job: the producer's one call.
 
+    `models` (several model names) scores every item with each, on each model's queue, for
+    comparison (`db.compare`); the first is the job's own model unless `model` is given.
     `source` is a path or byte stream (JSONL, .jsonl.gz, or one .json document) read as
     `rmscore score` reads it, or already-parsed lines. Streams: memory stays flat on any size.
     """
     s = settings or get_settings()
     db = db or get_engine(s.database_url)
-    short = resolve_model(model, s)
+    short = resolve_model(models[0] if models and model is None else model, s)
+    others = [resolve_model(m, s) for m in models or []]
     if isinstance(source, str | Path) or hasattr(source, "read"):
         parsed: Iterable[Parsed] = iter_parsed(
             source,  # type: ignore[arg-type]
@@ -129,6 +133,7 @@ def submit(
         options=options,
         idempotency_key=idempotency_key,
         max_items=s.max_items_per_job,
+        models=others,
     )
     if created.created and created.job.status == "queued":
         from worker.app import get_app

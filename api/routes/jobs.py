@@ -21,9 +21,10 @@ from starlette.requests import ClientDisconnect
 from api import submission
 from api.deps import CallerDep, ConfigDep, DbDep, IdempotencyKey, SettingsDep, StateDep
 from api.errors import responses
-from api.schemas import Job, JobCreate, JobList, JobStatus, KindIn, ResultPage
+from api.schemas import Comparison, Job, JobCreate, JobList, JobStatus, KindIn, ResultPage
 from api.upload import Upload, multipart_lines, parse_metadata, raw_lines
-from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs
+from db.compare import compare_job
+from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs, resolve_model
 from db.results import iter_results
 from rmscore.errors import BadRequest, TooLarge
 
@@ -87,10 +88,11 @@ def create_job(
     if earlier is not None:
         return created_response(earlier, db, response)
     submission.check_count(len(body.items), settings)
+    models = [resolve_model(m, settings) for m in body.models] if body.models else None
     model, metadata, options = submission.prepare(
         settings,
         config,
-        model=body.model,
+        model=body.model or (models[0] if models else None),
         kind=body.kind,
         metadata=body.metadata,
         options=_with_cache(body.options.model_dump(exclude_none=True) if body.options else None, cache),
@@ -106,6 +108,7 @@ def create_job(
         metadata=metadata,
         options=options,
         idempotency_key=idempotency_key,
+        models=models,
     )
     return created_response(created, db, response)
 
@@ -168,6 +171,9 @@ async def upload_job(
     idempotency_key: IdempotencyKey = None,
     kind: Annotated[KindIn | None, Query(description="Or as a form field before the file.")] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
+    models: Annotated[
+        str | None, Query(max_length=1024, description="Comma-separated: score with each, to compare them.")
+    ] = None,
     metadata: Annotated[str | None, Query(max_length=2048, description="A JSON object (bigger: a form field).")] = None,
     overflow: Annotated[Literal["truncate", "error"] | None, Query()] = None,
     cache: CacheQuery = None,
@@ -236,7 +242,10 @@ async def upload_job(
                     {"overflow": ovf} if ovf else None, _form_bool(f.get("cache"), "cache") if cache is None else cache
                 ),
             )
-            job.update(kind=k, model=m, metadata=meta, options=opts)
+            others = [resolve_model(x.strip(), settings) for x in (models or "").split(",") if x.strip()]
+            if others and not (model or f.get("model")):
+                m = others[0]
+            job.update(kind=k, model=m, metadata=meta, options=opts, models=others or None)
             return k
 
         limits = {
@@ -262,6 +271,7 @@ async def upload_job(
             metadata=job["metadata"],
             options=job["options"],
             idempotency_key=idempotency_key,
+            models=job["models"],
         )
 
     try:
@@ -388,11 +398,16 @@ def _results(
     limit: int,
     *,
     errors_only: bool,
+    model: str | None = None,
 ) -> Any:
     after = _decode_line_cursor(cursor)
     name = f"{job.id}-{'errors' if errors_only else 'results'}"
     if fmt == "json":
-        recs = list(iter_results(db, job.id, tenant=tenant, after_line=after, limit=limit + 1, errors_only=errors_only))
+        recs = list(
+            iter_results(
+                db, job.id, tenant=tenant, after_line=after, limit=limit + 1, errors_only=errors_only, model=model
+            )
+        )
         more = len(recs) > limit
         recs = recs[:limit]
         # Raw records, exactly as `rmscore score` writes them (no null-filled fields of other shapes).
@@ -403,7 +418,7 @@ def _results(
                 "has_more": more,
             }
         )
-    records = iter_results(db, job.id, tenant=tenant, after_line=after, errors_only=errors_only)
+    records = iter_results(db, job.id, tenant=tenant, after_line=after, errors_only=errors_only, model=model)
     if fmt == "jsonl":
         return StreamingResponse(
             _jsonl(records),
@@ -446,12 +461,15 @@ def job_results(
     format: Annotated[ResultFormat, Query(description="jsonl, csv, parquet, or json (one page).")] = "jsonl",
     cursor: Annotated[str | None, Query(max_length=512, description="Resume after this (all formats).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size of format=json.")] = 100,
+    model: Annotated[
+        str | None, Query(max_length=256, description="Whose results, for a job scored by several models.")
+    ] = None,
 ) -> Any:
     """One record per line that has an outcome, as `rmscore score` writes it. While the job runs,
     lines not yet scored are left out (page the JSON form once the job has ended to see each line
     exactly once); after it ends every line is there, those never scored as errors."""
     job = get_job(db, job_id, tenant=caller.scope)
-    return _results(db, job, caller.scope, format, cursor, limit, errors_only=False)
+    return _results(db, job, caller.scope, format, cursor, limit, errors_only=False, model=model)
 
 
 @router.get(
@@ -470,3 +488,27 @@ def job_errors(
 ) -> Any:
     job = get_job(db, job_id, tenant=caller.scope)
     return _results(db, job, caller.scope, format, cursor, limit, errors_only=True)
+
+
+@router.get(
+    "/{job_id}/compare",
+    response_model=Comparison,
+    summary="Two models on the job's pairs: accuracy side by side, agreement, disagreements",
+    responses=responses(400, 401, 404, 422),
+)
+def compare(
+    job_id: JobId,
+    caller: CallerDep,
+    db: DbDep,
+    models: Annotated[
+        str | None, Query(max_length=600, description="Two of the job's models, comma-separated [its first two].")
+    ] = None,
+    after_line: Annotated[int, Query(ge=0, le=2**31 - 1, description="Disagreements after this line.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Disagreements per page.")] = 100,
+) -> Comparison:
+    """For a pairwise job scored by several models (`models` at submission): per subset, each model's
+    accuracy and how often they agree (both prefer the same side), then the pairs they disagree on."""
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    return Comparison.model_validate(
+        compare_job(db, job_id, tenant=caller.scope, models=names, after_line=after_line, limit=limit)
+    )

@@ -1,0 +1,163 @@
+"""A job scored by two models: two tiny models with different seeds, each served by its own real
+`rmscore worker` on its own queue. The job's results per model equal `rmscore score` with that
+model, and GET /v1/jobs/{id}/compare gives their accuracy side by side, an agreement below 1 and
+exactly the pairs where the two references prefer different sides.
+
+Real Redis (db 8), a real SQLite file; the API in process (FastAPI's TestClient, auth disabled).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testkit import CLI, REDIS_URL, REPO, WorkerProc, clean_env, run_cli, start_worker_proc, wait_until
+
+BROKER = f"{REDIS_URL}/8"
+PAIRS = 40
+
+
+@pytest.fixture(scope="module")
+def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models-b") / "tiny-b"
+    run_cli(["make-tiny-model", str(path), "--size", "tiny", "--seed", "1"], clean_env())
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mm-data") / "hh40.jsonl"
+    with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
+        lines = list(islice(f, PAIRS))
+    path.write_text("".join(lines))
+    return path
+
+
+def reference(pairs: Path, model: Path, out: Path) -> list[dict[str, Any]]:
+    cmd = [*CLI, "score", str(pairs), "--model", str(model), "--device", "cpu", "-o", str(out)]
+    subprocess.run(cmd, env=clean_env(), cwd=REPO, check=True, capture_output=True, timeout=600)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, second_model: Path
+) -> Iterator[tuple[Any, list[WorkerProc]]]:
+    import redis
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from db.migrate import upgrade
+    from db.session import get_engine
+    from rmscore.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("multimodel")
+    db_url = f"sqlite:///{tmp / 'mm.db'}"
+    r = redis.Redis.from_url(BROKER)
+    r.flushdb()
+    upgrade(get_engine(db_url))
+    env = clean_env(
+        RMSCORE_DATABASE_URL=db_url,
+        RMSCORE_BROKER_URL=BROKER,
+        RMSCORE_MODEL=str(tiny_model_dir),
+        RMSCORE_MODELS=json.dumps([str(second_model)]),
+        RMSCORE_DEVICE="cpu",
+    )
+    workers = [
+        start_worker_proc(env, "tiny@mm-a", tmp / "a.log", ["--model", str(tiny_model_dir)]),
+        start_worker_proc(env, "tiny-b@mm-b", tmp / "b.log", ["--model", str(second_model)]),
+    ]
+    settings = Settings(
+        database_url=db_url,
+        broker_url=BROKER,
+        model=str(tiny_model_dir),
+        models=[str(second_model)],
+        auth="disabled",
+        _env_file=None,
+    )
+    try:
+        for w in workers:
+            w.wait_ready(r)
+        with TestClient(create_app(settings)) as client:
+            yield client, workers
+    finally:
+        for w in workers:
+            w.stop()
+        r.flushdb()
+
+
+def test_two_models_compare_against_rmscore_score(
+    stack: tuple[Any, list[WorkerProc]],
+    pairs_file: Path,
+    tiny_model_dir: Path,
+    second_model: Path,
+    tmp_path: Path,
+) -> None:
+    client, _ = stack
+    items = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    r = client.post("/v1/jobs", json={"kind": "pairwise", "models": ["tiny", "tiny-b"], "items": items})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    ref_a = reference(pairs_file, tiny_model_dir, tmp_path / "a.jsonl")
+    ref_b = reference(pairs_file, second_model, tmp_path / "b.jsonl")
+
+    job = wait_until(
+        lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("completed", "failed") and j,
+        180,
+        "the two-model job",
+        0.3,
+    )
+    assert job["status"] == "completed", job
+    assert job["models"] == ["tiny", "tiny-b"]
+    assert job["request_counts"] == {"total": 2 * PAIRS, "completed": 2 * PAIRS, "failed": 0}
+
+    # Each model's results are that model's `rmscore score` output (its own worker scored them).
+    for name, ref in (("tiny", ref_a), ("tiny-b", ref_b)):
+        got = client.get(f"/v1/jobs/{job_id}/results", params={"format": "json", "limit": 1000, "model": name})
+        recs = got.json()["data"]
+        assert [x["line"] for x in recs] == [x["line"] for x in ref]
+        for g, w in zip(recs, ref, strict=True):
+            assert g["chosen_score"] == pytest.approx(w["chosen_score"], abs=1e-4)
+            assert g["rejected_score"] == pytest.approx(w["rejected_score"], abs=1e-4)
+
+    right_a = {x["line"]: x["chosen_score"] > x["rejected_score"] for x in ref_a}
+    right_b = {x["line"]: x["chosen_score"] > x["rejected_score"] for x in ref_b}
+    differ = sorted(line for line in right_a if right_a[line] != right_b[line])
+    assert differ, "the two seeds should disagree somewhere on 40 pairs"
+
+    cmp = client.get(f"/v1/jobs/{job_id}/compare").json()
+    assert cmp["models"] == ["tiny", "tiny-b"]
+    assert cmp["n"] == PAIRS
+    assert cmp["agreement"] == pytest.approx(1 - len(differ) / PAIRS)
+    assert cmp["agreement"] < 1
+    assert cmp["disagreements_total"] == len(differ)
+    assert [d["line"] for d in cmp["disagreements"]] == differ
+    for d in cmp["disagreements"]:
+        assert d["scores"]["tiny"]["correct"] == right_a[d["line"]]
+        assert d["scores"]["tiny-b"]["correct"] == right_b[d["line"]]
+    assert cmp["accuracy"]["tiny"] == pytest.approx(sum(right_a.values()) / PAIRS)
+    assert cmp["accuracy"]["tiny-b"] == pytest.approx(sum(right_b.values()) / PAIRS)
+    assert [s["subset"] for s in cmp["subsets"]] == ["all"]
+
+    # Paging the disagreements: one at a time, the same lines in order.
+    seen, after = [], 0
+    while True:
+        page = client.get(f"/v1/jobs/{job_id}/compare", params={"limit": 1, "after_line": after}).json()
+        seen += [d["line"] for d in page["disagreements"]]
+        if page["next_cursor"] is None:
+            break
+        after = page["next_cursor"]
+    assert seen == differ
+
+    # Summaries carry each model.
+    assert job["by_model"]["tiny"]["accuracy"]["overall"] == pytest.approx(cmp["accuracy"]["tiny"])
+    assert job["by_model"]["tiny-b"]["accuracy"]["overall"] == pytest.approx(cmp["accuracy"]["tiny-b"])
+
+    bad = client.get(f"/v1/jobs/{job_id}/compare", params={"models": "tiny,ghost"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "unknown_model"
