@@ -211,6 +211,7 @@ class Client:
         options: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         on_progress: Callable[[int, int | None], None] | None = None,
+        models: list[str] | None = None,
     ) -> Job:
         """Submit a file (JSONL, .jsonl.gz, .parquet, .json; streamed) or a list of items as a job.
 
@@ -229,6 +230,8 @@ class Client:
                 form["overflow"] = options["overflow"]
             if options and options.get("cache") is not None:
                 form["cache"] = "true" if options["cache"] else "false"
+            if models:
+                form["models"] = ",".join(models)
             with open(path, "rb") as f:
                 fobj: Any = f
                 if on_progress is not None:
@@ -250,7 +253,15 @@ class Client:
             body["metadata"] = metadata
         if options:
             body["options"] = options
+        if models:
+            body["models"] = models
         return Job.from_dict(self._json("POST", "/v1/jobs", json=body, headers=headers))
+
+    def compare(self, job_id: str, models: list[str] | None = None, **params: Any) -> dict[str, Any]:
+        """GET /v1/jobs/{id}/compare: two of the job's models side by side (`db.compare.compare_job`)."""
+        if models:
+            params["models"] = ",".join(models)
+        return self._json("GET", f"/v1/jobs/{job_id}/compare", params=params)
 
     def job(self, job_id: str) -> Job:
         return Job.from_dict(self._json("GET", f"/v1/jobs/{job_id}"))

@@ -145,6 +145,7 @@ _UPLOAD_BODY = {
                         "metadata": {"type": "string", "description": "A JSON object"},
                         "overflow": {"type": "string", "enum": ["truncate", "error"]},
                         "cache": {"type": "string", "enum": ["true", "false"]},
+                        "models": {"type": "string", "description": "Comma-separated, to compare them"},
                     },
                 },
                 "encoding": {"file": {"contentType": "application/octet-stream"}},
@@ -242,7 +243,8 @@ async def upload_job(
                     {"overflow": ovf} if ovf else None, _form_bool(f.get("cache"), "cache") if cache is None else cache
                 ),
             )
-            others = [resolve_model(x.strip(), settings) for x in (models or "").split(",") if x.strip()]
+            wanted = models or f.get("models") or ""
+            others = [resolve_model(x.strip(), settings) for x in wanted.split(",") if x.strip()]
             if others and not (model or f.get("model")):
                 m = others[0]
             job.update(kind=k, model=m, metadata=meta, options=opts, models=others or None)

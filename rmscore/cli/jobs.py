@@ -81,6 +81,9 @@ def submit(
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse scores this model already gave the same conversations.")
     ] = True,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models: score with each, to compare them (API: /compare).")
+    ] = None,
 ) -> None:
     """Store INPUT as a scoring job and queue it for the workers; prints the job id on stdout."""
     if kind not in ("chat", "pairwise", "auto"):
@@ -94,7 +97,9 @@ def submit(
         if not isinstance(meta, dict):
             raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
     if (remote := _remote()) is not None:
-        return remote.submit(input, kind, model, chunk_size, overflow, metadata, idempotency_key, wait, cache=cache)
+        return remote.submit(
+            input, kind, model, chunk_size, overflow, metadata, idempotency_key, wait, cache=cache, models=models
+        )
     options: dict[str, Any] | None = {"overflow": overflow} if overflow else None
     if not cache:
         options = {**(options or {}), "cache": False}
@@ -112,6 +117,7 @@ def submit(
                 metadata=meta,
                 options=options,
                 idempotency_key=idempotency_key,
+                models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
                 db=db,
             )
         job = created.job
@@ -197,6 +203,15 @@ def _print_job(db: Any, job_id: str) -> None:
 
     for table in evaluation_tables(s.get("evaluation")):
         err.print(table)
+    if s.get("by_model"):
+        m = Table(title="models (GET /v1/jobs/{id}/compare for agreement and disagreements)")
+        m.add_column("model")
+        m.add_column("pairs", justify="right")
+        m.add_column("accuracy", justify="right")
+        for name, row in s["by_model"].items():
+            macc = row.get("accuracy")
+            m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
+        err.print(m)
 
 
 def status(

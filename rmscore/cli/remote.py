@@ -54,6 +54,7 @@ def submit(
     wait: bool = False,
     *,
     cache: bool = True,
+    models: str | None = None,
 ) -> None:
     """Upload INPUT as a job (with a progress bar) and print its id; `wait` follows it to the end."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -87,6 +88,7 @@ def submit(
                 model=model,
                 metadata=meta,
                 options={**({"overflow": overflow} if overflow else {}), **({} if cache else {"cache": False})},
+                models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
                 idempotency_key=key,
                 on_progress=lambda sent, total: progress.update(task, completed=sent),
             )
@@ -168,6 +170,15 @@ def print_job(s: dict[str, Any]) -> None:
 
     for table in evaluation_tables(s.get("evaluation")):
         err.print(table)
+    if s.get("by_model"):
+        m = Table(title="models (GET /v1/jobs/{id}/compare for agreement and disagreements)")
+        m.add_column("model")
+        m.add_column("pairs", justify="right")
+        m.add_column("accuracy", justify="right")
+        for name, row in s["by_model"].items():
+            macc = row.get("accuracy")
+            m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
+        err.print(m)
 
 
 def status(job_id: str, as_json: bool = False) -> None:
