@@ -214,35 +214,6 @@ class Heartbeat(threading.Thread):
                 return
 
 
-def start_metrics(runtime: WorkerRuntime, port: int) -> None:
-    """Prometheus gauges read from the runtime at scrape time (RMSCORE_WORKER_METRICS_PORT)."""
-    from prometheus_client import REGISTRY, start_http_server
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    class Collector:
-        def collect(self) -> Any:
-            labels = ["worker", "model"]
-            values = [runtime.name, runtime.engine.name]
-            for name, doc, value in (
-                ("rmscore_worker_chunks", "Chunks this worker scored and stored.", runtime.chunks_done),
-                ("rmscore_worker_items", "Items this worker scored and stored.", runtime.items_done),
-                ("rmscore_worker_tokens", "Real tokens through the model.", runtime.engine.stats.tokens),
-            ):
-                c = CounterMetricFamily(name, doc, labels=labels)
-                c.add_metric(values, value)
-                yield c
-            g = GaugeMetricFamily("rmscore_worker_busy", "1 while a chunk is in hand.", labels=labels)
-            g.add_metric(values, 1 if runtime.current else 0)
-            yield g
-            g = GaugeMetricFamily("rmscore_worker_padding_efficiency", "Real / padded tokens.", labels=labels)
-            g.add_metric(values, runtime.engine.stats.padding_efficiency)
-            yield g
-
-    REGISTRY.register(Collector())
-    start_http_server(port)
-    log.info("metrics on :%d/metrics", port)
-
-
 def run_worker(
     settings: Settings,
     *,
@@ -273,12 +244,13 @@ def run_worker(
         overflow=settings.overflow,
     )
     engine.warmup()
+    load_seconds = time.perf_counter() - t0
     log.info(
         "loaded %s on %s (%s) in %.1fs, max_batch_tokens %d",
         model,
         engine.device,
         engine.dtype,
-        time.perf_counter() - t0,
+        load_seconds,
         engine.max_batch_tokens,
     )
 
@@ -296,8 +268,10 @@ def run_worker(
     keeper.start()
     reconciler = Reconciler(db, r, app, settings)
     reconciler.start()
-    if settings.worker_metrics_port is not None:
-        start_metrics(runtime, settings.worker_metrics_port)
+    from worker import monitoring
+
+    # Stats for Flower (a bootstep, so before app.Worker) and the Prometheus endpoint if a port is set.
+    monitoring.install(app, runtime, load_seconds=load_seconds, metrics_port=settings.worker_metrics_port)
 
     worker = app.Worker(
         hostname=runtime.name,

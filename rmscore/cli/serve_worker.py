@@ -14,6 +14,15 @@ def worker(
     max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.", min=16)] = None,
     name: Annotated[str | None, typer.Option(help="Worker name [default: <model>@<host>-<device>].")] = None,
     suffix: Annotated[str | None, typer.Option(help="Appended to the default name: several workers per host.")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port for this worker's Prometheus /metrics; 0 = off. Several workers on one host need "
+            "one port each [default: RMSCORE_WORKER_METRICS_PORT].",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
     check: Annotated[
         bool, typer.Option("--check", help="Exit 0 if a worker on this host has a live heartbeat.")
     ] = False,
@@ -33,6 +42,8 @@ def worker(
         typer.echo("\n".join(live) if live else "no live worker", err=not live)
         raise typer.Exit(0 if live else 1)
 
+    if metrics_port is not None:
+        s = s.model_copy(update={"worker_metrics_port": metrics_port})
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from worker.runner import run_worker
 

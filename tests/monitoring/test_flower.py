@@ -1,0 +1,79 @@
+"""Flower, started by `rmscore flower` with basic auth, sees the worker under its descriptive name,
+what it holds (through Celery's stats), and the job's chunk tasks with readable arguments."""
+
+from __future__ import annotations
+
+import ast
+import re
+import socket
+from typing import Any
+
+import httpx
+from monkit import CHUNK_SIZE, Fleet
+from testkit import wait_until
+
+
+def test_flower_api_refuses_requests_without_credentials(fleet: Fleet) -> None:
+    for path in ("/api/workers", "/api/tasks"):
+        assert fleet.flower(path, auth=False).status_code == 401, path
+    wrong = httpx.get(f"{fleet.flower_url}/api/workers", auth=("monitor", "guess"), timeout=30)
+    assert wrong.status_code == 401
+    assert fleet.flower("/api/workers").status_code == 200
+
+
+def test_flower_shows_the_worker_online_under_its_descriptive_name(fleet: Fleet) -> None:
+    name = fleet.worker.name
+    assert name == f"tiny@{socket.gethostname()}-cpu"
+    status = wait_until(lambda: fleet.flower("/api/workers", status="true").json().get(name), 60, f"{name} online")
+    assert status is True
+
+
+def test_flower_shows_what_the_worker_holds_in_its_stats(fleet: Fleet) -> None:
+    def stats() -> dict[str, Any] | None:
+        # Flower keeps the last stats it got: the ones from before the job until a refresh reaches
+        # the worker between two tasks (it answers only then), so wait for the job's to show.
+        workers = fleet.flower("/api/workers", refresh="true").json()
+        held = (workers.get(fleet.worker.name) or {}).get("stats", {}).get("rmscore")
+        return held if held and held["items_scored"] == fleet.job_items else None
+
+    held = wait_until(stats, 60, f"the worker's stats in Flower to count {fleet.job_items} items")
+    assert held["worker"] == fleet.worker.name
+    assert (held["model"], held["model_id"], held["device"], held["queue"]) == (
+        "tiny",
+        str(fleet.model_dir),
+        "cpu",
+        "score.tiny",
+    )
+    assert held["dtype"] == "float32" and held["gpu"] is None  # CPU: no GPU to describe
+    assert "revision" in held and held["max_batch_tokens"] >= 16
+    assert held["model_load_seconds"] > 0
+    # Everything the job scored shows, nothing of the warm-up.
+    # Pairs: chosen and rejected; each went through the model or came from the score cache.
+    assert held["conversations_scored"] + held["cache_hits"] == 2 * fleet.job_items
+    assert held["conversations_scored"] > 0
+    assert held["tokens_scored"] > held["conversations_scored"]
+    assert held["tokens_per_second_1m"] >= 0
+    assert 0 < held["padding_efficiency"] <= 1
+    assert held["oom_splits"] == 0 and held["current_job"] is None
+
+
+def test_flower_lists_the_jobs_chunk_tasks_as_succeeded_with_readable_arguments(fleet: Fleet) -> None:
+    n_chunks = -(-fleet.job_items // CHUNK_SIZE)
+
+    def tasks() -> list[dict[str, Any]] | None:
+        found = fleet.flower("/api/tasks", taskname="rmscore.score_chunk", state="SUCCESS").json()
+        mine = [t for t in found.values() if ast.literal_eval(t["kwargs"]).get("job") == fleet.job_id]
+        return mine if len(mine) == n_chunks else None
+
+    mine = wait_until(tasks, 60, f"{n_chunks} succeeded chunk tasks in Flower")
+    for t in mine:
+        assert t["name"] == "rmscore.score_chunk" and t["worker"] == fleet.worker.name
+        kwargs = ast.literal_eval(t["kwargs"])
+        assert set(kwargs) == {"job", "chunk", "items"} and t["args"] in ("()", "[]")
+        assert t["result"] in ("'done'", "done")
+    assert sum(ast.literal_eval(t["kwargs"])["items"] for t in mine) == fleet.job_items
+
+
+def test_flower_metrics_show_the_worker_online(fleet: Fleet) -> None:
+    line = re.compile(rf'^flower_worker_online\{{worker="{re.escape(fleet.worker.name)}"\}} 1\.0$', re.M)
+    wait_until(lambda: line.search(fleet.flower("/metrics").text), 60, "flower_worker_online of the worker")

@@ -1,0 +1,203 @@
+"""What a worker tells Flower about itself: a Celery bootstep whose `info()` joins the worker's stats.
+
+Celery's `WorkController.stats()` merges `info(parent)` of every worker bootstep, so the `rmscore`
+entry below shows in `celery inspect stats` and in Flower's worker page (and `/api/workers`): the
+model the worker holds (id, revision, dtype, device, GPU), its batch budget, what it has scored and
+its throughput over the last minute. `install()` (called by `rmscore worker` once the engine is
+loaded and warmed up) also starts the Prometheus endpoint of `worker.metrics` when a port is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+
+if TYPE_CHECKING:
+    from worker.runner import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+THROUGHPUT_WINDOW_S = 60.0
+SAMPLE_INTERVAL_S = 1.0
+MIB = 1024**2
+
+
+class Throughput:
+    """Rate of a growing counter over a sliding window, from samples taken about once a second.
+
+    Samples come from a thread, not from the chunk task: a worker that stopped scoring shows its
+    rate fall to 0 within the window instead of keeping the rate of its last chunk.
+    """
+
+    def __init__(self, read: Callable[[], int], window: float = THROUGHPUT_WINDOW_S) -> None:
+        self.read = read
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def sample(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._samples.append((now, self.read()))
+            # Keep one sample at or before the window's start, so the rate spans the whole window.
+            while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
+                self._samples.popleft()
+
+    def rate(self) -> float:
+        """Units per second between the oldest kept sample and now (0 before two samples exist)."""
+        self.sample()
+        with self._lock:
+            (t0, v0), (t1, v1) = self._samples[0], self._samples[-1]
+        return (v1 - v0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+@dataclass
+class Baseline:
+    """Engine counters at install time: the warm-up batch is not work the worker did for anyone."""
+
+    conversations: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+
+
+@dataclass
+class Monitor:
+    """Reads what the worker holds and has done; shared by the bootstep and the metrics endpoint."""
+
+    runtime: WorkerRuntime
+    load_seconds: float
+    baseline: Baseline = field(default_factory=Baseline)
+    throughput: Throughput = field(init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        s = self.runtime.engine.stats
+        self.baseline = Baseline(s.items, s.tokens, s.padded_tokens, s.batches)
+        self.throughput = Throughput(self.tokens_scored)
+        self.throughput.sample()
+
+    # ------------------------------------------------------------------ counters since start-up
+
+    def conversations_scored(self) -> int:
+        return int(self.runtime.engine.stats.items - self.baseline.conversations)
+
+    def cache_hits(self) -> int:
+        """Conversations answered from the score cache instead of the model."""
+        return int(getattr(self.runtime, "cache_hits", 0))
+
+    def tokens_scored(self) -> int:
+        return int(self.runtime.engine.stats.tokens - self.baseline.tokens)
+
+    def padded_tokens(self) -> int:
+        return int(self.runtime.engine.stats.padded_tokens - self.baseline.padded_tokens)
+
+    def batches(self) -> int:
+        return int(self.runtime.engine.stats.batches - self.baseline.batches)
+
+    def padding_efficiency(self) -> float:
+        """Real / padded tokens of the batches scored since start-up (1.0 before any)."""
+        padded = self.padded_tokens()
+        return self.tokens_scored() / padded if padded else 1.0
+
+    # ------------------------------------------------------------------ what Flower shows
+
+    def info(self) -> dict[str, Any]:
+        rt, engine = self.runtime, self.runtime.engine
+        cur = rt.current
+        return {
+            "worker": rt.name,
+            "model": engine.name,
+            "model_id": engine.model,
+            "revision": engine.revision,
+            "dtype": engine.dtype,
+            "device": engine.device,
+            "gpu": gpu_info(engine.device),
+            "queue": rt.queue,
+            "max_batch_tokens": engine.max_batch_tokens,
+            "max_batch_size": engine.max_batch_size,
+            "model_load_seconds": round(self.load_seconds, 3),
+            "chunks_done": rt.chunks_done,
+            "items_scored": rt.items_done,
+            "conversations_scored": self.conversations_scored(),
+            "cache_hits": self.cache_hits(),
+            "tokens_scored": self.tokens_scored(),
+            "tokens_per_second_1m": round(self.throughput.rate(), 1),
+            "padding_efficiency": round(self.padding_efficiency(), 4),
+            "oom_splits": engine.stats.oom_splits,
+            "current_job": cur.job_id if cur else None,
+            "current_chunk": cur.chunk_id if cur else None,
+        }
+
+    # ------------------------------------------------------------------ sampler thread
+
+    def start(self) -> None:
+        threading.Thread(target=self._sample_forever, name="rmscore-throughput", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _sample_forever(self) -> None:
+        while not self._stopping.wait(SAMPLE_INTERVAL_S):
+            self.throughput.sample()
+
+
+def gpu_info(device: str) -> dict[str, Any] | None:
+    """Name and memory of the worker's CUDA device; None on CPU (or if CUDA cannot answer)."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        props = torch.cuda.get_device_properties(index)
+        return {
+            "index": index,
+            "name": props.name,
+            "memory_total_mib": props.total_memory // MIB,
+            "memory_allocated_mib": torch.cuda.memory_allocated(index) // MIB,
+            "memory_reserved_mib": torch.cuda.memory_reserved(index) // MIB,
+            "max_memory_allocated_mib": torch.cuda.max_memory_allocated(index) // MIB,
+        }
+    except Exception as exc:  # noqa: BLE001 - stats must answer even if the driver is unhappy
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def make_step(monitor: Monitor) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep bound to `monitor` (Celery instantiates steps itself, so bind by closure)."""
+
+    class RmscoreMonitoring(bootsteps.StartStopStep):
+        label = "rmscore monitoring"
+
+        def info(self, parent: Any) -> dict[str, Any]:
+            return {"rmscore": monitor.info()}
+
+        def start(self, parent: Any) -> None:
+            monitor.start()
+
+        def stop(self, parent: Any) -> None:
+            monitor.stop()
+
+    return RmscoreMonitoring
+
+
+def install(app: Celery, runtime: WorkerRuntime, *, load_seconds: float, metrics_port: int | None) -> Monitor:
+    """Add the stats bootstep to `app` (before `app.Worker(...)`) and serve metrics if a port is set.
+
+    `metrics_port` 0 or None: no metrics endpoint. Several workers on one host need one port each.
+    """
+    monitor = Monitor(runtime, load_seconds)
+    app.steps["worker"].add(make_step(monitor))
+    if metrics_port:
+        from worker.metrics import serve
+
+        serve(monitor, metrics_port)
+    return monitor
