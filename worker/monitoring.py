@@ -50,9 +50,9 @@ class Throughput:
             while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
                 self._samples.popleft()
 
-    def rate(self) -> float:
-        """Units per second between the oldest kept sample and now (0 before two samples exist)."""
-        self.sample()
+    def rate(self, now: float | None = None) -> float:
+        """Units per second between the oldest kept sample and now (0 while the counter stands still)."""
+        self.sample(now)
         with self._lock:
             (t0, v0), (t1, v1) = self._samples[0], self._samples[-1]
         return (v1 - v0) / (t1 - t0) if t1 > t0 else 0.0
