@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,6 +83,9 @@ class Engine:
     overflow: Overflow
     stats: EngineStats = field(default_factory=EngineStats)
     revision: str | None = None
+    # Called after each micro-batch's forward pass: (rows, padded width, real tokens, seconds). Metrics
+    # hang here, outside the scoring path.
+    on_batch: Callable[[int, int, int, float], None] | None = field(default=None, repr=False)
     _model: Any = field(default=None, repr=False)
     _renderer: Renderer | None = field(default=None, repr=False)
 
@@ -249,8 +252,11 @@ class Engine:
         last = torch.tensor(lengths, device=dev) - 1
         pooled = hidden[torch.arange(len(batch), device=dev), last]
         scores = model.score(pooled)[:, 0].float().tolist()
-        self.stats.seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.stats.seconds += seconds
         self.stats.batches += 1
         self.stats.tokens += sum(lengths)
         self.stats.padded_tokens += len(batch) * width
+        if self.on_batch is not None:
+            self.on_batch(len(batch), width, sum(lengths), seconds)
         return scores

@@ -10,7 +10,6 @@ Every sample carries `worker` and `model` labels, so one dashboard can sum a fle
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -115,19 +114,12 @@ def _gpu_memory(device: str) -> dict[str, int] | None:
 
 
 def time_batches(engine: Any, histogram: Histogram) -> bool:
-    """Observe each micro-batch's forward pass in `histogram`. False if the engine has none to time."""
-    forward = getattr(engine, "_forward", None)
-    if forward is None:
-        log.warning("metrics: engine has no _forward; batch latency will stay empty")
+    """Observe each micro-batch's forward pass in `histogram`. False if the engine has no batch hook."""
+    if not hasattr(engine, "on_batch"):
+        log.warning("metrics: engine has no on_batch hook; batch latency will stay empty")
         return False
-
-    def timed(batch: Any) -> Any:
-        t0 = time.perf_counter()
-        out = forward(batch)  # an out-of-memory batch raises and is not a batch scored
-        histogram.observe(time.perf_counter() - t0)
-        return out
-
-    engine._forward = timed
+    # An out-of-memory batch raises before the hook: only batches actually scored are observed.
+    engine.on_batch = lambda rows, width, tokens, seconds: histogram.observe(seconds)
     return True
 
 
