@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import CLI, REDIS_URL, REPO, WorkerProc, clean_env, run_cli, start_worker_proc, wait_until
+from testkit import CLI, REDIS_URL, REPO, clean_env, run_cli, start_worker_proc, wait_until
 
 BROKER = f"{REDIS_URL}/8"
 PAIRS = 40
@@ -48,7 +48,7 @@ def reference(pairs: Path, model: Path, out: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, second_model: Path
-) -> Iterator[tuple[Any, list[WorkerProc]]]:
+) -> Iterator[tuple[Any, dict[str, str]]]:
     import redis
     from fastapi.testclient import TestClient
 
@@ -85,7 +85,7 @@ def stack(
         for w in workers:
             w.wait_ready(r)
         with TestClient(create_app(settings)) as client:
-            yield client, workers
+            yield client, env
     finally:
         for w in workers:
             w.stop()
@@ -93,13 +93,13 @@ def stack(
 
 
 def test_two_models_compare_against_rmscore_score(
-    stack: tuple[Any, list[WorkerProc]],
+    stack: tuple[Any, dict[str, str]],
     pairs_file: Path,
     tiny_model_dir: Path,
     second_model: Path,
     tmp_path: Path,
 ) -> None:
-    client, _ = stack
+    client, env = stack
     items = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     r = client.post("/v1/jobs", json={"kind": "pairwise", "models": ["tiny", "tiny-b"], "items": items})
     assert r.status_code == 202, r.text
@@ -158,6 +158,10 @@ def test_two_models_compare_against_rmscore_score(
     # Summaries carry each model.
     assert job["by_model"]["tiny"]["accuracy"]["overall"] == pytest.approx(cmp["accuracy"]["tiny"])
     assert job["by_model"]["tiny-b"]["accuracy"]["overall"] == pytest.approx(cmp["accuracy"]["tiny-b"])
+
+    # `rmscore compare` (local database) says the same.
+    cli = run_cli(["compare", job_id, "--json", "--limit", "1000"], env)
+    assert [d["line"] for d in json.loads(cli.stdout)["disagreements"]] == differ
 
     bad = client.get(f"/v1/jobs/{job_id}/compare", params={"models": "tiny,ghost"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "unknown_model"

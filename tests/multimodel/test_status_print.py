@@ -39,3 +39,35 @@ def test_remote_status_prints_sections_and_models(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().err
     assert "RewardBench sections" in out
     assert "tiny-b" in out and "25.0%" in out  # the second model's row
+
+
+def test_compare_prints_subsets_and_disagreements(capsys: pytest.CaptureFixture[str]) -> None:
+    from rmscore.cli.compare import print_comparison
+
+    print_comparison(
+        {
+            "job_id": "j1",
+            "models": ["tiny", "tiny-b"],
+            "n": 2,
+            "accuracy": {"tiny": 1.0, "tiny-b": 0.5},
+            "agreement": 0.5,
+            "disagreements_total": 1,
+            "subsets": [{"subset": "s1", "n": 2, "accuracy": {"tiny": 1.0, "tiny-b": 0.5}, "agreement": 0.5}],
+            "disagreements": [
+                {
+                    "line": 7,
+                    "custom_id": "[red]x",
+                    "subset": "s1",
+                    "scores": {
+                        "tiny": {"chosen_score": 1.0, "rejected_score": 0.5, "correct": True},
+                        "tiny-b": {"chosen_score": 0.0, "rejected_score": 0.25, "correct": False},
+                    },
+                }
+            ],
+            "next_cursor": None,
+        }
+    )
+    out = capsys.readouterr().err
+    assert "pairs they disagree on: 1" in out
+    assert "[red]x" in out  # untrusted ids are shown as text, not as markup
+    assert "+0.500" in out and "-0.250" in out

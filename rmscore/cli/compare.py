@@ -1,0 +1,70 @@
+"""`rmscore compare JOB`: two models of a job side by side (through the API when RMSCORE_API_URL is set)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err = Console(stderr=True)
+
+
+def print_comparison(c: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    a, b = c["models"]
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.1f}%"
+
+    t = Table(title=f"job {c['job_id']}: {escape(a)} vs {escape(b)}")
+    for name, justify in (("subset", "left"), ("pairs", "right"), (a, "right"), (b, "right"), ("agree", "right")):
+        t.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
+    for s in c["subsets"]:
+        t.add_row(escape(s["subset"]), f"{s['n']:,}", pct(s["accuracy"][a]), pct(s["accuracy"][b]), pct(s["agreement"]))
+    t.add_row(
+        "[b]all[/b]", f"{c['n']:,}", pct(c["accuracy"][a]), pct(c["accuracy"][b]), f"[b]{pct(c['agreement'])}[/b]"
+    )
+    err.print(t)
+    d = Table(title=f"pairs they disagree on: {c['disagreements_total']:,} (first {len(c['disagreements'])})")
+    for name in ("line", "custom_id", "subset", f"{a} margin", f"{b} margin"):
+        d.add_column(escape(name))
+    for row in c["disagreements"]:
+        margins = [row["scores"][m]["chosen_score"] - row["scores"][m]["rejected_score"] for m in (a, b)]
+        d.add_row(
+            str(row["line"]), escape(str(row["custom_id"])), escape(str(row["subset"])), *(f"{x:+.3f}" for x in margins)
+        )
+    err.print(d)
+
+
+def compare(
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="A pairwise job scored by several models.")],
+    models: Annotated[
+        str | None, typer.Option(help="Two of the job's models, comma-separated [its first two].")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Disagreements to list.", min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")] = False,
+) -> None:
+    """Accuracy of two models per subset, how often they agree, and the pairs where they do not."""
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    from rmscore.cli.jobs import _db, _remote, _user_errors
+
+    if (remote := _remote()) is not None:
+        with remote._client() as client:
+            c = client.compare(job_id, names, limit=limit)
+    else:
+        with _user_errors():
+            from db.compare import compare_job
+
+            c = compare_job(_db(), job_id, models=names, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(c, ensure_ascii=False))
+    else:
+        print_comparison(c)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)
