@@ -1,0 +1,260 @@
+"""Load test: N concurrent clients submit small jobs and poll them for a while against a real
+`rmscore api` and real `rmscore worker` processes; then every accepted job is checked to have
+completed with every line accounted for. Not a test: it reports figures.
+
+    .venv/bin/python bench/load.py --model models/tiny [--clients 50] [--duration 60] [--workers 2]
+
+Everything runs on loopback: its own `redis-server` on a free port (no persistence), a fresh
+SQLite file (or --database-url), an API key created for the run, the API with auth enabled, and
+`--workers` workers on the tiny model (`rmscore make-tiny-model models/tiny` builds one). Bounded:
+the clients stop after --duration seconds, the check waits at most --drain-timeout more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise SystemExit(f"load: {what} failed (exited: {[p.args for p in dead]}); see the logs")
+        time.sleep(0.3)
+
+
+def items_for(n: int, job: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"j{job}-{i}",
+            "prompt": f"Question {job}.{i}: how do I keep a plant alive?",
+            "chosen": "Water it when the soil is dry and give it light.",
+            "rejected": "Plants do not need anything.",
+        }
+        for i in range(n)
+    ]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.status: Counter[tuple[str, int | str]] = Counter()
+        self.accepted: dict[str, int] = {}  # job id -> items submitted
+
+    def record(self, what: str, seconds: float, status: int | str) -> None:
+        self.latency[what].append(seconds)
+        self.status[(what, status)] += 1
+
+
+async def client_loop(
+    n: int, url: str, key: str, deadline: float, stats: Stats, items: int, poll: float
+) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+        job = 0
+        while time.monotonic() < deadline:
+            job += 1
+            body = {"kind": "pairwise", "items": items_for(items, n * 100_000 + job), "options": {"cache": False}}
+            t0 = time.perf_counter()
+            try:
+                r = await http.post("/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+                status: int | str = r.status_code
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            stats.record("submit", time.perf_counter() - t0, status)
+            if status != 202:
+                retry = float(r.headers.get("Retry-After", 1)) if isinstance(status, int) else 1.0
+                await asyncio.sleep(min(retry, 5.0))
+                continue
+            job_id = r.json()["id"]
+            stats.accepted[job_id] = items
+            while time.monotonic() < deadline:
+                await asyncio.sleep(poll * (0.5 + random.random()))
+                t0 = time.perf_counter()
+                try:
+                    r = await http.get(f"/v1/jobs/{job_id}")
+                    status = r.status_code
+                except httpx.HTTPError as e:
+                    status = type(e).__name__
+                stats.record("poll", time.perf_counter() - t0, status)
+                if status == 200 and r.json()["status"] in TERMINAL:
+                    break
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("nan")
+
+
+def verify(url: str, key: str, accepted: dict[str, int], timeout: float) -> dict[str, Any]:
+    """Every accepted job completed, counts add up, and its results hold each line exactly once."""
+    headers = {"Authorization": f"Bearer {key}"}
+    problems: list[str] = []
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        for job_id, n in accepted.items():
+            while True:
+                job = http.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] in TERMINAL or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            c = job["request_counts"]
+            if job["status"] != "completed" or c["total"] != n or c["completed"] + c["failed"] != n:
+                problems.append(f"{job_id}: {job['status']} {c} for {n} items")
+                continue
+            lines = [json.loads(x)["line"] for x in http.get(f"/v1/jobs/{job_id}/results").text.splitlines() if x]
+            if sorted(lines) != list(range(1, n + 1)):
+                problems.append(f"{job_id}: result lines {sorted(lines)} for {n} items")
+    return {"jobs": len(accepted), "problems": problems}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="Model directory for the workers (e.g. models/tiny).")
+    ap.add_argument("--clients", type=int, default=50, help="Concurrent clients [50].")
+    ap.add_argument("--duration", type=float, default=60, help="Seconds the clients run [60].")
+    ap.add_argument("--workers", type=int, default=2, help="rmscore worker processes [2].")
+    ap.add_argument("--items", type=int, default=4, help="Pairs per job [4].")
+    ap.add_argument("--poll", type=float, default=1.0, help="Mean seconds between a client's polls [1.0].")
+    ap.add_argument("--drain-timeout", type=float, default=300, help="Most seconds to wait for jobs afterwards [300].")
+    ap.add_argument("--database-url", help="Default: a fresh SQLite file in a temporary directory.")
+    ap.add_argument("--json", type=Path, help="Also write the report as JSON here.")
+    a = ap.parse_args()
+
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        raise SystemExit("load: needs redis-server on PATH (it starts its own, on loopback)")
+    tmp = Path(tempfile.mkdtemp(prefix="rmscore-load-"))
+    redis_port, api_port = free_port(), free_port()
+    broker = f"redis://127.0.0.1:{redis_port}/0"
+    db_url = a.database_url or f"sqlite:///{tmp / 'rmscore.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
+    env.update(
+        RMSCORE_DATABASE_URL=db_url,
+        RMSCORE_BROKER_URL=broker,
+        RMSCORE_MODEL=str(Path(a.model).resolve()),
+        RMSCORE_DEVICE="cpu",
+        RMSCORE_AUTH="enabled",
+        RMSCORE_HEARTBEAT_INTERVAL="2",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what was started
+    try:
+        procs.append(
+            spawn(
+                [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                env,
+                tmp / "redis.log",
+            )
+        )
+        subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
+        made = subprocess.run([*CLI, "keys", "create", "load"], env=env, cwd=REPO, capture_output=True, text=True)
+        key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
+        if made.returncode != 0 or key is None:
+            raise SystemExit(f"load: could not create an API key:\n{made.stdout}{made.stderr}")
+        from rmscore.settings import model_name
+
+        for i in range(a.workers):  # named <model>@…: /readyz looks for the default model's workers
+            name = f"{model_name(a.model)}@load-w{i}"
+            procs.append(spawn([*CLI, "worker", "--name", name], env, tmp / f"worker{i}.log"))
+        procs.append(spawn([*CLI, "api", "--port", str(api_port)], env, tmp / "api.log"))
+        url = f"http://127.0.0.1:{api_port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 300, "the API and workers to be ready", procs)
+        time.sleep(2)  # let the second worker finish its warm-up too
+        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
+        print(f"load: {what}", flush=True)
+
+        stats = Stats()
+        t0 = time.monotonic()
+        deadline = t0 + a.duration
+
+        async def run_all() -> None:
+            await asyncio.gather(
+                *(client_loop(n, url, key, deadline, stats, a.items, a.poll) for n in range(a.clients))
+            )
+
+        asyncio.run(run_all())
+        elapsed = time.monotonic() - t0
+        checked = verify(url, key, stats.accepted, a.drain_timeout)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    every = [x for v in stats.latency.values() for x in v]
+    report: dict[str, Any] = {
+        "clients": a.clients,
+        "workers": a.workers,
+        "seconds": round(elapsed, 1),
+        "requests": len(every),
+        "requests_per_s": round(len(every) / elapsed, 1),
+        "latency_ms": {
+            what: {"n": len(v), "p50": round(pct(v, 0.50), 1), "p99": round(pct(v, 0.99), 1)}
+            for what, v in [("all", every), *sorted(stats.latency.items())]
+        },
+        "status": {f"{what} {code}": n for (what, code), n in sorted(stats.status.items(), key=str)},
+        "errors": {f"{what} {code}": n for (what, code), n in stats.status.items() if code not in (200, 202)},
+        "jobs_accepted": checked["jobs"],
+        "items_accepted": sum(stats.accepted.values()),
+        "problems": checked["problems"],
+        "logs": str(tmp),
+    }
+    print(json.dumps(report, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=2) + "\n")
+    ok = not checked["problems"]
+    print("load: every accepted job completed with every line accounted for" if ok else "load: PROBLEMS above")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
