@@ -85,8 +85,12 @@ class WorkerRuntime:
                 return self._give_back(lease, exc)
             # Last attempt: fail only the items that make scoring raise (worker/poison.py).
             records = poison.bisect_scores(poison.scorer(self._score, lease.options), items, first_error=exc)
-        ok = complete_chunk(self.db, lease, records, self.engine.identity)
-        self.current = None
+        try:
+            ok = complete_chunk(self.db, lease, records, self.engine.identity)
+        finally:
+            # Even when storing failed past its retries (a long database outage): the lease keeper
+            # must stop renewing this lease, so it expires and the reconciler re-queues the chunk.
+            self.current = None
         if not ok:
             log.warning("chunk %s: lease lost before it was stored; another worker owns it", chunk_id)
             return "lost"
