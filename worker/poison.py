@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from db.chunks import SCORING_FAILED
-from rmscore.formats import Item, PairItem, error_record
+from rmscore.formats import Item, error_record
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,8 @@ def bisect_scores(score: ScoreFn, items: Sequence[Item], *, first_error: BaseExc
         item = items[0]
         cause = f"{type(first_error).__name__}: {first_error}"
         log.warning("line %d (%s) fails scoring on its own: %s", item.line, item.custom_id, cause)
-        rec = error_record(item.line, item.custom_id, SCORING_FAILED, f"this item makes scoring fail: {cause}"[:4000])
-        if isinstance(item, PairItem):  # as worker.scoring shapes a pair's error record
-            rec["subset"] = item.subset
-        return [rec]
+        message = f"this item makes scoring fail: {cause}"[:4000]
+        return [error_record(item.line, item.custom_id, SCORING_FAILED, message, getattr(item, "subset", None))]
     mid = len(items) // 2
     return bisect_scores(score, items[:mid]) + bisect_scores(score, items[mid:])
 
