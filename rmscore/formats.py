@@ -321,6 +321,11 @@ def iter_parsed(
     if isinstance(source, str | Path) and _is_json_document(Path(source)):
         yield from _iter_json_document(Path(source), kind, max_turns)
         return
+    if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
+        from rmscore import parquet  # pyarrow only when a Parquet file comes in
+
+        yield from parquet.iter_parsed(source, kind, max_turns=max_turns)
+        return
     stream = open_input(source) if isinstance(source, str | Path) else source
     fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
     try:

@@ -259,15 +259,21 @@ def results(
         job = get_job(db, job_id)
         if not job.terminal:
             err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]")
-        out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
-        n = 0
-        try:
-            for record in iter_results(db, job_id, errors_only=errors_only):
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                n += 1
-        finally:
-            if out is not sys.stdout:
-                out.close()
+        records = iter_results(db, job_id, errors_only=errors_only)
+        if output.lower().endswith(".parquet"):
+            from rmscore.parquet import write_results
+
+            n = write_results(records, output, job.kind)
+        else:
+            out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+            n = 0
+            try:
+                for record in records:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    n += 1
+            finally:
+                if out is not sys.stdout:
+                    out.close()
         err.print(f"{n:,} result lines" + ("" if output == "-" else f" written to {output}"))
         acc = job_summary(db, job_id).get("accuracy")
         if acc:

@@ -30,7 +30,7 @@ WINDOW = 2048  # items read, scored and written at a time: memory stays flat on 
 
 
 def count_lines(path: Path) -> int | None:
-    if path.name.lower().removesuffix(".gz").endswith(".json"):
+    if path.name.lower().removesuffix(".gz").endswith((".json", ".parquet")):
         return None
     with open_input(path) as f:
         return sum(1 for line in f if line.strip())

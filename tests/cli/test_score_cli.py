@@ -95,6 +95,24 @@ def test_pairwise_summary_has_accuracy(tmp_path, model_dir, shared_data):
     assert "overall" in proc.stderr
 
 
+def test_parquet_input_scores_like_jsonl(tmp_path, model_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"custom_id": f"p{i}", "prompt": f"question {i}", "chosen": "a good answer", "rejected": "no", "subset": "s"}
+        for i in range(5)
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    outs = []
+    for name in ("in.jsonl", "in.parquet"):
+        proc = run("score", str(tmp_path / name), "-o", str(tmp_path / f"{name}.out"), "--model", str(model_dir))
+        assert proc.returncode == 0, proc.stderr
+        outs.append([json.loads(x) for x in (tmp_path / f"{name}.out").read_text().splitlines()])
+    assert outs[0] == outs[1] and len(outs[0]) == 5
+
+
 def test_bad_option_is_a_clear_error(tmp_path, model_dir):
     src = tmp_path / "in.jsonl"
     src.write_text("{}\n")
