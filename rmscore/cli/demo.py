@@ -69,8 +69,13 @@ def demo(
     )
     env.pop("RMSCORE_API_URL", None)
     stack = Stack(
-        model=model_id, env=env, api_port=_free_port(api_port), flower_port=_free_port(flower_port),
-        workers=1 if not model_path.exists() else None, log_dir=state_dir / "logs", say=err.print,
+        model=model_id,
+        env=env,
+        api_port=_free_port(api_port),
+        flower_port=_free_port(flower_port),
+        workers=1 if not model_path.exists() else None,
+        log_dir=state_dir / "logs",
+        say=err.print,
     )
     sample = input or Path(str(resources.files("rmscore").joinpath(SAMPLE)))
     err.print(
@@ -115,8 +120,12 @@ def demo(
 def _follow(client: Any, job_id: str, total: int) -> Any:
     started = time.monotonic()
     with Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), console=err,
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
     ) as progress:
         task = progress.add_task("job", total=total, rate="")
 
@@ -133,16 +142,10 @@ def _print_summary(job: Any, records: list[dict[str, Any]], sample: Path) -> Non
     rate = job.items_per_second
     if rate:
         err.print(f"throughput {rate:,.1f} pairs/s")
-    acc = job.accuracy
-    if acc:
-        t = Table(title="preference accuracy (chosen > rejected)")
-        t.add_column("subset")
-        t.add_column("pairs", justify="right")
-        t.add_column("accuracy", justify="right")
-        for name, row in acc["subsets"].items():
-            t.add_row(name, str(row["n"]), f"{100 * row['accuracy']:.1f}%")
-        t.add_row("[b]overall[/b]", str(acc["n"]), f"[b]{100 * acc['overall']:.1f}%[/b]")
-        err.print(t)
+    if job.accuracy:
+        from rmscore.cli.display import accuracy_table
+
+        err.print(accuracy_table(job.accuracy))
     scored = [r for r in records if "error" not in r]
     scored.sort(key=lambda r: r["chosen_score"] - r["rejected_score"], reverse=True)
     t = Table(title="largest and smallest margins (chosen − rejected)")

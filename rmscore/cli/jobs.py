@@ -172,46 +172,10 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
 
 
 def _print_job(db: Any, job_id: str) -> None:
-    from rich.table import Table
-
     from db.jobs import job_summary
+    from rmscore.cli.display import print_job
 
-    s = job_summary(db, job_id)
-    t = Table(title=f"job {s['id']}", show_header=False)
-    counts = s["request_counts"]
-    t.add_row("status", s["status"] + (f" ({s['error']})" if s.get("error") else ""))
-    t.add_row("kind / model", f"{s['kind']} / {s['model']}")
-    t.add_row("lines", f"{counts['total']:,}")
-    t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
-    for k in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at"):
-        if s.get(k):
-            t.add_row(k.replace("_", " "), s[k])
-    if s.get("items_per_second"):
-        t.add_row("items/s", f"{s['items_per_second']:,.1f}")
-    err.print(t)
-    acc = s.get("accuracy")
-    if acc:
-        a = Table(title="preference accuracy (chosen > rejected)")
-        a.add_column("subset")
-        a.add_column("pairs", justify="right")
-        a.add_column("accuracy", justify="right")
-        for name, row in acc["subsets"].items():
-            a.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
-        a.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
-        err.print(a)
-    from rmscore.cli.report import evaluation_tables
-
-    for table in evaluation_tables(s.get("evaluation")):
-        err.print(table)
-    if s.get("by_model"):
-        m = Table(title="models (GET /v1/jobs/{id}/compare for agreement and disagreements)")
-        m.add_column("model")
-        m.add_column("pairs", justify="right")
-        m.add_column("accuracy", justify="right")
-        for name, row in s["by_model"].items():
-            macc = row.get("accuracy")
-            m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
-        err.print(m)
+    print_job(job_summary(db, job_id))
 
 
 def status(

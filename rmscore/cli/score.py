@@ -48,20 +48,12 @@ def windows(parsed: Iterator[Parsed], size: int) -> Iterator[list[Parsed]]:
 
 
 def score(
-    input: Annotated[
-        Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
-    ],
-    output: Annotated[
-        str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")
-    ] = "-",
-    model: Annotated[
-        str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")
-    ] = None,
+    input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
+    output: Annotated[str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")] = "-",
+    model: Annotated[str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")] = None,
     kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16.")
-    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16.")] = None,
     max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Cap on conversations per micro-batch.")] = None,
     overflow: Annotated[str | None, typer.Option(help="truncate (keep the end, flag it) or error.")] = None,
@@ -89,10 +81,7 @@ def score(
             max_batch_size=max_batch_size or settings.max_batch_size,
             overflow=overflow or settings.overflow,  # type: ignore[arg-type]
         )
-    err.print(
-        f"model {engine.model} on {engine.device} ({engine.dtype}), "
-        f"max_batch_tokens {engine.max_batch_tokens}"
-    )
+    err.print(f"model {engine.model} on {engine.device} ({engine.dtype}), max_batch_tokens {engine.max_batch_tokens}")
 
     tally = Tally()
     started = time.perf_counter()
@@ -172,16 +161,10 @@ def print_summary(s: dict[str, Any]) -> None:
     table.add_row("tokens/s", f"{s['tokens_per_s']:,.0f}")
     table.add_row("padding efficiency", f"{s['padding_efficiency']:.3f}")
     err.print(table)
-    acc = s["accuracy"]
-    if acc:
-        t = Table(title="preference accuracy (chosen > rejected)")
-        t.add_column("subset")
-        t.add_column("pairs", justify="right")
-        t.add_column("accuracy", justify="right")
-        for name, row in acc["subsets"].items():
-            t.add_row(name, f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
-        t.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
-        err.print(t)
+    if s["accuracy"]:
+        from rmscore.cli.display import accuracy_table
+
+        err.print(accuracy_table(s["accuracy"]))
 
 
 def register(app: typer.Typer) -> None:

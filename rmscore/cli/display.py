@@ -1,0 +1,55 @@
+"""What the CLI prints about jobs and runs: one place for the tables `score`, `status` (local or
+over the API) and `demo` share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+err = Console(stderr=True)
+
+
+def accuracy_table(acc: dict[str, Any]) -> Table:
+    """Accuracy per subset and overall (`rmscore.summary.accuracy_summary`'s shape)."""
+    t = Table(title="preference accuracy (chosen > rejected)")
+    t.add_column("subset")
+    t.add_column("pairs", justify="right")
+    t.add_column("accuracy", justify="right")
+    for name, row in acc["subsets"].items():
+        t.add_row(escape(name), f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
+    t.add_row("[b]overall[/b]", f"{acc['n']:,}", f"[b]{100 * acc['overall']:.1f}%[/b]")
+    return t
+
+
+def print_job(s: dict[str, Any]) -> None:
+    """A job summary (`db.jobs.job_summary` / `GET /v1/jobs/{id}`) as tables on stderr."""
+    from rmscore.cli.report import evaluation_tables
+
+    t = Table(title=f"job {s['id']}", show_header=False)
+    counts = s["request_counts"]
+    t.add_row("status", s["status"] + (f" ({s['error']})" if s.get("error") else ""))
+    t.add_row("kind / model", f"{s['kind']} / {s['model']}")
+    t.add_row("lines", f"{counts['total']:,}")
+    t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
+    for k in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at"):
+        if s.get(k):
+            t.add_row(k.replace("_", " "), s[k])
+    if s.get("items_per_second"):
+        t.add_row("items/s", f"{s['items_per_second']:,.1f}")
+    err.print(t)
+    if s.get("accuracy"):
+        err.print(accuracy_table(s["accuracy"]))
+    for table in evaluation_tables(s.get("evaluation")):
+        err.print(table)
+    if s.get("by_model"):
+        m = Table(title="models (GET /v1/jobs/{id}/compare for agreement and disagreements)")
+        m.add_column("model")
+        m.add_column("pairs", justify="right")
+        m.add_column("accuracy", justify="right")
+        for name, row in s["by_model"].items():
+            macc = row.get("accuracy")
+            m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
+        err.print(m)
