@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rmscore.errors import Overloaded, RmscoreError
+from rmscore.errors import Overloaded, RmscoreError, ScoringFailed, Timeout, Unavailable
 
 log = logging.getLogger("api")
 
@@ -34,25 +34,6 @@ _HTTP_CODES = {
     503: "unavailable",
     504: "timeout",
 }
-
-
-class Timeout(RmscoreError):
-    code = "timeout"
-    http_status = 504
-
-
-class ScoringFailed(RmscoreError):
-    code = "scoring_failed"
-    http_status = 502
-
-
-class Unavailable(RmscoreError):
-    code = "unavailable"
-    http_status = 503
-
-    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -57,6 +57,31 @@ class Unauthorized(RmscoreError):
     http_status = 401
 
 
+class Timeout(RmscoreError):
+    """Not done in time (a synchronous scoring request)."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class ScoringFailed(RmscoreError):
+    """The worker could not score the items."""
+
+    code = "scoring_failed"
+    http_status = 502
+
+
+class Unavailable(RmscoreError):
+    """No worker, broker or database to do the work right now."""
+
+    code = "unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class BadRequest(RmscoreError):
     code = "bad_request"
     http_status = 400

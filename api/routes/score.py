@@ -11,12 +11,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import CallerDep, StateDep
-from api.errors import ScoringFailed, Timeout, Unavailable, responses
+from api.errors import responses
 from api.schemas import ScoreRequest, ScoreResponse
 from api.submission import parse_items
 from db.jobs import check_options, resolve_model
 from rmscore import formats, keys
-from rmscore.errors import Overloaded, RmscoreError, TooLarge
+from rmscore.errors import Overloaded, RmscoreError, ScoringFailed, Timeout, TooLarge, Unavailable
 
 router = APIRouter(prefix="/v1", tags=["score"])
 
