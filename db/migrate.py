@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
-from db.session import reading, writing
+from db.session import reading, retrying, writing
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant will do: it names the PostgreSQL advisory lock that serializes concurrent upgrades.
@@ -47,12 +47,18 @@ def upgrade(db: Engine, revision: str = "head") -> str | None:
     advisory lock), so a second process starting at the same moment waits, then finds nothing to do.
     """
     cfg = alembic_config()
-    with writing(db) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    return current_revision(db)
+
+    def once() -> None:
+        with writing(db) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+    # Several processes opening one fresh SQLite file at once can meet "database is locked" while
+    # one of them switches it to WAL (SQLite does not wait on the busy handler there): retry.
+    retrying(once, what="migration")
+    return retrying(lambda: current_revision(db), what="reading the schema revision")
 
 
 def ensure_schema(db: Engine) -> None:
