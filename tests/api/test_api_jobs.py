@@ -160,7 +160,8 @@ def test_cancel_keeps_partial_results(stack: Stack) -> None:
         job = c.post("/v1/jobs", json={"items": items}).json()
         deadline = time.monotonic() + 120
         while c.get(f"/v1/jobs/{job['id']}").json()["request_counts"]["completed"] == 0:
-            assert time.monotonic() < deadline, "no chunk was scored"
+            if time.monotonic() > deadline:  # a wait limit, not a speed check
+                pytest.fail("no chunk was scored within 120 s")
             time.sleep(0.1)
         r = c.post(f"/v1/jobs/{job['id']}/cancel")
         assert r.status_code == 200, r.text
