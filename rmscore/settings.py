@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(default=None, ge=16)
     max_batch_size: int = Field(default=256, ge=1)
     overflow: Literal["truncate", "error"] = "truncate"
+    # CPU only: micro-batches scored at once, each on its share of the cores. Default: one per torch
+    # thread (OMP_NUM_THREADS). Several workers on one host: give each OMP_NUM_THREADS=cores/workers.
+    lanes: int | None = Field(default=None, ge=1)
 
     database_url: str = "sqlite:///./rmscore.db"
     broker_url: str = "redis://127.0.0.1:6379/0"

@@ -123,6 +123,8 @@ class Monitor:
             "queue": rt.queue,
             "max_batch_tokens": engine.max_batch_tokens,
             "max_batch_size": engine.max_batch_size,
+            "lanes": engine.lanes,
+            "packed_linears": engine.packed_linears,
             "model_load_seconds": round(self.load_seconds, 3),
             "chunks_done": rt.chunks_done,
             "items_scored": rt.items_done,

@@ -269,16 +269,19 @@ def run_worker(
         max_batch_tokens=max_batch_tokens or settings.max_batch_tokens,
         max_batch_size=settings.max_batch_size,
         overflow=settings.overflow,
+        lanes=settings.lanes,
     )
     engine.warmup()
     load_seconds = time.perf_counter() - t0
     log.info(
-        "loaded %s on %s (%s) in %.1fs, max_batch_tokens %d",
+        "loaded %s on %s (%s) in %.1fs, max_batch_tokens %d, lanes %d, %d packed linear layers",
         model,
         engine.device,
         engine.dtype,
         load_seconds,
         engine.max_batch_tokens,
+        engine.lanes,
+        engine.packed_linears,
     )
     warn_small_chunks(settings.chunk_max_tokens, engine.max_batch_tokens)
 

@@ -57,6 +57,9 @@ def score(
     max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Cap on conversations per micro-batch.")] = None,
     overflow: Annotated[str | None, typer.Option(help="truncate (keep the end, flag it) or error.")] = None,
+    lanes: Annotated[
+        int | None, typer.Option(help="CPU: micro-batches in flight at once [default: one per thread].", min=1)
+    ] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """Score conversations in-process and write one result line per input line, in input order."""
@@ -80,8 +83,12 @@ def score(
             max_batch_tokens=max_batch_tokens or settings.max_batch_tokens,
             max_batch_size=max_batch_size or settings.max_batch_size,
             overflow=overflow or settings.overflow,  # type: ignore[arg-type]
+            lanes=lanes or settings.lanes,
         )
-    err.print(f"model {engine.model} on {engine.device} ({engine.dtype}), max_batch_tokens {engine.max_batch_tokens}")
+    err.print(
+        f"model {engine.model} on {engine.device} ({engine.dtype}), max_batch_tokens {engine.max_batch_tokens}, "
+        f"lanes {engine.lanes}"
+    )
 
     tally = Tally()
     started = time.perf_counter()

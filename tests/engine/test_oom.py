@@ -23,7 +23,8 @@ def test_oom_halves_batches_and_keeps_scores(tiny_model_dir, monkeypatch):
     clean = Engine.load(str(tiny_model_dir), max_batch_tokens=100_000)
     expected = clean.score(convs(40))
 
-    engine = Engine.load(str(tiny_model_dir), max_batch_tokens=100_000)
+    # One lane: out-of-memory is a CUDA event, and CUDA engines run one batch at a time.
+    engine = Engine.load(str(tiny_model_dir), max_batch_tokens=100_000, lanes=1)
     real_forward = engine._forward
     seen: list[int] = []  # padded tokens of each attempted batch
     limit = 300  # the injected card holds 300 padded tokens
