@@ -9,7 +9,8 @@ Methods, each on the same conversations (HH-RLHF harmless-base test, chosen and 
                  top_k=None) on the rendered text, batch_size=1
   pipeline-bs16  the same pipeline, batch_size=16 (file order, padded to each batch's longest)
   packed         the engine's algorithm, model only, on pre-tokenized ids: sort by length, pack
-                 micro-batches under --max-batch-tokens, right-pad, sdpa, pool the last real token
+                 micro-batches under --max-batch-tokens, right-pad (no padding mask: exact under a causal
+                 mask, see worker.engine.MASK_FREE), sdpa, pool the last real token
   engine         worker.engine.Engine.from_model(...).score(...), so rendering and tokenization are
                  on the clock too
 packed and engine get --chunk conversations per call, as a worker gets a chunk: batches are packed
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=512,
         help="conversations per engine/packed call (default 512:"
         " a worker's chunk of 256 pairs); batches are packed within a call",
+    )
+    p.add_argument(
+        "--padding-mask",
+        action="store_true",
+        help="packed/engine pass a padding mask (the engine leaves it out for Llama: exact under right"
+        " padding, and lets sdpa pick its causal kernel); for an A/B of that choice",
     )
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     p.add_argument("--time-budget", type=float, default=240.0, help="seconds for the whole run (default 240)")
@@ -145,7 +152,7 @@ def pipeline_method(model: Any, tok: Any, texts: list[str], batch_size: int, dev
     return run
 
 
-def packed_method(model: Any, ids: list[list[int]], budget: int, device: Any) -> Any:
+def packed_method(model: Any, ids: list[list[int]], budget: int, device: Any, padding_mask: bool) -> Any:
     import torch
 
     from worker.batching import pack
@@ -163,17 +170,21 @@ def packed_method(model: Any, ids: list[list[int]], budget: int, device: Any) ->
             for r, row in enumerate(rows):
                 input_ids[r, : len(row)] = torch.tensor(row)
                 mask[r, : len(row)] = 1
-            hidden = base(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            kwargs = {"attention_mask": mask.to(device)} if padding_mask else {}
+            hidden = base(input_ids=input_ids.to(device), **kwargs).last_hidden_state
             pooled = hidden[torch.arange(len(rows), device=device), lengths.to(device) - 1]
             model.score(pooled)[:, 0].float().tolist()  # .tolist() waits for the GPU, as a worker does
 
     return run
 
 
-def engine_method(model: Any, tok: Any, convs: list[Any], budget: int | None, device: Any) -> Any:
+def engine_method(
+    model: Any, tok: Any, convs: list[Any], budget: int | None, device: Any, padding_mask: bool
+) -> Any:
     from worker.engine import Engine
 
     engine = Engine.from_model(model, tok, model="bench-random-8b", device=str(device), max_batch_tokens=budget)
+    engine.mask_free = engine.mask_free and not padding_mask
 
     def run(idx: list[int]) -> None:
         engine.score([convs[i] for i in idx])
@@ -274,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": gpu,
         "dtype": str(dtype).removeprefix("torch."),
         "attn": args.attn,
+        "padding_mask": args.padding_mask,
         "layers": args.layers,
         "hidden": args.hidden,
         "non_embedding_params": params,
@@ -294,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     budget = args.max_batch_tokens or DEFAULT_BUDGET.get(device.type, DEFAULT_BUDGET["cuda"])
     makers = {  # method -> (build it, items per call: between clock checks, and what one batching call sees)
-        "engine": (lambda: engine_method(model, tok, convs, budget, device), args.chunk),
-        "packed": (lambda: packed_method(model, ids, budget, device), args.chunk),
+        "engine": (lambda: engine_method(model, tok, convs, budget, device, args.padding_mask), args.chunk),
+        "packed": (lambda: packed_method(model, ids, budget, device, args.padding_mask), args.chunk),
         "pipeline-bs16": (lambda: pipeline_method(model, tok, texts, 16, device), 64),
         "pipeline-bs1": (lambda: pipeline_method(model, tok, texts, 1, device), 32),
     }

@@ -28,6 +28,9 @@ Overflow = Literal["truncate", "error"]
 # Budgets (batch size x longest sequence). On a 2-core CPU, 512-2048 tokens beat 8192 (the batch's
 # activations stay in cache); a GPU needs big batches to fill its cores. See README, Performance.
 DEFAULT_BUDGET = {"cpu": 1024, "cuda": 32768}
+# Model types whose position ids count from 0 whatever the attention mask says (transformers derives
+# them from cache positions), so dropping the mask under right padding is exact.
+MASK_FREE = frozenset({"llama"})
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -100,6 +103,11 @@ class Engine:
     # one small batch per core beats every core splitting each op (see `lanes_for`). CUDA: 1.
     lanes: int = 1
     packed_linears: int = 0  # linear layers running on oneDNN-packed weights (CPU fp32)
+    # Right padding under a causal mask: a real token attends only to positions before it, all of
+    # them real, so a padding mask changes nothing the pooled read sees. Without one, attention runs
+    # the plain causal kernel (flash on CUDA), the same one the card's unpadded batch-size-1 calls
+    # get. Only for architectures whose position ids do not come from the mask (see MASK_FREE).
+    mask_free: bool = False
     # Called after each micro-batch's forward pass: (rows, padded width, real tokens, seconds). Metrics
     # hang here, outside the scoring path.
     on_batch: Callable[[int, int, int, float], None] | None = field(default=None, repr=False)
@@ -178,6 +186,7 @@ class Engine:
             overflow=overflow,
             revision=getattr(hf_model.config, "_commit_hash", None),
         )
+        engine.mask_free = getattr(hf_model.config, "model_type", None) in MASK_FREE
         engine.lanes, threads = lanes_for(dev, lanes)
         if engine.lanes > 1:
             engine._pool = ThreadPoolExecutor(
@@ -289,15 +298,19 @@ class Engine:
         width = max(lengths)
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
         for r, ids in enumerate(batch):
             input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[r, : len(ids)] = 1
+        kwargs: dict[str, torch.Tensor] = {}
+        if not self.mask_free:
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, ids in enumerate(batch):
+                mask[r, : len(ids)] = 1
+            kwargs["attention_mask"] = mask.to(dev)
         t0 = time.perf_counter()
         # Right padding keeps every real token at the position ids it has unbatched, so a row's
         # score does not depend on what it was batched with.
         base = getattr(model, model.base_model_prefix)
-        hidden = base(input_ids=input_ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        hidden = base(input_ids=input_ids.to(dev), **kwargs).last_hidden_state
         last = torch.tensor(lengths, device=dev) - 1
         pooled = hidden[torch.arange(len(batch), device=dev), last]
         scores = model.score(pooled)[:, 0].float().tolist()
