@@ -27,6 +27,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("RMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = {"sqlite": 13, "postgresql": 14}
 TENANTS = ("alice", "bob", "carol", "dave", "erin", "fuzz")
 CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
@@ -151,7 +152,7 @@ def stack(
         db_url = f"sqlite:///{tmp / 'rmscore.db'}"
     else:
         schema, db_url = _pg_schema()
-    broker_url = f"redis://127.0.0.1:6379/{REDIS_DB[backend]}"
+    broker_url = f"{REDIS_URL}/{REDIS_DB[backend]}"
     redis.Redis.from_url(broker_url).flushdb()
     upgrade(get_engine(db_url))
     keys = {t: create_key(get_engine(db_url), t)[0] for t in TENANTS}
