@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -21,16 +21,17 @@ from sqlalchemy import Connection, Engine, Integer, and_, cast, func, select
 from db.chunks import chunk_counts
 from db.jobs import JobInfo, get_job
 from db.models import items, results
-from db.results import job_accuracy
+from db.results import NOT_SCORED, job_accuracy
 from db.session import reading, utcnow
 from rmscore import report_charts as charts
-from rmscore.evaluation import evaluate, tallies_from_accuracy
+from rmscore.evaluation import EVALBIASBENCH_REFERENCE_MODEL, evaluate, tallies_from_accuracy
+from rmscore.settings import model_name
 
 HIST_BINS = 50  # at most about this many bins per histogram
 MAX_SUBSET_CHARTS = 24  # the largest subsets get a chart each; the rest are in "all subsets"
-EXAMPLES = 10  # highest, lowest, most confidently wrong
+EXAMPLES = 10  # per example table: most confident right and wrong pairs, highest and lowest lines
 MAX_CHARS = 1500  # of one message shown in the report; the rest is cut with a note
-MAX_BUCKETS = 60  # throughput chart resolution
+MAX_BUCKETS = 60  # throughput chart resolution: at most this many bins
 ALL = "all subsets"
 NO_SUBSET = "(no subset)"
 # Strict: the report has no script, loads nothing, and a browser refuses anything else even if
@@ -72,17 +73,31 @@ class Example:
 class ReportData:
     job: JobInfo
     models: list[str]
+    lines: int  # input lines (each scored once per model)
     chunks: dict[str, int]
-    errors: list[tuple[str, int]]
+    errors: list[tuple[str, int]]  # error code -> lines of the job's model, as its results report them
+    unscored: int  # lines × models without an outcome: pending while the job runs, then cancelled/not scored
     evaluations: dict[str, dict[str, Any] | None]  # model -> `rmscore.evaluation.evaluate`
     histograms: list[Histogram]
-    examples: dict[str, list[Example]]  # "highest", "lowest", "wrong" (for the first model)
+    examples: dict[str, list[Example]]  # chat: "highest", "lowest"; pairwise: "right", "wrong", "lowest"
     throughput: dict[str, Any] | None
     generated_at: datetime
 
     @property
     def pairwise(self) -> bool:
         return self.job.kind == "pairwise"
+
+    @property
+    def unscored_label(self) -> str:
+        """What the lines without an outcome are: pending while the job runs; once it ended, what its
+        results call them (`db.results.NOT_SCORED`: a cancelled job's are cancelled, not pending)."""
+        code = NOT_SCORED.get(self.job.status)
+        return "pending" if code is None else code[0].replace("_", " ")
+
+    @property
+    def card_model(self) -> bool:
+        """Whether the job's model is the one whose model card gives the EvalBiasBench figures."""
+        return self.job.model == model_name(EVALBIASBENCH_REFERENCE_MODEL)
 
 
 # --------------------------------------------------------------------------- reading the job
@@ -196,13 +211,18 @@ def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Exam
         .where(results.c.job_id == job.id, results.c.model == model, value.is_not(None))
         .limit(EXAMPLES)
     )
-    queries = {
-        "highest": base.order_by(value.desc(), results.c.line),
-        "lowest": base.order_by(value.asc(), results.c.line),
-    }
+    lowest = base.order_by(value.asc(), results.c.line)
     if job.kind == "pairwise":
-        # Wrong (chosen not above rejected), the rejected reply ahead by the most first.
-        queries["wrong"] = base.where(results.c.correct.is_(False)).order_by(value.asc(), results.c.line)
+        queries = {
+            # Right pairs only (chosen above rejected), the widest margin first: with fewer right pairs
+            # than EXAMPLES, the table is shorter rather than padded with wrong ones.
+            "right": base.where(results.c.correct.is_(True)).order_by(value.desc(), results.c.line),
+            # Wrong (chosen not above rejected, ties included), the rejected reply ahead by the most first.
+            "wrong": base.where(results.c.correct.is_(False)).order_by(value.asc(), results.c.line),
+            "lowest": lowest,
+        }
+    else:
+        queries = {"highest": base.order_by(value.desc(), results.c.line), "lowest": lowest}
     out: dict[str, list[Example]] = {}
     for name, q in queries.items():
         rows = []
@@ -218,13 +238,27 @@ def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Exam
 
 
 _BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+MIN_SPAN_S = 1e-3  # results all stamped at the start instant: treat the run as 1 ms long
+
+
+def throughput_bins(span: float) -> tuple[int, float]:
+    """(number of bins, bin width in seconds) tiling [0, span] exactly.
+
+    The count comes from a readable width (the first of `_BUCKETS_S` giving at most MAX_BUCKETS bins),
+    then the width is stretched so the bins end at the last result: every bin is equally long, the
+    average rate over the run is the mean of the bins' rates, and the busiest bin is never below it.
+    """
+    span = max(span, MIN_SPAN_S)
+    step = next((b for b in _BUCKETS_S if span / b <= MAX_BUCKETS), _BUCKETS_S[-1])
+    nb = max(1, math.ceil(span / step - 1e-9))
+    return nb, span / nb
 
 
 def _throughput(conn: Connection, job: JobInfo, models: list[str]) -> dict[str, Any] | None:
-    """Lines finished per time bucket since the job started, per model, from results' scored_at.
+    """Lines finished per bin of elapsed time since the job started, per model, from results' scored_at.
 
     Lines that failed to parse were written at submission, before the start: they are not work
-    done by a worker and are left out.
+    done by a worker and are left out of the bins, the average and the peak (they are `before`).
     """
     if job.started_at is None:
         return None
@@ -236,16 +270,13 @@ def _throughput(conn: Connection, job: JobInfo, models: list[str]) -> dict[str, 
     if not rows:
         return None
     first = job.started_at
-    last = max(r.scored_at for r in rows)
-    span = max((last - first).total_seconds(), 0.1)
-    seconds = next((b for b in _BUCKETS_S if span / b <= MAX_BUCKETS), _BUCKETS_S[-1])
-    nb = max(1, math.ceil(span / seconds))
+    span = max((max(r.scored_at for r in rows) - first).total_seconds(), MIN_SPAN_S)
+    nb, width = throughput_bins(span)
     index = {m: i for i, m in enumerate(models)}
     series = [[0] * nb for _ in models]
     for model, at, n in rows:
-        series[index[model]][min(int((at - first).total_seconds() // seconds), nb - 1)] += int(n)
-    starts = [first + timedelta(seconds=i * seconds) for i in range(nb)]
-    done = [sum(s) for s in series]
+        series[index[model]][min(int((at - first).total_seconds() / width), nb - 1)] += int(n)
+    combined = [sum(col) for col in zip(*series, strict=True)]
     # Lines that ended before the start (bad input) are already done when the chart begins.
     before = dict(
         conn.execute(
@@ -256,12 +287,14 @@ def _throughput(conn: Connection, job: JobInfo, models: list[str]) -> dict[str, 
     )
     return {
         "before": [int(before.get(m, 0)) for m in models],
-        "bucket_seconds": seconds,
-        "starts": starts,
+        "bucket_seconds": width,
         "series": series,
-        "done": done,
-        "span_seconds": (last - first).total_seconds(),
-        "peak": max(max(s) for s in series) / seconds,
+        "done": [sum(s) for s in series],
+        "lines": sum(combined),
+        "span_seconds": span,
+        # All models together, over the same bins: average = mean bin rate <= the busiest bin's rate.
+        "average": sum(combined) / span,
+        "peak": max(combined) / width,
     }
 
 
@@ -271,20 +304,30 @@ def collect(db: Engine, job_id: str, *, tenant: str | None = None, charts_: bool
     job = get_job(db, job_id, tenant=tenant)
     with reading(db) as conn:
         models = job_models(conn, job)
-        errors = conn.execute(
+        lines = conn.execute(select(func.count()).select_from(items).where(items.c.job_id == job.id)).scalar_one()
+        stored = conn.execute(
             select(results.c.error_code, func.count())
-            .where(results.c.job_id == job.id, results.c.model == job.model, results.c.error_code.is_not(None))
+            .where(results.c.job_id == job.id, results.c.model == job.model)
             .group_by(results.c.error_code)
-            .order_by(func.count().desc(), results.c.error_code)
         ).all()
         histograms = _histograms(conn, job, models)
         examples = _examples(conn, job, job.model)
         throughput = _throughput(conn, job, models)
+    counts = {code: int(n) for code, n in stored}
+    errors = {code: n for code, n in counts.items() if code is not None}
+    # An ended job's lines without a result are reported by its results as errors (`cancelled`,
+    # `not_scored`): the table counts them too, so it says what `rmscore results --errors` lists.
+    unscored_code = NOT_SCORED.get(job.status)
+    missing = int(lines) - sum(counts.values())
+    if unscored_code is not None and missing > 0:
+        errors[unscored_code[0]] = errors.get(unscored_code[0], 0) + missing
     data = ReportData(
         job=job,
         models=models,
+        lines=int(lines),
         chunks=chunk_counts(db, job.id),
-        errors=[(code, int(n)) for code, n in errors],
+        errors=sorted(errors.items(), key=lambda kv: (-kv[1], kv[0])),
+        unscored=max(job.total - job.done, 0),
         evaluations=job_evaluations(db, job),
         histograms=histograms,
         examples=examples,
@@ -311,9 +354,8 @@ def draw(data: ReportData) -> None:
         )
     t = data.throughput
     if t is not None:
-        t["svg"] = charts.throughput_svg(
-            t["starts"], t["bucket_seconds"], t["series"], [data.job.total] * len(t["series"]), t["before"]
-        )
+        # Each model's share of the job's lines (a job scored by several models scores each line once per model).
+        t["svg"] = charts.throughput_svg(t["bucket_seconds"], t["series"], [data.lines] * len(t["series"]), t["before"])
 
 
 # --------------------------------------------------------------------------- HTML
@@ -344,6 +386,11 @@ def _duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
+def _seconds(x: float) -> str:
+    """A bin width, to three significant digits: 0.0412 s, 1.37 s, 250 s."""
+    return f"{x:.3g} s"
+
+
 def _signed(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:+.{digits}f}"
 
@@ -367,7 +414,7 @@ def _template() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=_pct, num=_num, when=_when, duration=_duration, signed=_signed, hue=_hue)
+    env.filters.update(pct=_pct, num=_num, when=_when, duration=_duration, seconds=_seconds, signed=_signed, hue=_hue)
     env.globals.update(model_color=charts.model_color, RIGHT=charts.RIGHT, WRONG=charts.WRONG)
     return env.get_template("report.html.j2")
 
@@ -388,7 +435,8 @@ def render(data: ReportData) -> str:
         job=job,
         csp=CSP,
         elapsed=elapsed,
-        rate=job.items_per_second(data.generated_at),
+        # The throughput section's average, so the page gives one rate (None until a chunk finished).
+        rate=data.throughput["average"] if data.throughput else None,
         metadata=json.dumps(job.metadata, ensure_ascii=False, indent=1) if job.metadata else None,
         options=json.dumps(job.options, ensure_ascii=False) if job.options else None,
         subsets=subsets,

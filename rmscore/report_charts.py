@@ -13,7 +13,6 @@ import io
 import re
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 # One palette for the whole report (the CSS uses the same values).
@@ -104,8 +103,16 @@ def histogram_svg(
         return _svg(fig)
 
 
+def elapsed_unit(span_seconds: float) -> tuple[str, float]:
+    """(unit name, seconds per unit) for an axis of elapsed time this long: s, min or h."""
+    if span_seconds < 120:
+        return "s", 1.0
+    if span_seconds < 2 * 3600:
+        return "min", 60.0
+    return "h", 3600.0
+
+
 def throughput_svg(
-    bucket_starts: Sequence[datetime],
     bucket_seconds: float,
     series: Sequence[Sequence[int]],
     totals: Sequence[int],
@@ -114,24 +121,31 @@ def throughput_svg(
     width: float = 9.0,
     height: float = 2.4,
 ) -> str:
-    """Lines per second in each time bucket (bars, or outlines for several models), with the
-    share of the job's `totals` lines done so far on a second axis (`before`: done at the start)."""
+    """Lines per second in each bin of elapsed time since the job started (bars, or outlines for several
+    models), with the share of `totals` lines done so far on a second axis (`before`: done at the start).
+
+    The x axis is time since the start in s, min or h, never clock time: a run of a few minutes read
+    as clock seconds wraps from 59 back to 0.
+    """
     import matplotlib
-    import matplotlib.dates as mdates
 
     with _lock, matplotlib.rc_context(_RC):
         fig = _figure(width, height)
         ax = fig.add_subplot()
-        xs = mdates.date2num(list(bucket_starts))
-        step = bucket_seconds / 86400.0
+        nb = len(series[0])
+        unit, per = elapsed_unit(nb * bucket_seconds)
+        step = bucket_seconds / per
+        edges = [i * step for i in range(nb + 1)]
         for i, counts in enumerate(series):
             rates = [c / bucket_seconds for c in counts]
             if len(series) == 1:
-                ax.bar(xs, rates, width=step, align="edge", color=model_color(i), alpha=0.75, linewidth=0)
+                ax.bar(edges[:-1], rates, width=step, align="edge", color=model_color(i), alpha=0.75, linewidth=0)
             else:
-                ax.stairs(rates, [*xs, xs[-1] + step], color=model_color(i), linewidth=1.4)
+                ax.stairs(rates, edges, color=model_color(i), linewidth=1.4)
         ax.set_ylabel("lines / s")
+        ax.set_xlabel(f"time since the job started ({unit})")
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8))
         done = ax.twinx()
         for i, counts in enumerate(series):
             total = totals[i] or 1
@@ -140,15 +154,10 @@ def throughput_svg(
             for c in counts:
                 run += c
                 cum.append(100 * run / total)
-            done.plot(
-                [xs[0], *(x + step for x in xs)], cum, color=INK if len(series) == 1 else model_color(i), linewidth=1.2
-            )
+            done.plot(edges, cum, color=INK if len(series) == 1 else model_color(i), linewidth=1.2)
         done.set_ylim(0, 105)
         done.set_ylabel("% of lines done")
         done.grid(False)
         done.spines["right"].set_visible(True)
-        locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.set_xlim(xs[0], xs[-1] + step)
+        ax.set_xlim(0, edges[-1])
         return _svg(fig)

@@ -278,3 +278,193 @@ def test_each_rmscore_command_exists_with_its_options(argv: tuple[str, ...]) -> 
         assert re.search(re.escape(option) + r"\b", done.stdout), (
             f"`rmscore {' '.join(subcommand)}` has no {option} option:\n{done.stdout}"
         )
+
+
+# --------------------------------------------------------------------------- each service's own variables
+
+# Settings properties the code reads, by the fields they are made of.
+SETTING_PROPERTIES = {
+    "model_names": {"model", "models"},
+    "allowed_models": {"model", "models"},
+    "backend_url": {"result_backend", "broker_url"},
+}
+# The code each rmscore service runs that reads settings (`settings.x` / `s.x`).
+SERVICE_CODE = {
+    "api": [*sorted((ROOT / "api").rglob("*.py")), ROOT / "worker" / "app.py"],
+    "worker": [ROOT / "worker" / n for n in ("runner.py", "reconcile.py", "app.py")]
+    + [ROOT / "rmscore" / "cli" / "serve_worker.py"],
+    "flower": [ROOT / "rmscore" / "cli" / "flower.py", ROOT / "worker" / "app.py"],
+}
+# Variables a service gets besides RMSCORE_* settings, and why.
+OTHER_VARIABLES = {
+    "redis": {"REDIS_PASSWORD"},  # --requirepass, read by its shell
+    "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"},  # the image's initdb
+    "worker": {"HF_HOME", "HF_TOKEN"},  # the shared model cache; gated models on the Hub
+}
+HUB_AND_FLOWER_SECRETS = ("HF_TOKEN", "RMSCORE_FLOWER_BASIC_AUTH")
+
+
+def settings_read(files: list[Path]) -> set[str]:
+    """RMSCORE_* variables of the Settings fields these files read."""
+    fields = set(Settings.model_fields)
+    read: set[str] = set()
+    for path in files:
+        for name in re.findall(r"\b(?:settings|s)\.([a-z_]+)\b", path.read_text()):
+            read |= ({name} & fields) | SETTING_PROPERTIES.get(name, set())
+    return {f"RMSCORE_{name.upper()}" for name in read}
+
+
+def role(name: str) -> str:
+    return "worker" if name.startswith("worker-") else name
+
+
+def interpolated(service: dict[str, Any]) -> set[str]:
+    """Every ${VAR} a service's environment values are built from."""
+    return {m.group(1) for value in environment(service).values() for m in INTERPOLATION.finditer(value)}
+
+
+def test_no_container_gets_docker_env_whole() -> None:
+    for name, service in services().items():
+        files = service.get("env_file") or []
+        files = [files] if isinstance(files, str | dict) else files
+        paths = [f["path"] if isinstance(f, dict) else f for f in files]
+        assert not paths, f"{name}: env_file {paths} hands every secret in it to the container; list its variables"
+
+
+def test_each_service_gets_only_the_variables_it_reads() -> None:
+    needs = {svc: settings_read(files) for svc, files in SERVICE_CODE.items()}
+    needs["migrate"] = {"RMSCORE_DATABASE_URL"}  # `rmscore db upgrade`
+    assert {"RMSCORE_AUTH", "RMSCORE_CHUNK_SIZE", "RMSCORE_BROKER_URL"} <= needs["api"]  # the scan finds reads
+    assert {"RMSCORE_DEVICE", "RMSCORE_LEASE_SECONDS", "RMSCORE_HEARTBEAT_TTL"} <= needs["worker"]
+    for name, service in services().items():
+        given = set(environment(service))
+        want = needs.get(role(name), set()) | OTHER_VARIABLES.get(role(name), set())
+        assert given <= want, f"{name} gets variables it never reads: {sorted(given - want)}"
+        missing = needs.get(role(name), set()) - given
+        assert not missing, f"{name} reads {sorted(missing)} but compose never passes them: set in docker/.env, ignored"
+
+
+def test_secrets_reach_only_the_services_that_use_them() -> None:
+    api = services()["api"]
+    assert not set(environment(api)) & {*HUB_AND_FLOWER_SECRETS, "REDIS_PASSWORD", "POSTGRES_PASSWORD"}
+    # Nor under another name: the API's values are built from the passwords of its two URLs only.
+    assert not interpolated(api) & set(HUB_AND_FLOWER_SECRETS)
+    holders = {
+        secret: sorted(n for n, s in services().items() if secret in environment(s) or secret in interpolated(s))
+        for secret in (*HUB_AND_FLOWER_SECRETS, "REDIS_PASSWORD", "POSTGRES_PASSWORD")
+    }
+    assert holders["HF_TOKEN"] == sorted(worker_services())
+    assert holders["RMSCORE_FLOWER_BASIC_AUTH"] == ["flower"]
+    # The bare passwords go to their own server; everyone else has them only inside a URL.
+    assert [n for n in holders["REDIS_PASSWORD"] if "REDIS_PASSWORD" in environment(services()[n])] == ["redis"]
+    assert [n for n in holders["POSTGRES_PASSWORD"] if "POSTGRES_PASSWORD" in environment(services()[n])] == [
+        "postgres"
+    ]
+    assert "flower" not in holders["POSTGRES_PASSWORD"], "Flower reads the broker only"
+
+
+def test_passed_through_settings_are_documented() -> None:
+    passed = {k for s in services().values() for k, v in environment(s).items() if not v}
+    missing = sorted(passed - env_example_names() - {"HF_TOKEN"})
+    assert not missing, f"docker/.env.example lacks {missing}"
+
+
+def published_host_ips() -> dict[str, str]:
+    """service:port -> the host address a port is published on, with compose defaults applied."""
+    out: dict[str, str] = {}
+    for name, service in services().items():
+        for port in service.get("ports") or []:
+            text = INTERPOLATION.sub(lambda m: m.group(0).split(":-", 1)[1][:-1] if ":-" in m.group(0) else "", port)
+            host_ip, _, rest = text.rpartition(":")[0].rpartition(":")
+            out[f"{name}:{rest}"] = host_ip
+    return out
+
+
+def test_every_port_is_published_on_localhost_by_default() -> None:
+    ips = published_host_ips()
+    assert "api:8000" in ips, ips
+    assert ips == dict.fromkeys(ips, "127.0.0.1"), f"published beyond localhost by default: {ips}"
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    assert values["API_BIND"] == "127.0.0.1", "docker/.env.example is what people copy: keep the API on localhost"
+    readme = (DOCKER / "README.md").read_text()
+    assert "TLS" in readme and "127.0.0.1:8000" in readme, "docker/README.md must say how to put TLS in front"
+
+
+def test_docs_show_the_exited_migration() -> None:
+    readme = (DOCKER / "README.md").read_text()
+    ps = re.findall(r"docker compose[^\n`]*\bps\b[^\n`]*", readme)
+    assert ps and all(re.search(r"\bps\b.*\s-a\b", c) for c in ps), f"`ps` hides the exited migrate without -a: {ps}"
+
+
+# --------------------------------------------------------------------------- pinned dependencies
+
+CONSTRAINTS = DOCKER / "constraints.txt"
+
+
+def constraints() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)", line.strip())
+        assert m, f"docker/constraints.txt: {line!r} is not an exact name==version pin"
+        name = canonicalize_name(m.group(1))
+        assert name not in pins, f"{name} pinned twice"
+        pins[name] = m.group(2)
+    return pins
+
+
+def lock_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docker_lock", DOCKER / "lock.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.worker", "Dockerfile.api"])
+def test_images_install_their_dependencies_under_the_constraints(dockerfile: str) -> None:
+    text = (DOCKER / dockerfile).read_text()
+    assert re.search(r"^COPY .*\bdocker/constraints\.txt\b", text, re.MULTILINE), f"{dockerfile} must copy it"
+    installs = re.findall(r"pip install (-r \S+[^\\\n]*)", text)
+    assert installs and all(re.search(r"\s-c\s+constraints\.txt\b", i) for i in installs), installs
+    ignore = (DOCKER / f"{dockerfile}.dockerignore").read_text().splitlines()
+    assert "!docker/constraints.txt" in ignore, "the build context must include the constraints"
+
+
+def test_constraints_pin_every_runtime_dependency_exactly() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = constraints()
+    for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{name} is not pinned in docker/constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {text}"
+    for name in ("transformers", "tokenizers", "safetensors", "huggingface-hub", "celery", "kombu", "psycopg-binary"):
+        assert name in pins, f"{name} is not pinned"
+    # The worker image keeps its base image's CUDA torch: the pin must be that version.
+    base = re.search(r"^FROM\s+pytorch/pytorch:([0-9.]+)-", (DOCKER / "Dockerfile.worker").read_text(), re.MULTILINE)
+    assert base and pins["torch"] == base.group(1)
+
+
+def test_constraints_cover_the_whole_dependency_closure() -> None:
+    """Everything the runtime dependencies pull in (as installed here) is pinned too: an unpinned
+    transitive dependency (huggingface-hub under transformers, say) would float from build to build."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    lock = lock_module()
+    roots = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    needed = lock.closure(roots, leaves={"torch"})
+    assert {"transformers", "huggingface-hub", "kombu", "markupsafe"} <= set(needed)
+    unpinned = sorted(set(needed) - set(constraints()))
+    assert not unpinned, f"not in docker/constraints.txt (regenerate with docker/lock.py): {unpinned}"

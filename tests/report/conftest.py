@@ -41,6 +41,17 @@ def chat_job(report_db: Any, tiny_engine: Any) -> str:
 
 
 @pytest.fixture(scope="session")
+def cancelled_job(report_db: Any, tiny_engine: Any) -> str:
+    """A pairwise job cancelled after its first chunk of 8 pairs: the other 32 lines were never scored."""
+    from db.jobs import cancel_job
+
+    lines = pairwise_lines(SHARED)[:40]
+    job_id = make_job(report_db, tiny_engine, lines, kind="pairwise", chunk_size=8, chunks=1)
+    assert cancel_job(report_db, job_id).status == "cancelled"
+    return job_id
+
+
+@pytest.fixture(scope="session")
 def pairwise_report(tmp_path_factory: pytest.TempPathFactory, report_db: Any, pairwise_job: str) -> Path:
     from rmscore.report import build_report
 

@@ -32,12 +32,12 @@ RB_SUBSETS = (
 )
 
 
-def score_chunks(db: Any, engine: Any, job_id: str) -> None:
-    """Run every queued chunk of the job as a worker would, until the job ends."""
+def score_chunks(db: Any, engine: Any, job_id: str, *, limit: int | None = None) -> None:
+    """Run the job's queued chunks (the first `limit`, or all until the job ends) as a worker would."""
     from db.chunks import claim_chunk, complete_chunk, load_items, new_owner, queued_chunks
     from worker.scoring import score_items
 
-    for ref in queued_chunks(db, job_id=job_id):
+    for ref in queued_chunks(db, job_id=job_id)[:limit]:
         lease = claim_chunk(db, ref.id, new_owner("report-test"), lease_seconds=300, max_attempts=3)
         assert lease is not None, f"chunk {ref.id} could not be claimed"
         records = score_items(engine, load_items(db, lease))
@@ -85,7 +85,10 @@ def chat_lines() -> list[dict[str, Any]]:
     return lines
 
 
-def make_job(db: Any, engine: Any, lines: list[dict[str, Any]], *, kind: str, chunk_size: int) -> str:
+def make_job(
+    db: Any, engine: Any, lines: list[dict[str, Any]], *, kind: str, chunk_size: int, chunks: int | None = None
+) -> str:
+    """A job of these lines, its first `chunks` chunks scored (all of them by default)."""
     from db.jobs import create_job
     from rmscore.formats import parse_object
 
@@ -98,7 +101,7 @@ def make_job(db: Any, engine: Any, lines: list[dict[str, Any]], *, kind: str, ch
         chunk_size=chunk_size,
         metadata={"note": f"report test {XSS}"},
     )
-    score_chunks(db, engine, created.job.id)
+    score_chunks(db, engine, created.job.id, limit=chunks)
     return created.job.id
 
 
@@ -115,6 +118,7 @@ class Page(HTMLParser):
         self._cell: list[str] | None = None
         self._svg = 0
         self.meta_csp: str | None = None
+        self.source = source
         self.feed(source)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -149,5 +153,102 @@ class Page(HTMLParser):
             self._cell.append(data)
 
 
+def tallies_from_results(db: Any, job_id: str) -> dict[str, tuple[int, int]]:
+    """Per-subset (right, pairs) from the result records, independently of the report's queries."""
+    from db.results import iter_results
+
+    t: dict[str, tuple[int, int]] = {}
+    for rec in iter_results(db, job_id):
+        if "correct" in rec:
+            name = rec.get("subset") or "all"
+            r, n = t.get(name, (0, 0))
+            t[name] = (r + bool(rec["correct"]), n + 1)
+    return t
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+VOID = {"meta", "br", "img", "input", "link", "hr", "wbr", "source", "col", "area", "base"}
+
+
+class Elements(HTMLParser):
+    """The report as a reader sees it, by element: the text of every element with an id, the example
+    cards of each section (line, score text, score class), and the x-axis tick labels of each figure."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.text: dict[str, list[str]] = {}
+        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.xticks: dict[str, list[str]] = {}
+        self._stack: list[tuple[str, str | None]] = []
+        self._capture: str | None = None  # "line" or "score" while inside such a span
+        self._xtick_depth = 0
+        self.feed(source)
+
+    def _ids(self) -> list[str]:
+        return [i for _, i in self._stack if i]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "g" and self._xtick_depth:
+            self._xtick_depth += 1
+        elif tag == "g" and (a.get("id") or "").startswith("xtick_"):
+            self._xtick_depth = 1
+        if tag == "article" and "example" in (a.get("class") or "").split():
+            section = next(i for _, i in reversed(self._stack) if i and self._is_section(i))
+            self.examples.setdefault(section, []).append({"line": None, "score": "", "class": ""})
+        if tag == "span" and self._ids() and self._in_example():
+            cls = (a.get("class") or "").split()
+            if "line" in cls:
+                self._capture = "line"
+            elif "score" in cls:
+                self._capture = "score"
+                self._current()["class"] = " ".join(c for c in cls if c != "score")
+        if tag not in VOID:
+            self._stack.append((tag, a.get("id")))
+            if a.get("id"):
+                self.text.setdefault(a["id"], [])  # type: ignore[index]
+
+    def _is_section(self, element_id: str) -> bool:
+        return any(t == "section" and i == element_id for t, i in self._stack)
+
+    def _in_example(self) -> bool:
+        return any(t == "article" for t, _ in self._stack)
+
+    def _current(self) -> dict[str, Any]:
+        section = next(i for t, i in reversed(self._stack) if t == "section" and i)
+        return self.examples[section][-1]
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "g" and self._xtick_depth:
+            self._xtick_depth -= 1
+        if tag == "span":
+            self._capture = None
+        if tag in VOID:
+            return
+        while self._stack:
+            if self._stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for i in self._ids():
+            self.text[i].append(data)
+        if self._capture == "line":
+            self._current()["line"] = int(data.split()[-1])
+        elif self._capture == "score":
+            self._current()["score"] += data
+        if self._xtick_depth and data.strip():
+            figure = next((i for t, i in reversed(self._stack) if t == "figure" and i), None)
+            if figure is not None:
+                self.xticks.setdefault(figure, []).append(data.strip())
+
+    def of(self, element_id: str) -> str:
+        """The text of an element, its pieces (one per element) separated by a space, whitespace collapsed."""
+        return " ".join(" ".join(self.text[element_id]).split())

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_jobs import XSS, Page, pct
+from report_jobs import XSS, Page, pct, tallies_from_results
 
 from db.jobs import create_job, get_job
 from db.results import iter_results
@@ -16,17 +16,6 @@ from rmscore.errors import NotFound
 from rmscore.evaluation import evaluate
 from rmscore.formats import parse_object
 from rmscore.report import CSP, build_report, collect
-
-
-def tallies_from_results(db: Any, job_id: str) -> dict[str, tuple[int, int]]:
-    """Per-subset (right, pairs) from the result records, independently of the report's queries."""
-    t: dict[str, tuple[int, int]] = {}
-    for rec in iter_results(db, job_id):
-        if "correct" in rec:
-            name = rec.get("subset") or "all"
-            r, n = t.get(name, (0, 0))
-            t[name] = (r + bool(rec["correct"]), n + 1)
-    return t
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +96,14 @@ def test_histograms_and_examples_agree_with_the_results(report_db: Any, pairwise
     assert total.counts == [want]
     assert sum(h.n for h in per_subset) == len(records)
 
-    by_margin = sorted(margins, key=lambda line: (-margins[line], line))
-    assert [e.line for e in data.examples["highest"]] == by_margin[:10]
+    right = sorted((r["line"] for r in records if r["correct"]), key=lambda line: (-margins[line], line))
+    assert [e.line for e in data.examples["right"]] == right[:10]
+    assert all(e.margin is not None and e.margin > 0 for e in data.examples["right"])
     wrong = sorted((r["line"] for r in records if not r["correct"]), key=lambda line: (margins[line], line))
     assert [e.line for e in data.examples["wrong"]] == wrong[:10]
     assert all(e.margin is not None and e.margin <= 0 for e in data.examples["wrong"])
     # Pairs show their shared prompt once, then each reply.
-    first = data.examples["highest"][0]
+    first = data.examples["right"][0]
     assert first.prompt and first.prompt[-1]["role"] == "user"
     assert first.chosen[-1]["role"] == first.rejected[-1]["role"] == "assistant"
 
