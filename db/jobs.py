@@ -9,7 +9,6 @@ rejected upload never shows up half-stored.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import JOB_ACTIVE, JOB_TERMINAL, chunks, items, jobs, results
 from db.results import BATCH, insert_missing_results, job_accuracy
 from db.session import reading, retrying, utcnow, writing
+from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
@@ -365,18 +365,17 @@ def get_job(db: Engine | Connection, job_id: str, *, tenant: str | None = None) 
     return JobInfo.from_row(row)
 
 
+# Jobs list newest first by (created_at, id): the cursor holds both, the whole sort key.
+_CURSOR = "jobs"
+_CURSOR_FIELDS: tuple[cursors.Field, ...] = ("datetime", "str")
+
+
 def _encode_cursor(job: JobInfo) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode(_CURSOR, job.created_at, job.id)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), job_id
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest("invalid cursor", code="invalid_cursor") from e
+    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)  # type: ignore[return-value]
 
 
 def list_jobs(

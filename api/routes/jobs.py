@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import itertools
@@ -26,6 +25,7 @@ from api.upload import Upload, multipart_lines, parse_metadata, raw_lines
 from db.compare import compare_job
 from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs, resolve_model
 from db.results import iter_results
+from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, TooLarge
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -342,22 +342,20 @@ _RESULT_CONTENT = {
 }
 
 
+# A job's results (and errors) page in line order for one model, which the request names: the line
+# is the whole sort key.
+_LINE_CURSOR = "line"
+
+
 def _encode_line_cursor(line: int) -> str:
-    return base64.urlsafe_b64encode(f"line:{line}".encode()).decode().rstrip("=")
+    return cursors.encode(_LINE_CURSOR, line)
 
 
 def _decode_line_cursor(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, n = raw.partition(":")
-        line = int(n)
-        if tag != "line" or line < 0:
-            raise ValueError(raw)
-        return line
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("invalid cursor", code="invalid_cursor") from None
+    (line,) = cursors.decode(cursor, _LINE_CURSOR, ("int",))
+    return int(line)
 
 
 def _jsonl(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
