@@ -85,3 +85,11 @@ class Unavailable(RmscoreError):
 class BadRequest(RmscoreError):
     code = "bad_request"
     http_status = 400
+
+
+class IdempotencyMismatch(RmscoreError):
+    """An `Idempotency-Key` already used for a different request (as the IETF idempotency-key draft
+    says: 422). Answering with the first job would silently drop the second request."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
