@@ -57,6 +57,13 @@ class Unauthorized(RmscoreError):
     http_status = 401
 
 
+class Forbidden(RmscoreError):
+    """A valid key without the right for this (a tenant key on an operator endpoint)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class Timeout(RmscoreError):
     """Not done in time (a synchronous scoring request)."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from apistack import Stack, wait_job
+from apistack import CLI, POISON_ID, Stack, _wait_http, free_port, read_jsonl, start, stop, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +144,72 @@ def test_an_idempotency_key_reused_for_another_request_is_refused(stack: Stack, 
         )
         listed = c.get("/v1/jobs", params={"limit": 100}).json()["data"]
         assert sorted(j["idempotency_key"] for j in listed if j["idempotency_key"]) == ["k-json", "k-raw", "k-up"]
+
+
+def test_a_failed_line_gives_the_tenant_a_code_not_the_cause(stack: Stack) -> None:
+    """The worker raises on the poison item; the exception's text is for the operator's log only."""
+    import socket
+
+    from rmscore import failures
+
+    items = [*_chat(2, "safe"), {"custom_id": POISON_ID, "prompt": "p", "response": "r"}]
+    with stack.client("erin") as c:
+        job = c.post("/v1/jobs", json={"kind": "chat", "items": items}).json()
+        wait_job(c, job["id"])
+        (bad,) = [r for r in read_jsonl(c.get(f"/v1/jobs/{job['id']}/results").text) if "error" in r]
+        assert bad["line"] == 3 and bad["error"] == {"code": "scoring_failed", "message": failures.item_failed(3)}
+        sync = c.post("/v1/score", json={"items": items})
+        message = _error(sync, 502, "scoring_failed")
+        assert message == failures.request_failed()
+    for text in (bad["error"]["message"], message, sync.text):
+        assert "poisons its chunk" not in text and "InjectedFault" not in text
+        assert socket.gethostname() not in text
+    # The operator has the cause: the worker's log for the job, the API's for the synchronous request.
+    assert "poisons its chunk" in (stack.tmp / "worker.log").read_text()
+    assert "poisons its chunk" in (stack.tmp / "api.log").read_text()
+
+
+def test_health_is_public_and_metrics_need_an_admin_key(stack: Stack) -> None:
+    ready = httpx.get(f"{stack.url}/readyz", timeout=30)
+    assert ready.status_code == 200
+    # Per component ok / not ok, nothing else: no counts, no host names, no error text.
+    assert ready.json() == {"status": "ready", "checks": {c: {"ok": True} for c in ("database", "broker", "workers")}}
+    assert httpx.get(f"{stack.url}/healthz", timeout=30).json() == {"status": "ok"}
+
+    _error(httpx.get(f"{stack.url}/metrics", timeout=30), 401, "missing_api_key")
+    with stack.client("alice") as tenant:
+        _error(tenant.get("/metrics"), 403, "admin_required")
+    with stack.client("admin") as admin:
+        m = admin.get("/metrics")
+        assert m.status_code == 200 and "rmscore_jobs{" in m.text, m.text[:300]
+
+
+def test_not_ready_says_which_component_not_why(stack: Stack) -> None:
+    """An API whose broker is gone: /readyz names the component, the log has the reason; a
+    Prometheus scrape with RMSCORE_METRICS_TOKEN still reads the database's gauges."""
+    token = "scrape-" + "s3cret" * 4
+    port, dead = free_port(), free_port()
+    env = {**stack.env, "RMSCORE_BROKER_URL": f"redis://127.0.0.1:{dead}/0", "RMSCORE_METRICS_TOKEN": token}
+    log = stack.tmp / "api-no-broker.log"
+    proc = start([*CLI, "api", "--port", str(port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/healthz", proc, log)
+        r = httpx.get(f"{url}/readyz", timeout=30)
+        assert r.status_code == 503
+        assert r.json() == {
+            "status": "not_ready",
+            "checks": {"database": {"ok": True}, "broker": {"ok": False}, "workers": {"ok": False}},
+        }
+        m = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert m.status_code == 200 and "rmscore_jobs{" in m.text
+        _error(
+            httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token[:-1]}x"}, timeout=30),
+            401,
+            "invalid_api_key",
+        )
+        with stack.client("admin") as admin:
+            assert httpx.get(f"{url}/metrics", headers=admin.headers, timeout=30).status_code == 200
+    finally:
+        stop([proc])
+    assert "readyz: broker not ready" in log.read_text() and str(dead) in log.read_text()
