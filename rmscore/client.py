@@ -33,6 +33,7 @@ RETRY_STATUSES = (429, 502, 503, 504)
 _STATUS_ERRORS: dict[int, type[errors.RmscoreError]] = {
     400: errors.BadRequest,
     401: errors.Unauthorized,
+    403: errors.Forbidden,
     404: errors.NotFound,
     409: errors.Conflict,
     413: errors.TooLarge,

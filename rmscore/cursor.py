@@ -4,9 +4,9 @@ A cursor is the whole sort key of the last row a page returned, so the next page
 after it: a key that left out a column (`(job, line)` for rows ordered by `(job, line, model)`)
 would skip or repeat rows. Cursors come back from clients, so decoding trusts nothing: the text is
 base64url of a JSON array `[kind, value, ...]` whose tag, length and value types must match what
-the endpoint expects, integers must fit a signed 64-bit column, strings are bounded and free of
-NUL (PostgreSQL refuses NUL in text), and timestamps are naive UTC. Anything else is a 400
-`invalid_cursor`, never a database error or a 500.
+the endpoint expects, integers must fit the INTEGER columns they are compared with, strings are
+bounded and free of NUL (PostgreSQL refuses NUL in text), and timestamps are naive UTC. Anything
+else is a 400 `invalid_cursor`, never a database error or a 500.
 
 No signature: a cursor only says where to resume within what the caller may already read (every
 query stays filtered by tenant), so forging one reveals nothing.
@@ -24,7 +24,9 @@ from typing import Any, Literal
 from rmscore.errors import BadRequest
 
 Field = Literal["int", "str", "datetime"]
-INT_MAX = 2**63 - 1  # the largest value a BIGINT column holds (SQLite's INTEGER, PostgreSQL's BIGINT)
+# The largest value PostgreSQL's INTEGER holds: line numbers are INTEGER columns (a job holds at most
+# millions of lines), and a bound past the column's range is a DataError there, an OverflowError in SQLite.
+INT_MAX = 2**31 - 1
 STR_MAX = 512
 _TEXT_MAX = 16_384  # a bound before any decoding; the API also caps the query parameter (512)
 

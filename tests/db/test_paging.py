@@ -164,6 +164,7 @@ def _crafted() -> tuple[list[str], list[str]]:
     garbage = ["%%%", "", "W10", "eyJhIjoxfQ", "bnVsbA", "WyJzY29yZXMiLDEuNSwxLCJhIl0"]  # [], {"a":1}, null, 1.5
     scores = [
         cursors.encode("scores", "x", 2**64, "alpha"),  # past 64 bits
+        cursors.encode("scores", "x", 2**31, "alpha"),  # past PostgreSQL's INTEGER
         cursors.encode("scores", "x", -1, "alpha"),
         cursors.encode("scores", "x\x00", 1, "alpha"),  # NUL: PostgreSQL refuses it in text
         cursors.encode("scores", "x", True, "alpha"),
@@ -181,6 +182,19 @@ def _crafted() -> tuple[list[str], list[str]]:
         _b64("0001-01-01T00:00:00|x\x00"),
     ]
     return garbage + scores, garbage + jobs_list
+
+
+def test_the_largest_cursor_values_read_an_empty_page(db: Engine, scored: dict[str, str]) -> None:
+    """Values at the edge of what a cursor may hold reach the database without an error."""
+    from rmscore import cursor as cursors
+
+    for tenant in ("t", None):
+        last = cursors.encode("scores", "f" * 32, cursors.INT_MAX, "z" * cursors.STR_MAX)
+        assert query_scores(db, ScoreQuery(), tenant=tenant, cursor=last) == ([], None)
+        with mock.patch.object(score_store, "_IN_LIST_MAX", 0):
+            assert query_scores(db, ScoreQuery(), tenant=tenant, cursor=last) == ([], None)
+    oldest = cursors.encode("jobs", datetime(1, 1, 1), "")
+    assert list_jobs(db, tenant="t", cursor=oldest) == ([], None)
 
 
 def test_a_bad_cursor_is_a_bad_request(db: Engine) -> None:
