@@ -8,6 +8,7 @@ hash on every request. Wrong keys are never cached: each costs a full check.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 
 from db.jobs import DEFAULT_TENANT
 from db.keys import verify_key
-from rmscore.errors import Unauthorized
+from rmscore.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,18 @@ def authenticate(db: Engine, cache: KeyCache, header: str | None, *, enabled: bo
     caller = Caller(info.tenant, info.admin, info.id)
     cache.put(digest, caller)
     return caller
+
+
+def authorize_operator(db: Engine, cache: KeyCache, header: str | None, *, enabled: bool, token: str | None) -> None:
+    """Operator endpoints (`/metrics`): the scrape `token` (RMSCORE_METRICS_TOKEN) or an admin key.
+
+    Their numbers span every tenant, so a tenant key gets 403. With auth disabled (one local
+    tenant, loopback only) they are open, like everything else.
+    """
+    if not enabled:
+        return
+    presented = bearer_token(header)
+    if token is not None and hmac.compare_digest(presented.encode("utf-8", "replace"), token.encode()):
+        return
+    if not authenticate(db, cache, header, enabled=True).admin:
+        raise Forbidden("this endpoint needs an admin API key or the metrics token", code="admin_required")

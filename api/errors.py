@@ -115,11 +115,12 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad request (unknown model, invalid cursor, bad options)",
         401: "Missing or wrong API key",
+        403: "A tenant key on an operator endpoint (needs an admin key)",
         404: "No such job (or not yours)",
         409: "Conflict with the job's state",
         413: "Too large (body, upload, or item count)",
         415: "Unsupported content type",
-        422: "Request does not match the schema",
+        422: "Request does not match the schema, or an Idempotency-Key reused for another request",
         429: "Too much queued work; retry after Retry-After seconds",
         502: "The worker failed to score the items",
         503: "No worker or broker available",

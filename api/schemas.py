@@ -207,8 +207,8 @@ class Health(BaseModel):
 
 
 class Check(BaseModel):
+    # Only ok / not ok: /readyz is public, so why a check failed goes to the log, not here.
     ok: bool
-    detail: str | None = None
 
 
 class Ready(BaseModel):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from api.config import ApiConfig
-from db.jobs import CreatedJob, check_options, create_job, find_by_idempotency_key, resolve_model
+from db.jobs import CreatedJob, Fingerprint, check_options, create_job, find_by_idempotency_key, replay, resolve_model
 from db.scores import queued_items
 from rmscore import formats
 from rmscore.errors import BadRequest, Overloaded, TooLarge
@@ -77,11 +77,18 @@ def check_backlog(db: Any, config: ApiConfig, tenant: str, incoming: int = 0) ->
             )
 
 
-def earlier_job(db: Any, tenant: str, idempotency_key: str | None) -> CreatedJob | None:
+def earlier_job(db: Any, tenant: str, idempotency_key: str | None, fingerprint: str | None) -> CreatedJob | None:
+    """The job of an earlier submission with this key and the same request (`fingerprint`); None
+    if the key is new; IdempotencyMismatch if it was used for a different request."""
     if idempotency_key is None:
         return None
     job = find_by_idempotency_key(db, tenant, idempotency_key)
-    return CreatedJob(job, created=False) if job else None
+    return replay(db, job, fingerprint) if job else None
+
+
+def used_key(db: Any, tenant: str, idempotency_key: str | None) -> bool:
+    """Whether an earlier submission used this key (an upload checks its body against it next)."""
+    return idempotency_key is not None and find_by_idempotency_key(db, tenant, idempotency_key) is not None
 
 
 def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Iterator[formats.Parsed]:
@@ -115,9 +122,10 @@ def store(
     options: dict[str, Any] | None,
     idempotency_key: str | None,
     models: list[str] | None = None,
+    fingerprint: Fingerprint = None,
 ) -> CreatedJob:
     """Store the job (`model` already resolved; `models`: more to compare it with, resolved too)
-    and hand its chunks to the broker."""
+    and hand its chunks to the broker. `fingerprint`: the request's, for `Idempotency-Key` replays."""
     created = create_job(
         db,
         parsed,
@@ -131,6 +139,7 @@ def store(
         idempotency_key=idempotency_key,
         max_items=settings.max_items_per_job,
         models=models,
+        fingerprint=fingerprint,
     )
     if created.created and created.job.status == "queued":
         send(db, settings, created.job.id)

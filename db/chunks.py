@@ -16,6 +16,7 @@ Multi-row transactions touch the job row before the chunk row, so they cannot de
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,8 +28,10 @@ from db.jobs import finish_job, mark_running
 from db.models import JOB_ACTIVE, chunks, items, jobs
 from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
+from rmscore import failures
 from rmscore.formats import Item, item_from_payload
 
+log = logging.getLogger(__name__)
 SCORING_FAILED = "scoring_failed"
 
 
@@ -243,7 +246,10 @@ def _fail_chunk(conn: Connection, chunk_id: int, guard: Any, error: str, now: da
     )
     if res.rowcount != 1:
         raise LeaseLost(str(chunk_id))
-    message = f"scoring failed after {c.attempts} attempt(s): {error}"[:4000]
+    # Tenants read this message; the cause (exception text, a worker's host name) stays in the
+    # chunk's `error` and the log (rmscore/failures.py).
+    message = failures.chunk_failed(c.attempts, chunk_id)
+    log.warning("chunk %s of job %s failed after %d attempt(s): %s", chunk_id, c.job_id, c.attempts, error)
     lines = conn.execute(
         select(items.c.line, items.c.custom_id, items.c.subset).where(
             items.c.job_id == c.job_id,

@@ -9,9 +9,9 @@ rejected upload never shows up half-stored.
 
 from __future__ import annotations
 
-import base64
+import hmac
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +22,16 @@ from sqlalchemy.exc import IntegrityError
 from db.models import JOB_ACTIVE, JOB_TERMINAL, chunks, items, jobs, results
 from db.results import BATCH, insert_missing_results, job_accuracy
 from db.session import reading, retrying, utcnow, writing
-from rmscore.errors import BadRequest, Conflict, NotFound, TooLarge
+from rmscore import cursor as cursors
+from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
 
 DEFAULT_TENANT = "local"
 OVERFLOWS = ("truncate", "error")
+# What identifies a submission for idempotency: a digest, or a function that gives it once the input
+# has been read (an upload's digest covers bytes still streaming in when the job is stored).
+Fingerprint = str | Callable[[], str] | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,32 @@ def find_by_idempotency_key(db: Engine | Connection, tenant: str, key: str) -> J
     return JobInfo.from_row(row) if row else None
 
 
+def replay(db: Engine, earlier: JobInfo, fingerprint: str | None) -> CreatedJob:
+    """The job an earlier submission with the same key created, if this is the same request.
+
+    IdempotencyMismatch when both fingerprints are known and differ: the key was reused for another
+    request, and answering with the first job would silently drop this one. A job stored without a
+    fingerprint (before migration 0004, or by a caller that gives none) matches any retry.
+    """
+    with reading(db) as conn:
+        stored = conn.execute(select(jobs.c.request_fingerprint).where(jobs.c.id == earlier.id)).scalar()
+    if stored is not None and fingerprint is not None and not hmac.compare_digest(stored, fingerprint):
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was already used for a different request; "
+            "send a new key for a new request, or repeat the first request exactly",
+        )
+    return CreatedJob(earlier, created=False)
+
+
+def _settle(fingerprint: Fingerprint, parsed: Iterable[Parsed]) -> str | None:
+    """The digest; a deferred one is known only once the whole input has been read."""
+    if not callable(fingerprint):
+        return fingerprint
+    for _ in parsed:
+        pass
+    return fingerprint()
+
+
 def create_job(
     db: Engine,
     parsed: Iterable[Parsed],
@@ -181,6 +211,7 @@ def create_job(
     idempotency_key: str | None = None,
     max_items: int | None = None,
     models: Sequence[str] | None = None,
+    fingerprint: Fingerprint = None,
 ) -> CreatedJob:
     """Store a job from parsed lines (`rmscore.formats.iter_parsed` / `parse_object` output).
 
@@ -189,7 +220,10 @@ def create_job(
     times models). Bad lines are stored as items with an error
     result and counted as failed. The job starts `queued` with its chunks queued but not yet sent
     to the broker: call `worker.enqueue.enqueue_job` next (or use `worker.enqueue.submit`).
-    Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines).
+    `fingerprint` identifies the request for idempotency (see `replay`): with an `idempotency_key`
+    already used, the earlier job is returned if the fingerprints match.
+    Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines),
+    IdempotencyMismatch (the key was used for another request).
     """
     if kind not in ("chat", "pairwise", "auto"):
         raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
@@ -197,7 +231,7 @@ def create_job(
     if idempotency_key is not None:
         earlier = find_by_idempotency_key(db, tenant, idempotency_key)
         if earlier is not None:
-            return CreatedJob(earlier, created=False)
+            return replay(db, earlier, _settle(fingerprint, parsed))
 
     job_id = uuid.uuid4().hex
     scored_by = list(dict.fromkeys([model, *(models or [])]))
@@ -266,6 +300,8 @@ def create_job(
             "metadata": metadata,
             "options": opts,
             "idempotency_key": idempotency_key,
+            # Read after the last line: an upload's digest is complete only now.
+            "request_fingerprint": fingerprint() if callable(fingerprint) else fingerprint,
         }
         if not planner.plans:  # every line failed to parse: nothing to score
             job_row.update(status="failed", failed_at=now, error="no line of the input could be scored")
@@ -276,7 +312,8 @@ def create_job(
         earlier = find_by_idempotency_key(db, tenant, idempotency_key)
         if earlier is None:
             raise
-        return CreatedJob(earlier, created=False)
+        # A concurrent submission with the same key stored its job first; the input is read by now.
+        return replay(db, earlier, _settle(fingerprint, ()))
     except BaseException:
         _discard(db, job_id)
         raise
@@ -365,18 +402,17 @@ def get_job(db: Engine | Connection, job_id: str, *, tenant: str | None = None) 
     return JobInfo.from_row(row)
 
 
+# Jobs list newest first by (created_at, id): the cursor holds both, the whole sort key.
+_CURSOR = "jobs"
+_CURSOR_FIELDS: tuple[cursors.Field, ...] = ("datetime", "str")
+
+
 def _encode_cursor(job: JobInfo) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode(_CURSOR, job.created_at, job.id)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), job_id
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest("invalid cursor", code="invalid_cursor") from e
+    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)  # type: ignore[return-value]
 
 
 def list_jobs(

@@ -61,6 +61,9 @@ class Job(Base):
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
     options: Mapped[dict[str, Any]]
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    # SHA-256 of the request that created the job (api/fingerprint.py); migration 0004. A retry with
+    # the same idempotency key must carry the same request.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)  # why the job failed, when it did
 
     __table_args__ = (

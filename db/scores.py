@@ -1,14 +1,14 @@
 """Reads the API needs beyond `db.jobs` / `db.results`: stored scores across a tenant's jobs, and
 the backlog counts behind back-pressure.
 
-Scores page in (job_id, line) order, the results table's primary key, so each page is one index
-range scan per job and a cursor resumes exactly after the last row returned: every row appears
-exactly once across pages, whatever is written meanwhile to other jobs.
+Scores page in (job_id, line, model) order, the results table's whole primary key, so each page is
+one index range scan per job, and the cursor holds all three columns of the last row returned: the
+next page resumes exactly after it, so every row appears exactly once across pages (a job scored by
+several models has one row per line and model), whatever is written meanwhile to other jobs.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, tuple_
 
 from db.models import JOB_ACTIVE, jobs, results
 from db.session import reading
-from rmscore.errors import BadRequest
+from rmscore import cursor as cursors
 
 # Above this many jobs a tenant's scores are filtered by a join rather than an IN list.
 _IN_LIST_MAX = 5000
@@ -34,20 +34,17 @@ class ScoreQuery:
     model: str | None = None
 
 
-def encode_cursor(job_id: str, line: int) -> str:
-    return base64.urlsafe_b64encode(f"{job_id}|{line}".encode()).decode().rstrip("=")
+_CURSOR = "scores"
+_CURSOR_FIELDS: tuple[cursors.Field, ...] = ("str", "int", "str")  # job_id, line, model: the whole key
 
 
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        job_id, line = raw.split("|", 1)
-        n = int(line)
-        if len(job_id) > 32 or n < 0:
-            raise ValueError(raw)
-        return job_id, n
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest("invalid cursor", code="invalid_cursor") from e
+def encode_cursor(job_id: str, line: int, model: str) -> str:
+    return cursors.encode(_CURSOR, job_id, line, model)
+
+
+def decode_cursor(cursor: str) -> tuple[str, int, str]:
+    """(job_id, line, model) of the last row of the previous page; BadRequest for a bad cursor."""
+    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)  # type: ignore[return-value]
 
 
 def _score_value() -> Any:
@@ -126,28 +123,26 @@ def query_scores(
         if ids is None:
             if after is not None:
                 # A row-value comparison, so the primary key is sought rather than scanned (an OR is).
-                stmt = stmt.where(tuple_(results.c.job_id, results.c.line) > tuple_(*after))
+                stmt = stmt.where(tuple_(results.c.job_id, results.c.line, results.c.model) > tuple_(*after))
             rows = list(conn.execute(stmt.order_by(*order).limit(want)))
         else:
-            # Resume inside the cursor's job with a plain range on `line`, then read the jobs after
+            # Resume inside the cursor's job with a range on (line, model), then read the jobs after
             # it: each is a direct seek on the primary key, never a scan of the jobs before.
             later = ids
             if after is not None:
-                after_job, after_line = after
+                after_job, after_line, after_model = after
                 if after_job in ids:
+                    rest = tuple_(results.c.line, results.c.model) > tuple_(after_line, after_model)
                     rows = list(
-                        conn.execute(
-                            stmt.where(results.c.job_id == after_job, results.c.line > after_line)
-                            .order_by(*order)
-                            .limit(want)
-                        )
+                        conn.execute(stmt.where(results.c.job_id == after_job, rest).order_by(*order).limit(want))
                     )
                 later = [i for i in ids if i > after_job]
             if len(rows) < want and later:
                 rows += conn.execute(stmt.where(results.c.job_id.in_(later)).order_by(*order).limit(want - len(rows)))
     page = [score_record(r) for r in rows[:limit]]
     more = len(rows) > limit
-    return page, (encode_cursor(page[-1]["job_id"], page[-1]["line"]) if more else None)
+    last = page[-1] if more else None
+    return page, (encode_cursor(last["job_id"], last["line"], last["model"]) if last else None)
 
 
 def score_record(row: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ RETRY_STATUSES = (429, 502, 503, 504)
 _STATUS_ERRORS: dict[int, type[errors.RmscoreError]] = {
     400: errors.BadRequest,
     401: errors.Unauthorized,
+    403: errors.Forbidden,
     404: errors.NotFound,
     409: errors.Conflict,
     413: errors.TooLarge,
@@ -355,7 +356,7 @@ class Client:
 
     def scores(self, *, page_size: int = 1000, **filters: Any) -> Iterator[dict[str, Any]]:
         """Stored scores of your jobs matching `filters` (job_id, custom_id, subset, min_score,
-        max_score, truncated, correct, model), every page, in (job_id, line) order."""
+        max_score, truncated, correct, model), every page, in (job_id, line, model) order."""
         cursor: str | None = None
         params = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in filters.items() if v is not None}
         while True:

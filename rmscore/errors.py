@@ -57,6 +57,13 @@ class Unauthorized(RmscoreError):
     http_status = 401
 
 
+class Forbidden(RmscoreError):
+    """A valid key without the right for this (a tenant key on an operator endpoint)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class Timeout(RmscoreError):
     """Not done in time (a synchronous scoring request)."""
 
@@ -85,3 +92,11 @@ class Unavailable(RmscoreError):
 class BadRequest(RmscoreError):
     code = "bad_request"
     http_status = 400
+
+
+class IdempotencyMismatch(RmscoreError):
+    """An `Idempotency-Key` already used for a different request (as the IETF idempotency-key draft
+    says: 422). Answering with the first job would silently drop the second request."""
+
+    code = "idempotency_key_reused"
+    http_status = 422

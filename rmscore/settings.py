@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the API (JSON list); none, so CORS is off, by default.
     cors_origins: list[str] = Field(default_factory=list)
 
+    # Bearer token a Prometheus scrape may send for the API's /metrics (besides an admin API key,
+    # which always works). Unset: only admin keys. /metrics counts every tenant's jobs, so it is
+    # never public while auth is enabled.
+    metrics_token: str | None = Field(default=None, min_length=16)
+
     flower_basic_auth: str | None = None
 
     @field_validator("database_url")

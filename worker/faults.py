@@ -2,8 +2,8 @@
 
 - `RMSCORE_FAULT_CHUNK_DELAY=SECONDS`: sleep that long after claiming each chunk, so a test can
   kill or stop a worker while it holds a lease, or cancel a job while it runs.
-- `RMSCORE_FAULT_POISON=CUSTOM_ID`: scoring raises for any chunk holding an item with that
-  custom_id, as a model that chokes on one input would.
+- `RMSCORE_FAULT_POISON=CUSTOM_ID`: scoring raises for any chunk (or `POST /v1/score` request)
+  holding an item with that custom_id, as a model that chokes on one input would.
 """
 
 from __future__ import annotations

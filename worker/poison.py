@@ -1,8 +1,9 @@
 """Poison items: when a chunk keeps failing, find the items that make scoring raise and fail only them.
 
 A chunk that raised on every attempt but its last is, on that last attempt, scored by halves
-(recursively), so one input the model chokes on ends with a `scoring_failed` error naming the
-cause, and its neighbours get their scores. A chunk that failed only transiently scores whole.
+(recursively), so one input the model chokes on ends with a `scoring_failed` error (the cause in the
+worker's log, not in the tenant's result), and its neighbours get their scores. A chunk that failed
+only transiently scores whole.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from db.chunks import SCORING_FAILED
+from rmscore import failures
 from rmscore.formats import Item, error_record
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,8 @@ def bisect_scores(score: ScoreFn, items: Sequence[Item], *, first_error: BaseExc
         item = items[0]
         cause = f"{type(first_error).__name__}: {first_error}"
         log.warning("line %d (%s) fails scoring on its own: %s", item.line, item.custom_id, cause)
-        message = f"this item makes scoring fail: {cause}"[:4000]
+        # The cause goes to the log only: exception text can name hosts, paths or SQL (rmscore/failures.py).
+        message = failures.item_failed(item.line)
         return [error_record(item.line, item.custom_id, SCORING_FAILED, message, getattr(item, "subset", None))]
     mid = len(items) // 2
     return bisect_scores(score, items[:mid]) + bisect_scores(score, items[mid:])

@@ -20,6 +20,7 @@ from celery import Celery, signals
 
 from rmscore import keys
 from rmscore.formats import item_from_payload
+from worker import faults
 
 if TYPE_CHECKING:
     from worker.runner import WorkerRuntime
@@ -35,6 +36,7 @@ def score_request(runtime: Any, items: list[dict[str, Any]], overflow: str | Non
     from worker.scoring import score_items
 
     parsed = [item_from_payload(i["kind"], i["line"], i.get("custom_id"), i.get("subset"), i["payload"]) for i in items]
+    faults.before_scoring(parsed)  # inert unless a test asks for it, as on the batch path
     records = score_items(runtime.engine, parsed, overflow=overflow)  # type: ignore[arg-type]
     return {"records": records, "model_identity": runtime.engine.identity, "worker": runtime.name}
 

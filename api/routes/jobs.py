@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import itertools
@@ -18,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
+from api import fingerprint as fingerprints
 from api import submission
 from api.deps import CallerDep, ConfigDep, DbDep, IdempotencyKey, SettingsDep, StateDep
 from api.errors import responses
@@ -26,6 +26,7 @@ from api.upload import Upload, multipart_lines, parse_metadata, raw_lines
 from db.compare import compare_job
 from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs, resolve_model
 from db.results import iter_results
+from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, TooLarge
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -81,10 +82,12 @@ def create_job(
     """Store `items` as a job (each item a line in `rmscore score`'s formats) and queue it.
 
     Answers 202 with the job. A line that cannot be scored gets an error result and is counted as
-    failed. A retry with the same `Idempotency-Key` returns the first job (header
-    `Idempotent-Replayed: true`).
+    failed. A retry with the same `Idempotency-Key` and the same request returns the first job
+    (header `Idempotent-Replayed: true`); the key with a different request is a 422
+    `idempotency_key_reused`.
     """
-    earlier = submission.earlier_job(db, caller.tenant, idempotency_key)
+    fingerprint = fingerprints.json_request("jobs", body.model_dump(mode="json"), {"cache": cache})
+    earlier = submission.earlier_job(db, caller.tenant, idempotency_key, fingerprint)
     if earlier is not None:
         return created_response(earlier, db, response)
     submission.check_count(len(body.items), settings)
@@ -109,6 +112,7 @@ def create_job(
         options=options,
         idempotency_key=idempotency_key,
         models=models,
+        fingerprint=fingerprint,
     )
     return created_response(created, db, response)
 
@@ -208,21 +212,35 @@ async def upload_job(
     if length and length.isdigit() and int(length) > settings.max_upload_bytes:
         raise TooLarge(f"the upload is over the {settings.max_upload_bytes:,}-byte limit", code="upload_too_large")
 
-    earlier = await anyio.to_thread.run_sync(submission.earlier_job, db, caller.tenant, idempotency_key)
-    if earlier is not None:
-        return await anyio.to_thread.run_sync(created_response, earlier, db, response)
-    await anyio.to_thread.run_sync(submission.check_backlog, db, config, caller.tenant)
-
     stream = request.stream()
+    # The body streams through the request's fingerprint on its way to the parser (Idempotency-Key).
+    params = {"kind": kind, "model": model, "models": models, "metadata": metadata, "overflow": overflow}
+    params.update(cache=cache, filename=filename)
+    fingerprint = fingerprints.UploadFingerprint(params, media, boundary)
 
     async def next_chunk() -> bytes | None:
         try:
-            return await stream.__anext__()
+            chunk = await stream.__anext__()
         except StopAsyncIteration:
             return None
+        fingerprint.update(chunk)
+        return chunk
 
     def read_chunk() -> bytes | None:
         return anyio.from_thread.run(next_chunk)
+
+    if await anyio.to_thread.run_sync(submission.used_key, db, caller.tenant, idempotency_key):
+        # A retry, or the key reused: only the whole body tells, so read it (through the fingerprint).
+        try:
+            await _read_rest(next_chunk, fingerprint, settings.max_upload_bytes)
+        except ClientDisconnect:
+            raise BadRequest("the client went away during the upload", code="upload_incomplete") from None
+        earlier = await anyio.to_thread.run_sync(
+            submission.earlier_job, db, caller.tenant, idempotency_key, fingerprint.hexdigest()
+        )
+        if earlier is not None:
+            return await anyio.to_thread.run_sync(created_response, earlier, db, response)
+    await anyio.to_thread.run_sync(submission.check_backlog, db, config, caller.tenant)
 
     def work() -> CreatedJob:
         job: dict[str, Any] = {}
@@ -263,6 +281,8 @@ async def upload_job(
         if not job:  # empty multipart body: no file part was found before the end
             kind_of(upload)
         parsed = lines if first is None else itertools.chain([first], lines)
+        # The job row is written after the last line; by then the fingerprint must have every byte.
+        parsed = _then(parsed, lambda: _read_rest_sync(read_chunk, fingerprint, settings.max_upload_bytes))
         return submission.store(
             db,
             settings,
@@ -274,6 +294,7 @@ async def upload_job(
             options=job["options"],
             idempotency_key=idempotency_key,
             models=job["models"],
+            fingerprint=fingerprint.hexdigest,
         )
 
     try:
@@ -286,6 +307,30 @@ async def upload_job(
         await _drain(next_chunk, _DRAIN_BYTES)
         raise
     return await anyio.to_thread.run_sync(created_response, created, db, response)
+
+
+def _then(parsed: Iterator[Any], finish: Any) -> Iterator[Any]:
+    """`parsed`, then `finish()` once it is exhausted (before the consumer sees the end)."""
+    yield from parsed
+    finish()
+
+
+def _over_limit(limit: int) -> TooLarge:
+    return TooLarge(f"the upload is over the {limit:,}-byte limit", code="upload_too_large")
+
+
+async def _read_rest(next_chunk: Any, fingerprint: fingerprints.UploadFingerprint, limit: int) -> None:
+    """Read the rest of the body (each chunk goes through the fingerprint); TooLarge past `limit`."""
+    while await next_chunk() is not None:
+        if fingerprint.seen > limit:
+            raise _over_limit(limit)
+
+
+def _read_rest_sync(read_chunk: Any, fingerprint: fingerprints.UploadFingerprint, limit: int) -> None:
+    """The same, from the upload's worker thread: what the parser left (a multipart epilogue)."""
+    while read_chunk() is not None:
+        if fingerprint.seen > limit:
+            raise _over_limit(limit)
 
 
 async def _drain(next_chunk: Any, limit: int) -> None:
@@ -342,22 +387,20 @@ _RESULT_CONTENT = {
 }
 
 
+# A job's results (and errors) page in line order for one model, which the request names: the line
+# is the whole sort key.
+_LINE_CURSOR = "line"
+
+
 def _encode_line_cursor(line: int) -> str:
-    return base64.urlsafe_b64encode(f"line:{line}".encode()).decode().rstrip("=")
+    return cursors.encode(_LINE_CURSOR, line)
 
 
 def _decode_line_cursor(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, n = raw.partition(":")
-        line = int(n)
-        if tag != "line" or line < 0:
-            raise ValueError(raw)
-        return line
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("invalid cursor", code="invalid_cursor") from None
+    (line,) = cursors.decode(cursor, _LINE_CURSOR, ("int",))
+    return int(line)
 
 
 def _jsonl(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -15,9 +16,10 @@ from api.errors import responses
 from api.schemas import ScoreRequest, ScoreResponse
 from api.submission import parse_items
 from db.jobs import check_options, resolve_model
-from rmscore import formats, keys
+from rmscore import failures, formats, keys
 from rmscore.errors import Overloaded, RmscoreError, ScoringFailed, Timeout, TooLarge, Unavailable
 
+log = logging.getLogger("api")
 router = APIRouter(prefix="/v1", tags=["score"])
 
 
@@ -96,7 +98,10 @@ async def score(body: ScoreRequest, caller: CallerDep, state: StateDep) -> Score
             raise Timeout(f"not scored within {settings.sync_timeout:g}s; the workers are busy", code="timeout")
         reply = json.loads(got[1])
         if "error" in reply:
-            raise ScoringFailed(reply["error"]["message"], code=reply["error"]["code"])
+            # The worker's message is exception text (hosts, paths, SQL): the log gets it, the tenant
+            # a fixed message (rmscore/failures.py).
+            log.warning("sync scoring failed on a worker: %s", reply["error"].get("message"))
+            raise ScoringFailed(failures.request_failed(), code="scoring_failed")
         for rec in reply["records"]:
             records[rec["line"]] = rec
         identity = reply.get("model_identity")

@@ -38,7 +38,7 @@ def scores(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ScorePage:
-    """Scored lines (errors left out) of your jobs, in (job_id, line) order; page with `cursor`.
+    """Scored lines (errors left out) of your jobs, in (job_id, line, model) order; page with `cursor`.
 
     The score range filters chat rows on `score` and pairwise rows on `margin`
     (chosen_score - rejected_score). Another tenant's job id matches nothing.

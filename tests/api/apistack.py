@@ -29,8 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("RMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = {"sqlite": 13, "postgresql": 14}
-TENANTS = ("alice", "bob", "carol", "dave", "erin", "fuzz")
+# Tests that count a tenant's jobs or scores own it alone; test_api_trust.py owns frank..ivan.
+TENANTS = ("alice", "bob", "carol", "dave", "erin", "fuzz", "frank", "grace", "heidi", "ivan")
 CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
+# An item with this custom_id makes the stack's worker raise, with a secret-looking text in the exception.
+POISON_ID = "poison-me"
 
 
 def free_port() -> int:
@@ -130,6 +133,8 @@ def stack_env(tiny: Path, db_url: str, broker_url: str, **extra: str) -> dict[st
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONPATH=str(REPO),
+        # Inert unless an item has this custom_id: then scoring it raises in the worker (worker/faults.py).
+        RMSCORE_FAULT_POISON=POISON_ID,
     )
     env.update(extra)
     return env

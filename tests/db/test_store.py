@@ -13,7 +13,7 @@ from db.jobs import cancel_job, create_job, get_job, job_summary, list_jobs, res
 from db.models import chunks, items, jobs, results
 from db.results import iter_results
 from db.session import reading
-from rmscore.errors import BadRequest, Conflict, NotFound, TooLarge
+from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.formats import iter_parsed, parse_line, parse_object
 from rmscore.settings import Settings
 
@@ -145,6 +145,36 @@ def test_idempotency_key_returns_the_same_job(db: Engine) -> None:
     assert first.created and not again.created and other_tenant.created
     assert again.job.id == first.job.id and again.job.total == 1
     assert other_tenant.job.id != first.job.id
+    assert count(db, jobs) == 2
+
+
+def test_an_idempotency_key_with_another_fingerprint_is_refused(db: Engine) -> None:
+    first = create_job(db, parsed([chat(1)]), model="tiny", idempotency_key="k2", tenant="a", fingerprint="f1")
+    same = create_job(db, parsed([chat(1)]), model="tiny", idempotency_key="k2", tenant="a", fingerprint="f1")
+    assert same.job.id == first.job.id and not same.created
+    with pytest.raises(IdempotencyMismatch):
+        create_job(db, parsed([chat(1)]), model="tiny", idempotency_key="k2", tenant="a", fingerprint="f2")
+    # A deferred fingerprint (an upload's) is read once the input is: after the last line.
+    read: list[int] = []
+
+    def lines() -> Any:
+        for p in parsed([chat(1), chat(2)]):
+            read.append(p.line)
+            yield p
+
+    def digest() -> str:
+        assert read == [1, 2]
+        return "f3"
+
+    late = create_job(db, lines(), model="tiny", idempotency_key="k3", tenant="a", fingerprint=digest)
+    read.clear()
+    with pytest.raises(IdempotencyMismatch):
+        create_job(db, lines(), model="tiny", idempotency_key="k3", tenant="a", fingerprint=lambda: "f4")
+    read.clear()
+    assert (
+        create_job(db, lines(), model="tiny", idempotency_key="k3", tenant="a", fingerprint=digest).job.id
+        == late.job.id
+    )
     assert count(db, jobs) == 2
 
 

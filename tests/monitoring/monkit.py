@@ -24,6 +24,8 @@ from testkit import CLI, REDIS_URL, REPO, WorkerProc, clean_env, wait_until
 
 REDIS_DB = 12
 FLOWER_USER, FLOWER_PASSWORD = "monitor", "s3cret-flower"
+# Bearer token Prometheus sends to the API's /metrics (RMSCORE_METRICS_TOKEN).
+METRICS_TOKEN = "monitoring-scrape-token"
 JOB_PAIRS = 20
 CHUNK_SIZE = 6  # 20 pairs -> 4 chunks
 IDLE_CHUNKS = 3
@@ -115,6 +117,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, shared
         RMSCORE_DEVICE="cpu",
         RMSCORE_HEARTBEAT_INTERVAL="1",
         RMSCORE_FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+        RMSCORE_METRICS_TOKEN=METRICS_TOKEN,  # the API's /metrics needs it (or an admin key)
     )
     settings = Settings(
         database_url=db_url, broker_url=broker_url, model=str(tiny_model_dir), models=[str(p) for p in extra.values()],

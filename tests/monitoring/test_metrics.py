@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from monkit import CHUNK_SIZE, IDLE_CHUNKS, Fleet
+from monkit import CHUNK_SIZE, IDLE_CHUNKS, METRICS_TOKEN, Fleet
 from prometheus_client.parser import text_string_to_metric_families
 from testkit import wait_until
 
 
-def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    resp = httpx.get(url, timeout=30)
+def samples(url: str, token: str | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    resp = httpx.get(url, headers={"Authorization": f"Bearer {token}"} if token else None, timeout=30)
     assert resp.status_code == 200, resp.text
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -60,7 +60,9 @@ def test_the_worker_exports_what_it_scored(fleet: Fleet) -> None:
 
 def test_the_api_exports_jobs_lines_and_queue_depth(fleet: Fleet) -> None:
     assert httpx.get(f"{fleet.api_url}/readyz", timeout=30).status_code == 200  # a request to time
-    m = samples(f"{fleet.api_url}/metrics")
+    # Every tenant's counts: not without the scrape token (the worker's own port is private).
+    assert httpx.get(f"{fleet.api_url}/metrics", timeout=30).status_code == 401
+    m = samples(f"{fleet.api_url}/metrics", METRICS_TOKEN)
     assert value(m, "rmscore_jobs", status="completed") == 1
     assert value(m, "rmscore_jobs", status="queued") == 1  # the tiny-idle job: no worker serves it
     assert value(m, "rmscore_lines", outcome="scored") == fleet.job_items
