@@ -99,6 +99,9 @@ class Engine:
     overflow: Overflow
     stats: EngineStats = field(default_factory=EngineStats)
     revision: str | None = None
+    # What names the weights' content (`worker.weights`): a SHA-256 digest of a model directory or a
+    # hub commit; None for a model built in memory, which the score cache then never serves.
+    weights: str | None = None
     # Micro-batches in flight at once. On a CPU each lane is a thread with its share of the cores:
     # one small batch per core beats every core splitting each op (see `lanes_for`). CUDA: 1.
     lanes: int = 1
@@ -140,7 +143,7 @@ class Engine:
         hf_model = AutoModelForSequenceClassification.from_pretrained(
             model, dtype=torch_dtype, attn_implementation="sdpa"
         )
-        return cls.from_model(
+        engine = cls.from_model(
             hf_model,
             tokenizer,
             model=model,
@@ -151,6 +154,11 @@ class Engine:
             lanes=lanes,
             packed=packed,
         )
+        from worker.weights import weights_identity
+
+        # After loading, so a hub model's commit is known; a directory is hashed by content.
+        engine.weights = weights_identity(model, engine.revision)
+        return engine
 
     @classmethod
     def from_model(
@@ -203,10 +211,11 @@ class Engine:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What makes two scores comparable: same model, revision, dtype and max_length."""
+        """What makes two scores comparable: same model, revision, weights, dtype and max_length."""
         return {
             "model": self.model,
             "revision": self.revision,
+            "weights": self.weights,
             "dtype": self.dtype,
             "max_length": self.max_length,
         }
