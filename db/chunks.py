@@ -54,6 +54,7 @@ class Lease:
     attempts: int  # including this one
     owner: str
     options: dict[str, Any]
+    tenant: str = "local"  # the job's tenant: it scopes the score cache (`db.cache.cache_scope`)
 
 
 class LeaseLost(Exception):
@@ -97,7 +98,7 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
             if res.rowcount != 1:
                 return None
             row = conn.execute(
-                select(chunks, jobs.c.kind, jobs.c.options)
+                select(chunks, jobs.c.kind, jobs.c.options, jobs.c.tenant)
                 .join(jobs, jobs.c.id == chunks.c.job_id)
                 .where(chunks.c.id == chunk_id)
             ).one()
@@ -112,6 +113,7 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
             row.attempts,
             owner,
             dict(row.options or {}),
+            row.tenant,
         )
 
     lease = retrying(run, what=f"claiming chunk {chunk_id}")
