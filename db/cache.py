@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -154,7 +154,8 @@ class PruneReport:
 
 def prune(db: Engine, *, max_age_s: float, max_rows: int) -> PruneReport:
     """Enforce the bounds: drop rows older than `max_age_s` (0: no age bound), then the oldest rows
-    while more than `max_rows` remain (0: no row bound). Afterwards at most `max_rows` rows are left.
+    while more than `max_rows` remain (0: no row bound). Afterwards at most `max_rows` rows are left
+    (exactly that many if there were more).
 
     Rows keep the time they were first scored; a hit does not renew them, so a score is rescored
     at least once per `max_age_s` however often it is used.
@@ -163,16 +164,18 @@ def prune(db: Engine, *, max_age_s: float, max_rows: int) -> PruneReport:
     over = 0
     if max_rows > 0:
         c = score_cache.c
-        # The newest row that must go: the (max_rows + 1)-th newest. Deleting every row not newer than
-        # it leaves at most max_rows (fewer when several share its timestamp).
-        cutoff_q = select(c.created_at).order_by(c.created_at.desc()).offset(max_rows).limit(1)
+        # Rows in a total order, oldest first (ties on the timestamp, common as a chunk's rows share
+        # one, broken by the key). The (max_rows + 1)-th newest row and every row before it go, so
+        # exactly max_rows stay.
+        order = (c.created_at, c.scope, c.identity_hash, c.conversation_hash)
+        cutoff_q = select(*order).order_by(*(col.desc() for col in order)).offset(max_rows).limit(1)
 
         def run() -> int:
             with writing(db) as conn:
-                cutoff = conn.execute(cutoff_q).scalar()
+                cutoff = conn.execute(cutoff_q).first()
                 if cutoff is None:
                     return 0
-                return int(conn.execute(delete(score_cache).where(c.created_at <= cutoff)).rowcount or 0)
+                return int(conn.execute(delete(score_cache).where(tuple_(*order) <= tuple(cutoff))).rowcount or 0)
 
         over = retrying(run, what="pruning the score cache")
     return PruneReport(expired, over)

@@ -7,13 +7,12 @@ and `stats` counts per identity; a two-model job stores chunks and counts per mo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 from testkit import database_url
-
-from datetime import timedelta
 
 from db.cache import (
     SHARED_SCOPE,
@@ -115,6 +114,12 @@ def test_prune_holds_the_age_and_row_bounds(db: Engine) -> None:
     new = [conversation_hash([{"role": "user", "content": f"newm{i}"}]) for i in range(3)]
     assert set(lookup(db, "alice", ident, new)) == set(new)
     assert prune(db, max_age_s=86400, max_rows=3).deleted == 0
+
+
+def test_prune_keeps_exactly_max_rows_when_rows_share_a_timestamp(db: Engine) -> None:
+    _fill(db, 10, tag="same")  # one store: one timestamp for all ten
+    assert prune(db, max_age_s=0, max_rows=4).over_rows == 6
+    assert _count(db) == 4
 
 
 def test_clear_narrows_by_model_age_and_scope_and_stats_count_per_identity(db: Engine) -> None:
