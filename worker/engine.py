@@ -137,27 +137,31 @@ class Engine:
         """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from worker.weights import PendingIdentity
+
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        hf_model = AutoModelForSequenceClassification.from_pretrained(
-            model, dtype=torch_dtype, attn_implementation="sdpa"
-        )
-        engine = cls.from_model(
-            hf_model,
-            tokenizer,
-            model=model,
-            device=str(dev),
-            max_batch_tokens=max_batch_tokens,
-            max_batch_size=max_batch_size,
-            overflow=overflow,
-            lanes=lanes,
-            packed=packed,
-        )
-        from worker.weights import weights_identity
-
-        # After loading, so a hub model's commit is known; a directory is hashed by content.
-        engine.weights = weights_identity(model, engine.revision)
+        # A directory's weights are hashed while they load; a hub model's commit is known after.
+        pending = PendingIdentity(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            hf_model = AutoModelForSequenceClassification.from_pretrained(
+                model, dtype=torch_dtype, attn_implementation="sdpa"
+            )
+            engine = cls.from_model(
+                hf_model,
+                tokenizer,
+                model=model,
+                device=str(dev),
+                max_batch_tokens=max_batch_tokens,
+                max_batch_size=max_batch_size,
+                overflow=overflow,
+                lanes=lanes,
+                packed=packed,
+            )
+            engine.weights = pending.result(engine.revision)
+        finally:
+            pending.close()
         return engine
 
     @classmethod

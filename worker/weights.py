@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,33 @@ def directory_digest(directory: str | Path, *, threads: int | None = None) -> st
     for path, (size, digest) in zip(files, digests, strict=True):
         combined.update(f"{path.name}\0{size}\0{digest}\n".encode())
     return f"sha256:{combined.hexdigest()}"
+
+
+class PendingIdentity:
+    """`weights_identity` started beside the model load: a directory is hashed on a background thread
+    while `from_pretrained` reads the same files, so the load pays roughly max(load, hash), not the sum."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._pool: ThreadPoolExecutor | None = None
+        self._digest: Future[str] | None = None
+        if Path(model).is_dir():
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rmscore-weights")
+            self._digest = self._pool.submit(directory_digest, model)
+
+    def result(self, commit_hash: str | None) -> str | None:
+        """The identity (waits for the digest); `commit_hash`: the loaded config's, for a hub model."""
+        if self._digest is None:
+            return weights_identity(self.model, commit_hash)
+        try:
+            return self._digest.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def weights_identity(model: str, commit_hash: str | None) -> str | None:

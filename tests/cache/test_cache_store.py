@@ -189,3 +189,34 @@ def test_two_model_job_counts_and_compare(db: Engine) -> None:
     with reading(db) as conn:
         q = select(results.c.cached).where(results.c.model == "b", results.c.line == 1)
         assert conn.execute(q).scalar() is False
+
+
+class _Engine:
+    """Engine-shaped stand-in (pure logic): counts the conversations it is asked to score."""
+
+    name, overflow = "m", "truncate"
+
+    def __init__(self, weights: str | None) -> None:
+        self.identity = {**IDENT, "weights": weights}
+        self.scored = 0
+
+    def score(self, conversations: list, *, overflow: str | None = None) -> list:
+        from worker.engine import Scored
+
+        self.scored += len(conversations)
+        return [Scored(1.5, 4, False) for _ in conversations]
+
+
+def test_weights_nobody_can_name_never_use_the_cache(db: Engine) -> None:
+    from worker.cache import CachingScorer
+
+    convs = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}] for i in range(3)]
+    unnamed = _Engine(None)  # built in memory, or a hub model without a commit
+    for _ in range(2):
+        CachingScorer(unnamed, db, "alice").score(convs)
+    assert unnamed.scored == 6 and rows_by_model(db) == {}
+    named = _Engine("sha256:aa")
+    for _ in range(2):
+        scorer = CachingScorer(named, db, "alice")
+        scorer.score(convs)
+    assert named.scored == 3 and scorer.hits == 3 and rows_by_model(db) == {"m": 3}
