@@ -220,3 +220,15 @@ def test_weights_nobody_can_name_never_use_the_cache(db: Engine) -> None:
         scorer = CachingScorer(named, db, "alice")
         scorer.score(convs)
     assert named.scored == 3 and scorer.hits == 3 and rows_by_model(db) == {"m": 3}
+
+
+def test_cache_clear_reads_durations() -> None:
+    import typer
+
+    from rmscore.cli.cache import parse_duration
+
+    assert parse_duration("30d") == timedelta(days=30)
+    assert parse_duration("12h") == timedelta(hours=12) and parse_duration("90") == timedelta(seconds=90)
+    assert parse_duration("1.5m") == timedelta(seconds=90) and parse_duration("2w") == timedelta(days=14)
+    with pytest.raises(typer.BadParameter):
+        parse_duration("soon")
