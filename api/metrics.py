@@ -27,12 +27,14 @@ class _StoreCollector:
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
+        from db.cache import rows_by_model
         from db.models import JOB_STATUSES
         from db.scores import jobs_by_status, lines_by_outcome
 
         try:
             counts = jobs_by_status(self.state.db)
             lines = lines_by_outcome(self.state.db)
+            cache_rows = rows_by_model(self.state.db)
         except Exception as e:  # noqa: BLE001 - a scrape must not fail because the database is down
             log.warning("metrics: database unavailable: %s", e)
         else:
@@ -43,6 +45,14 @@ class _StoreCollector:
             g = GaugeMetricFamily("rmscore_lines", "Lines with an outcome, over all stored jobs.", labels=["outcome"])
             for outcome, n in lines.items():
                 g.add_metric([outcome], n)
+            yield g
+            g = GaugeMetricFamily(
+                "rmscore_score_cache_rows",
+                "Score cache rows per model (bounded by RMSCORE_CACHE_MAX_ROWS / RMSCORE_CACHE_MAX_AGE).",
+                labels=["model"],
+            )
+            for model, n in sorted(cache_rows.items()):
+                g.add_metric([model], n)
             yield g
         try:
             r = self.state.redis

@@ -143,7 +143,8 @@ class Comparison(BaseModel):
 
 
 class ResultRecord(BaseModel):
-    """One line's outcome, as `rmscore score` writes it: a score, a pair of scores, or an error."""
+    """One line's outcome, as `rmscore score` writes it (a score, a pair of scores, or an error), plus
+    `cached` on a scored line of a stored job."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -156,6 +157,8 @@ class ResultRecord(BaseModel):
     rejected_score: float | None = None
     correct: bool | None = None
     truncated: bool | None = None
+    # On every scored line of a stored job's results (not in `rmscore score`'s own output).
+    cached: bool | None = Field(None, description="The score came from the score cache, not the model.")
     error: Error | None = None
 
 

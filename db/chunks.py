@@ -57,6 +57,7 @@ class Lease:
     attempts: int  # including this one
     owner: str
     options: dict[str, Any]
+    tenant: str = "local"  # the job's tenant: it scopes the score cache (`db.cache.cache_scope`)
 
 
 class LeaseLost(Exception):
@@ -100,7 +101,7 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
             if res.rowcount != 1:
                 return None
             row = conn.execute(
-                select(chunks, jobs.c.kind, jobs.c.options)
+                select(chunks, jobs.c.kind, jobs.c.options, jobs.c.tenant)
                 .join(jobs, jobs.c.id == chunks.c.job_id)
                 .where(chunks.c.id == chunk_id)
             ).one()
@@ -115,6 +116,7 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
             row.attempts,
             owner,
             dict(row.options or {}),
+            row.tenant,
         )
 
     lease = retrying(run, what=f"claiming chunk {chunk_id}")

@@ -142,17 +142,26 @@ class Chunk(Base):
 
 
 class CachedScore(Base):
-    """One conversation's score under one model identity (`db.cache`), shared by every job."""
+    """One conversation's score under one model identity, in one scope (`db.cache`).
+
+    The scope is the tenant whose job scored it, so a tenant can never learn from `cached: true`
+    what another tenant scored; under `RMSCORE_CACHE_SCOPE=shared` it is `db.cache.SHARED_SCOPE`.
+    Migration 0004 (before it: no scope, no model, and an identity that did not cover the weights).
+    """
 
     __tablename__ = "score_cache"
 
-    # sha256 of the identity (model id, revision, dtype, max_length) and of the conversation.
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # sha256 of the identity (model id, revision, weights digest, dtype, max_length) and of the conversation.
     identity_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     conversation_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))  # the short model name, for stats and `cache clear --model`
     score: Mapped[float] = mapped_column(Float)
     num_tokens: Mapped[int] = mapped_column(Integer)
     truncated: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_score_cache_created", "created_at"),)  # pruning by age and by rows
 
 
 jobs = Job.__table__

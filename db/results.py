@@ -1,7 +1,8 @@
 """Results: output records <-> rows, the idempotent upsert, and reads in input order.
 
 A result row is keyed by (job, line, model), so writing the same chunk twice (a redelivered task)
-overwrites rather than duplicates. Rows read back as exactly the records `rmscore score` writes.
+overwrites rather than duplicates. Rows read back as the records `rmscore score` writes, plus
+`cached` on every scored line (whether its score came from the score cache, not the model).
 """
 
 from __future__ import annotations
@@ -113,14 +114,18 @@ def insert_missing_results(conn: Connection, rows: Sequence[dict[str, Any]]) -> 
 
 
 def row_record(kind: str, row: Any) -> dict[str, Any]:
-    """The `rmscore score` record for a results row (joined with its item)."""
+    """The `rmscore score` record for a results row (joined with its item), with `cached` when scored."""
     if row.error_code is not None:
         return error_record(row.line, row.custom_id, row.error_code, row.error_message, row.subset)
     if kind == "pairwise":
-        return pair_record(
+        rec = pair_record(
             row.line, row.custom_id, row.subset, row.chosen_score, row.rejected_score, bool(row.truncated)
         )
-    return chat_record(row.line, row.custom_id, row.score, row.num_tokens, bool(row.truncated))
+    else:
+        rec = chat_record(row.line, row.custom_id, row.score, row.num_tokens, bool(row.truncated))
+    # Every export says where a score came from: rows stored before migration 0003 read as not cached.
+    rec["cached"] = bool(getattr(row, "cached", False))
+    return rec
 
 
 def _job_head(conn: Connection, job_id: str, tenant: str | None) -> Any:
@@ -170,6 +175,7 @@ def iter_results(
                 results.c.truncated,
                 results.c.error_code,
                 results.c.error_message,
+                results.c.cached,
                 results.c.line.label("result_line"),
             )
             .select_from(

@@ -40,3 +40,6 @@ def sync_reply(request_id: str) -> str:
 
 WORKER_HEARTBEAT_PATTERN = f"{PREFIX}:worker:*:heartbeat"
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock"
+# Set (with an expiry of RMSCORE_CACHE_PRUNE_INTERVAL) by the reconciler that pruned the score cache
+# last: the fleet prunes once per interval, not once per worker pass.
+CACHE_PRUNE_GATE = f"{PREFIX}:cache:prune"

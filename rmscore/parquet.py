@@ -81,7 +81,7 @@ def iter_parsed(
 
 # Columns of a results file per job kind (Parquet and CSV): the same whatever the rows hold.
 RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "chat": ("line", "custom_id", "score", "num_tokens", "truncated", "error_code", "error_message"),
+    "chat": ("line", "custom_id", "score", "num_tokens", "truncated", "cached", "error_code", "error_message"),
     "pairwise": (
         "line",
         "custom_id",
@@ -90,6 +90,7 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
         "rejected_score",
         "correct",
         "truncated",
+        "cached",
         "error_code",
         "error_message",
     ),
@@ -107,6 +108,7 @@ def _schema(kind: str) -> Any:
         "rejected_score": pa.float64(),
         "correct": pa.bool_(),
         "truncated": pa.bool_(),
+        "cached": pa.bool_(),  # the score came from the score cache (null on an error line)
     }
     return pa.schema([pa.field(c, types.get(c, pa.string())) for c in RESULT_COLUMNS[kind]])
 

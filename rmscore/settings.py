@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_ttl: float = Field(default=30.0, gt=0)
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # The score cache (db/cache.py). `tenant`: a job only ever gets scores its own tenant's jobs
+    # computed, so `cached: true` discloses nothing across tenants. `shared`: one cache for every
+    # tenant (more hits; a tenant can then learn that someone already scored a text).
+    cache_scope: Literal["tenant", "shared"] = "tenant"
+    # Bounds, enforced by the reconciler (at most every `cache_prune_interval` seconds, fleet-wide):
+    # rows older than this many seconds go (0: no age bound), then the oldest beyond the row count.
+    cache_max_age: float = Field(default=30 * 86400.0, ge=0)
+    cache_max_rows: int = Field(default=10_000_000, ge=0)
+    cache_prune_interval: float = Field(default=300.0, gt=0)
 
     api_url: str | None = None
     api_key: str | None = None

@@ -27,10 +27,20 @@ def cache_enabled(options: dict[str, Any]) -> bool:
 
 
 class CachingScorer:
-    """Engine-shaped (`score`) front of a loaded engine that consults and fills the score cache."""
+    """Engine-shaped (`score`) front of a loaded engine that consults and fills the score cache.
 
-    def __init__(self, engine: Any, db: DbEngine, *, enabled: bool = True) -> None:
-        self.engine, self.db, self.enabled = engine, db, enabled
+    `scope`: the job's tenant, or the shared scope (`db.cache.cache_scope`); lookups and stores
+    never leave it. An engine whose weights have no identity (`Engine.weights` None: built in
+    memory, or a hub model without a commit) never uses the cache: nothing could prove a cached
+    score came from the same weights.
+    """
+
+    def __init__(self, engine: Any, db: DbEngine, scope: str, *, enabled: bool = True) -> None:
+        self.engine, self.db, self.scope = engine, db, scope
+        # Stores need known weights; lookups also need the job to want cached scores (`cache: false`
+        # rescores, and its fresh scores still fill the cache).
+        self.storable = engine.identity.get("weights") is not None
+        self.enabled = enabled and self.storable
         self.identity = identity_hash(engine.identity)
         self.hits = 0  # conversations answered from the cache (not scored by the model)
         self.from_cache: list[bool] = []  # per conversation of the last `score` call
@@ -40,7 +50,7 @@ class CachingScorer:
 
         hashes = [conversation_hash(c) for c in conversations]
         policy = overflow or self.engine.overflow
-        found = lookup(self.db, self.identity, hashes) if self.enabled else {}
+        found = lookup(self.db, self.scope, self.identity, hashes) if self.enabled else {}
         usable = {h: s for h, s in found.items() if not (s.truncated and policy == "error")}
         self.from_cache = [h in usable for h in hashes]
         misses = [i for i, hit in enumerate(self.from_cache) if not hit]
@@ -57,8 +67,10 @@ class CachingScorer:
                 out[i] = r
                 if isinstance(r, Scored):
                     new[hashes[i]] = CachedScore(r.score, r.num_tokens, r.truncated)
+            if not self.storable:
+                return out
             try:
-                store(self.db, self.identity, new)
+                store(self.db, self.scope, self.identity, self.engine.name, new)
             except Exception as exc:  # noqa: BLE001 - a cache write failing must not fail the chunk
                 log.warning("could not store %d scores in the score cache: %s", len(new), exc)
         return out

@@ -99,6 +99,9 @@ class Engine:
     overflow: Overflow
     stats: EngineStats = field(default_factory=EngineStats)
     revision: str | None = None
+    # What names the weights' content (`worker.weights`): a SHA-256 digest of a model directory or a
+    # hub commit; None for a model built in memory, which the score cache then never serves.
+    weights: str | None = None
     # Micro-batches in flight at once. On a CPU each lane is a thread with its share of the cores:
     # one small batch per core beats every core splitting each op (see `lanes_for`). CUDA: 1.
     lanes: int = 1
@@ -134,23 +137,32 @@ class Engine:
         """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from worker.weights import PendingIdentity
+
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        hf_model = AutoModelForSequenceClassification.from_pretrained(
-            model, dtype=torch_dtype, attn_implementation="sdpa"
-        )
-        return cls.from_model(
-            hf_model,
-            tokenizer,
-            model=model,
-            device=str(dev),
-            max_batch_tokens=max_batch_tokens,
-            max_batch_size=max_batch_size,
-            overflow=overflow,
-            lanes=lanes,
-            packed=packed,
-        )
+        # A directory's weights are hashed while they load; a hub model's commit is known after.
+        pending = PendingIdentity(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            hf_model = AutoModelForSequenceClassification.from_pretrained(
+                model, dtype=torch_dtype, attn_implementation="sdpa"
+            )
+            engine = cls.from_model(
+                hf_model,
+                tokenizer,
+                model=model,
+                device=str(dev),
+                max_batch_tokens=max_batch_tokens,
+                max_batch_size=max_batch_size,
+                overflow=overflow,
+                lanes=lanes,
+                packed=packed,
+            )
+            engine.weights = pending.result(engine.revision)
+        finally:
+            pending.close()
+        return engine
 
     @classmethod
     def from_model(
@@ -203,10 +215,11 @@ class Engine:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What makes two scores comparable: same model, revision, dtype and max_length."""
+        """What makes two scores comparable: same model, revision, weights, dtype and max_length."""
         return {
             "model": self.model,
             "revision": self.revision,
+            "weights": self.weights,
             "dtype": self.dtype,
             "max_length": self.max_length,
         }

@@ -38,9 +38,10 @@ class _WorkerCollector:
         info = GaugeMetricFamily(
             "rmscore_worker_info",
             "The model this worker holds (always 1).",
-            labels=[*labels, "model_id", "revision", "dtype", "device"],
+            labels=[*labels, "model_id", "revision", "weights", "dtype", "device"],
         )
-        info.add_metric([*values, engine.model, engine.revision or "", engine.dtype, engine.device], 1)
+        weights = getattr(engine, "weights", None) or ""
+        info.add_metric([*values, engine.model, engine.revision or "", weights, engine.dtype, engine.device], 1)
         yield info
 
         counters = (

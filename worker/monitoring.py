@@ -117,6 +117,7 @@ class Monitor:
             "model": engine.name,
             "model_id": engine.model,
             "revision": engine.revision,
+            "weights": engine.weights,
             "dtype": engine.dtype,
             "device": engine.device,
             "gpu": gpu_info(engine.device),

@@ -5,7 +5,9 @@ One pass (under a Redis lock, so a fleet runs one at a time):
    failed after `max_attempts` with the error on their items;
 2. queued chunks the broker no longer knows (their `chunk_enqueued` key is gone: FLUSHALL, a Redis
    restart without persistence) are re-sent;
-3. jobs whose chunks have all ended are moved to their end state; `cancelling` -> `cancelled`.
+3. jobs whose chunks have all ended are moved to their end state; `cancelling` -> `cancelled`;
+4. at most once per `RMSCORE_CACHE_PRUNE_INTERVAL` across the fleet, the score cache is pruned to
+   its bounds (`RMSCORE_CACHE_MAX_AGE`, `RMSCORE_CACHE_MAX_ROWS`; `db.cache.prune`).
 
 Every step is a guarded compare-and-set, so two passes at once, or a pass racing a worker, are safe.
 Every worker runs one in a background thread; `rmscore reconcile --once` runs one by hand.
@@ -49,6 +51,7 @@ class ReconcileReport:
     failed_chunks: int = 0
     cancelled_chunks: int = 0
     jobs_finished: int = 0
+    cache_pruned: int = 0  # score cache rows dropped (too old, or beyond the row bound)
 
     def __bool__(self) -> bool:
         return bool(
@@ -57,6 +60,7 @@ class ReconcileReport:
             or self.failed_chunks
             or self.cancelled_chunks
             or self.jobs_finished
+            or self.cache_pruned
         )
 
     def summary(self) -> str:
@@ -65,7 +69,7 @@ class ReconcileReport:
         return (
             f"re-queued {len(self.requeued_expired)} expired lease(s), re-sent {len(self.resent_lost)} lost "
             f"chunk(s), failed {self.failed_chunks}, cancelled {self.cancelled_chunks}, "
-            f"finished {self.jobs_finished} job(s)"
+            f"finished {self.jobs_finished} job(s), pruned {self.cache_pruned} score cache row(s)"
         )
 
 
@@ -83,6 +87,19 @@ def missing_from_broker(r: redis.Redis, refs: list[ChunkRef]) -> list[ChunkRef]:
             present = pipe.execute()
         lost.extend(ref for ref, there in zip(batch, present, strict=True) if not there)
     return lost
+
+
+def prune_cache(db: Engine, r: redis.Redis, settings: Settings, *, force: bool = False) -> int:
+    """Prune the score cache to its bounds unless another pass did so within the prune interval
+    (`force`: regardless). Returns the rows dropped."""
+    gate = max(1, int(settings.cache_prune_interval))
+    if not force and not r.set(keys.CACHE_PRUNE_GATE, "1", nx=True, ex=gate):
+        return 0
+    if force:
+        r.set(keys.CACHE_PRUNE_GATE, "1", ex=gate)
+    from db.cache import prune
+
+    return prune(db, max_age_s=settings.cache_max_age, max_rows=settings.cache_max_rows).deleted
 
 
 def reconcile_once(
@@ -115,6 +132,7 @@ def reconcile_once(
             report.resent_lost = [c.id for c in lost]
 
         report.jobs_finished = finish_jobs(db)
+        report.cache_pruned = prune_cache(db, r, settings, force=not use_lock)
         if report:
             log.info("reconcile: %s", report.summary())
         return report

@@ -9,6 +9,7 @@ and the API) and the reconciler. SIGTERM is Celery's warm shutdown: the chunk in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -78,13 +79,14 @@ class WorkerRuntime:
             faults.after_claim()
             items = load_items(self.db, lease)
             faults.before_scoring(items)
-            records = self._score(items, lease.options)
+            records = self._score(items, lease.options, lease.tenant)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
             if not poison.should_bisect(lease.attempts, s.max_attempts, items):
                 self.current = None
                 return self._give_back(lease, exc)
             # Last attempt: fail only the items that make scoring raise (worker/poison.py).
-            records = poison.bisect_scores(poison.scorer(self._score, lease.options), items, first_error=exc)
+            score = functools.partial(self._score, tenant=lease.tenant)
+            records = poison.bisect_scores(poison.scorer(score, lease.options), items, first_error=exc)
         try:
             ok = complete_chunk(self.db, lease, records, self.engine.identity)
         finally:
@@ -106,11 +108,14 @@ class WorkerRuntime:
         )
         return "done"
 
-    def _score(self, items: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+    def _score(self, items: list[Any], options: dict[str, Any], tenant: str) -> list[dict[str, Any]]:
+        from db.cache import cache_scope
         from worker.cache import CachingScorer, cache_enabled
 
-        # Conversations this model identity already scored (any job) come from the score cache.
-        scorer = CachingScorer(self.engine, self.db, enabled=cache_enabled(options))
+        # Conversations this model identity already scored for this tenant (any of its jobs), or for
+        # anyone under a shared cache, come from the score cache.
+        scope = cache_scope(tenant, self.settings.cache_scope)
+        scorer = CachingScorer(self.engine, self.db, scope, enabled=cache_enabled(options))
         records = self._run_engine(scorer, items, options)
         with self._lock:
             self.cache_hits += scorer.hits
@@ -147,6 +152,7 @@ class WorkerRuntime:
             "name": self.name,
             "model": self.engine.name,
             "model_id": self.engine.model,
+            "weights": self.engine.weights,
             "device": self.engine.device,
             "dtype": self.engine.dtype,
             "queue": self.queue,
@@ -274,8 +280,9 @@ def run_worker(
     engine.warmup()
     load_seconds = time.perf_counter() - t0
     log.info(
-        "loaded %s on %s (%s) in %.1fs, max_batch_tokens %d, lanes %d, %d packed linear layers",
+        "loaded %s (weights %s) on %s (%s) in %.1fs, max_batch_tokens %d, lanes %d, %d packed linear layers",
         model,
+        engine.weights,
         engine.device,
         engine.dtype,
         load_seconds,

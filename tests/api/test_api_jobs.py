@@ -237,3 +237,30 @@ def test_remote_cli_functions(stack: Stack, hh_file: Path, hh_reference: list[di
     out = stack.tmp / "remote.csv"
     run(f"remote.results({job_id!r}, output={str(out)!r})")
     assert len(list(csv.DictReader(out.open()))) == len(hh_reference)
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_every_results_format_says_which_scores_came_from_the_cache(stack: Stack) -> None:
+    """The same items twice for one tenant: the first job scores them (cached false), the second
+    takes each score from the cache (cached true), and JSONL, JSON pages, CSV and Parquet all say so."""
+    from rmscore.parquet import read_table
+
+    items = [*_chat_items(5, "cache-export"), {"custom_id": "bad", "messages": []}]
+    with stack.client("carol") as c:
+        jobs = []
+        for _ in range(2):
+            job = c.post("/v1/jobs", json={"items": items}).json()
+            assert wait_job(c, job["id"])["status"] == "completed"
+            jobs.append(job["id"])
+        for job_id, want in zip(jobs, (False, True), strict=True):
+            url = f"/v1/jobs/{job_id}/results"
+            jsonl = read_jsonl(c.get(url).text)
+            page = c.get(url, params={"format": "json", "limit": 100}).json()["data"]
+            rows = list(csv.DictReader(io.StringIO(c.get(url, params={"format": "csv"}).text)))
+            path = stack.tmp / f"{job_id}.parquet"
+            path.write_bytes(c.get(url, params={"format": "parquet"}).content)
+            table = read_table(path)
+            for records in (jsonl, page):
+                assert [r.get("cached") for r in records] == [want] * 5 + [None]  # an error line has no score
+            assert [r["cached"] for r in rows] == [str(want)] * 5 + [""]
+            assert [r["cached"] for r in table] == [want] * 5 + [None]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from testkit import REDIS_URL, WorkerProc, clean_env, start_worker_proc, wait_until
+from testkit import REDIS_URL, WorkerProc, clean_env, run_cli, start_worker_proc, wait_until
 
 BROKER = f"{REDIS_URL}/7"
 PAIRS = 12
@@ -40,29 +40,39 @@ def pairs(tag: str) -> list[dict[str, Any]]:
 
 
 class Stack:
-    def __init__(self, tmp: Path, model_dir: Path) -> None:
+    """A SQLite file and a Redis database for `rmscore worker` processes on `model_dir` (also used by
+    tests/cache/test_cache_trust.py, on its own Redis database)."""
+
+    def __init__(self, tmp: Path, model_dir: Path, broker: str = BROKER) -> None:
         import redis
 
         from db.migrate import upgrade
         from db.session import get_engine
         from rmscore.settings import Settings
 
+        self.tmp, self.model_dir = tmp, model_dir
         self.db_url = f"sqlite:///{tmp / 'cache.db'}"
-        self.redis = redis.Redis.from_url(BROKER)
+        self.redis = redis.Redis.from_url(broker)
         self.redis.flushdb()
-        self.settings = Settings(database_url=self.db_url, broker_url=BROKER, model=str(model_dir), _env_file=None)
+        self.settings = Settings(database_url=self.db_url, broker_url=broker, model=str(model_dir), _env_file=None)
         self.db = get_engine(self.db_url)
         upgrade(self.db)
         self.env = clean_env(
             RMSCORE_DATABASE_URL=self.db_url,
-            RMSCORE_BROKER_URL=BROKER,
+            RMSCORE_BROKER_URL=broker,
             RMSCORE_MODEL=str(model_dir),
             RMSCORE_DEVICE="cpu",
             RMSCORE_HEARTBEAT_INTERVAL="0.5",
         )
         self.chunks_seen = 0
 
-    def run_job(self, worker: WorkerProc, tag: str, **options: Any) -> str:
+    def start_worker(self, name: str, **env: str) -> WorkerProc:
+        """A fresh worker process (its heartbeat counts from zero again)."""
+        self.chunks_seen = 0
+        w = start_worker_proc({**self.env, **env}, name, self.tmp / f"{name}.log", ["--model", str(self.model_dir)])
+        return w.wait_ready(self.redis)
+
+    def run_job(self, worker: WorkerProc, tag: str, tenant: str = "local", **options: Any) -> str:
         from db.chunks import chunk_counts
         from db.jobs import get_job
         from worker.enqueue import submit
@@ -70,6 +80,7 @@ class Stack:
         job_id = submit(
             iter_parsed_items(pairs(tag)),
             kind="pairwise",
+            tenant=tenant,
             chunk_size=CHUNK,
             options=options or None,
             settings=self.settings,
@@ -140,6 +151,15 @@ def test_second_job_takes_every_score_from_the_cache_and_cache_false_rescores(st
     assert second_rows[-1].cached is None  # an error line: nothing came from the cache
     assert after_second["engine_items"] == after_first["engine_items"]
     assert after_second["cache_hits"] == 2 * PAIRS
+    # `rmscore results` (local: the database directly) says so in JSONL and in Parquet.
+    from rmscore.parquet import read_table
+
+    for job_id, want in ((first, False), (second, True)):
+        out = s.tmp / f"{job_id}.jsonl"
+        run_cli(["results", job_id, "-o", str(out)], s.env)
+        assert [json.loads(x).get("cached") for x in out.read_text().splitlines()] == [want] * PAIRS + [None]
+        run_cli(["results", job_id, "-o", str(out.with_suffix(".parquet"))], s.env)
+        assert [r["cached"] for r in read_table(out.with_suffix(".parquet"))] == [want] * PAIRS + [None]
 
     third = s.run_job(worker, "c", cache=False)
     after_third = s.beat

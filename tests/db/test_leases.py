@@ -106,7 +106,7 @@ def test_a_chunk_is_claimed_once_and_completed_once(db: Engine) -> None:
     assert (job.completed, job.status) == (3, "completed") and job.completed_at is not None
     out = list(iter_results(db, job_id))
     assert [r["line"] for r in out] == [1, 2, 3]
-    assert out[0] == chat_record(1, "c1", 2.5, 7, False)
+    assert out[0] == {**chat_record(1, "c1", 2.5, 7, False), "cached": False}
 
 
 def test_concurrent_claims_have_one_winner(db: Engine) -> None:
@@ -170,7 +170,7 @@ def test_item_errors_count_as_failed_lines(db: Engine) -> None:
     assert complete_chunk(db, lease, recs, None)
     job = get_job(db, job_id)
     assert (job.completed, job.failed, job.status) == (1, 1, "completed")
-    assert list(iter_results(db, job_id)) == recs
+    assert list(iter_results(db, job_id)) == [{**recs[0], "cached": False}, recs[1]]
     assert list(iter_results(db, job_id, errors_only=True)) == recs[1:]
 
 

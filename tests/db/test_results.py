@@ -28,13 +28,16 @@ def test_record_shapes_match_rmscore_score(db: Engine) -> None:
     lease = claim_chunk(db, chunk_id, new_owner("w"), lease_seconds=60, max_attempts=3)
     assert lease is not None and [i.line for i in load_items(db, lease)] == [1, 4, 5]
     rejected = error_record(4, "d", "too_long", "chosen: too long")  # no subset named: none carried
-    recs = [pair_record(1, "a", "s1", 0.25, -1.0, False), rejected, pair_record(5, "e", "s1", -2.0, 3.5, True)]
+    # Line 5's scores came from the score cache (`worker.cache.CachingScorer.mark` sets the flag).
+    cached = {**pair_record(5, "e", "s1", -2.0, 3.5, True), "cached": True}
+    recs = [pair_record(1, "a", "s1", 0.25, -1.0, False), rejected, cached]
     assert complete_chunk(db, lease, recs, {"model": "tiny"})
 
     out = list(iter_results(db, job.id))
     bad_with_subset = error_record(2, "b", "invalid_field", out[1]["error"]["message"], "s2")
+    # `rmscore score`'s shapes, plus `cached` on every scored line (never on an error).
     assert out == [
-        recs[0],
+        {**recs[0], "cached": False},
         bad_with_subset,
         error_record(3, None, "invalid_json", out[2]["error"]["message"]),
         rejected,

@@ -46,6 +46,9 @@ def test_flower_shows_what_the_worker_holds_in_its_stats(fleet: Fleet) -> None:
     )
     assert held["dtype"] == "float32" and held["gpu"] is None  # CPU: no GPU to describe
     assert "revision" in held and held["max_batch_tokens"] >= 16
+    from worker.weights import directory_digest
+
+    assert held["weights"] == directory_digest(fleet.model_dir)  # the identity the score cache keys on
     assert held["model_load_seconds"] > 0
     # Everything the job scored shows, nothing of the warm-up.
     # Pairs: chosen and rejected; each went through the model or came from the score cache.

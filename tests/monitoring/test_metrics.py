@@ -36,7 +36,11 @@ def test_the_worker_exports_what_it_scored(fleet: Fleet) -> None:
         return m if value(m, "rmscore_worker_items_scored_total", **me) == fleet.job_items else None
 
     m = wait_until(after_the_job, 60, f"the worker's metrics to count {fleet.job_items} items")
-    assert value(m, "rmscore_worker_info", **me, model_id=str(fleet.model_dir), dtype="float32", device="cpu") == 1
+    from worker.weights import directory_digest
+
+    weights = directory_digest(fleet.model_dir)  # the content the worker loaded, as its identity names it
+    info = {"model_id": str(fleet.model_dir), "weights": weights, "dtype": "float32", "device": "cpu"}
+    assert value(m, "rmscore_worker_info", **me, **info) == 1
     # Pairs: chosen and rejected; each went through the model or came from the score cache.
     conversations = value(m, "rmscore_worker_conversations_scored_total", **me)
     assert conversations + value(m, "rmscore_worker_cache_hits_total", **me) == 2 * fleet.job_items
@@ -71,4 +75,11 @@ def test_the_api_exports_jobs_lines_and_queue_depth(fleet: Fleet) -> None:
     assert value(m, "rmscore_queue_depth", model="tiny", queue="batch") == 0
     assert value(m, "rmscore_queue_depth", model="tiny-idle", queue="batch") == IDLE_CHUNKS
     assert value(m, "rmscore_queue_depth", model="tiny-idle", queue="sync") == 0
+    # Score cache rows per model, as the database holds them (the job filled the cache).
+    from db.cache import rows_by_model
+    from db.session import get_engine
+
+    cache_rows = rows_by_model(get_engine(fleet.settings.database_url))
+    assert cache_rows.get("tiny", 0) > 0
+    assert value(m, "rmscore_score_cache_rows", model="tiny") == cache_rows["tiny"]
     assert value(m, "rmscore_api_request_seconds_count", method="GET", route="/readyz", status="200") >= 1
