@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,9 @@ def test_every_results_format_says_which_scores_came_from_the_cache(stack: Stack
     takes each score from the cache (cached true), and JSONL, JSON pages, CSV and Parquet all say so."""
     from rmscore.parquet import read_table
 
-    items = [*_chat_items(5, "cache-export"), {"custom_id": "bad", "messages": []}]
+    # Conversations no other test of this stack scores (custom ids are not part of what is cached).
+    fresh = [{**item, "prompt": f"cache export {uuid.uuid4().hex} {item['prompt']}"} for item in _chat_items(5, "ce")]
+    items = [*fresh, {"custom_id": "bad", "messages": []}]
     with stack.client("carol") as c:
         jobs = []
         for _ in range(2):
