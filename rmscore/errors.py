@@ -85,3 +85,9 @@ class Unavailable(RmscoreError):
 class BadRequest(RmscoreError):
     code = "bad_request"
     http_status = 400
+
+
+class ModelNotFound(ConfigError):
+    """The model is neither a local model directory nor reachable on the hub (an offline machine)."""
+
+    code = "model_not_found"

@@ -134,6 +134,9 @@ class Engine:
         """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from worker.model_source import check_model_available
+
+        check_model_available(model)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         tokenizer = AutoTokenizer.from_pretrained(model)
