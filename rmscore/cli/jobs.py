@@ -46,6 +46,18 @@ def _remote() -> Any:
     return remote
 
 
+def database_label() -> str:
+    """Where the local commands keep jobs, fit to print (no password): users should know which file."""
+    from sqlalchemy.engine import make_url
+
+    from rmscore.settings import get_settings
+
+    url = make_url(get_settings().database_url)
+    if url.drivername.startswith("sqlite"):
+        return f"the database {url.database}"
+    return f"the database {url.render_as_string(hide_password=True)}"
+
+
 def _db() -> Any:
     from db.migrate import ensure_schema
     from db.session import get_engine
@@ -62,7 +74,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from db.session import get_engine
 
     at = upgrade(get_engine(), revision)
-    err.print(f"database at revision {at}")
+    err.print(escape(f"{database_label()} is at revision {at}"), highlight=False, soft_wrap=True)
 
 
 def submit(
@@ -126,6 +138,7 @@ def submit(
                 f"job {job.id}: {job.total:,} lines ({job.failed:,} failed to parse), {job.kind}, "
                 f"model {job.model}, stored in {time.perf_counter() - t0:.1f}s"
             )
+            err.print(escape(f"in {database_label()}"), highlight=False, soft_wrap=True)
         else:
             err.print(f"job {job.id} was already submitted with this idempotency key ({job.status})")
         typer.echo(job.id)

@@ -11,28 +11,26 @@ import typer
 def report(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="HTML file to write ('-' = stdout).", dir_okay=False)
+        Path, typer.Option("-o", "--output", metavar="FILE", help="HTML file to write ('-' = stdout).", dir_okay=False)
     ] = Path("report.html"),
 ) -> None:
     """Write a job's report (tables, charts, examples, throughput) as one HTML file that opens
-    offline. Reads the database at RMSCORE_DATABASE_URL; works on running jobs too."""
+    offline. Asks the API when RMSCORE_API_URL is set, else reads the database
+    (RMSCORE_DATABASE_URL); works on running jobs too."""
     from rich.console import Console
     from rich.markup import escape
 
-    from db.migrate import ensure_schema
-    from db.session import get_engine
-    from rmscore.errors import RmscoreError
-    from rmscore.report import build_report
+    from rmscore.cli.jobs import _db, _remote, _user_errors
 
     err = Console(stderr=True)
-    try:
-        db = get_engine()
-        ensure_schema(db)
-        html = build_report(db, job_id)
-    except RmscoreError as e:
-        # Escaped: rich would take "[job_not_found]" for a style tag and print nothing of it.
-        err.print(f"[red]error[/red] {escape(f'[{e.code}]: {e.message}')}")
-        raise typer.Exit(2 if e.http_status < 500 else 1) from None
+    if (remote := _remote()) is not None:
+        with remote._client() as client:
+            html = client.report(job_id)
+    else:
+        with _user_errors():
+            from rmscore.report import build_report
+
+            html = build_report(_db(), job_id)
     if str(output) == "-":
         typer.echo(html, nl=False)
         return
