@@ -58,6 +58,19 @@ def database_label() -> str:
     return f"the database {url.render_as_string(hide_password=True)}"
 
 
+def local_only(command: str) -> None:
+    """Commands with no API counterpart (keys, migrations, reconcile) say so when RMSCORE_API_URL is
+    set, and which database they use instead, rather than quietly working somewhere else."""
+    from rmscore.settings import get_settings
+
+    if get_settings().api_url:
+        err.print(
+            escape(f"note: `rmscore {command}` works on {database_label()} directly (the API offers no such call); "
+                   "RMSCORE_API_URL is not used"),
+            style="yellow", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
 def _db() -> Any:
     from db.migrate import ensure_schema
     from db.session import get_engine
@@ -73,6 +86,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from db.migrate import upgrade
     from db.session import get_engine
 
+    local_only("db upgrade")
     at = upgrade(get_engine(), revision)
     err.print(escape(f"{database_label()} is at revision {at}"), highlight=False, soft_wrap=True)
 
@@ -269,6 +283,7 @@ def reconcile(
         from worker.enqueue import get_redis
         from worker.reconcile import reconcile_once
 
+        local_only("reconcile")
         s = get_settings()
         report = reconcile_once(_db(), get_redis(s.broker_url), get_app(s), s, use_lock=not force)
         err.print(report.summary())

@@ -35,8 +35,14 @@ def up(
     env["RMSCORE_MODEL"] = model or s.model
     env.setdefault("RMSCORE_BROKER_URL", s.broker_url)
     stack = Stack(
-        model=env["RMSCORE_MODEL"], env=env, api_host=host, api_port=port,
-        flower_port=flower_port or None, workers=workers, log_dir=log_dir, say=err.print,
+        model=env["RMSCORE_MODEL"],
+        env=env,
+        api_host=host,
+        api_port=port,
+        flower_port=flower_port or None,
+        workers=workers,
+        log_dir=log_dir,
+        say=err.print,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

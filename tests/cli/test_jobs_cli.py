@@ -117,3 +117,10 @@ def test_jobs_and_report_through_the_api(tmp_path: Path, api: dict[str, str]) ->
     assert html.startswith("<!DOCTYPE html>") and second in html
     # The API mode opened no database of its own, here or in the data directory.
     assert not list(work.glob("rmscore.db*")) and not (tmp_path / "xdg").exists()
+
+
+def test_local_only_commands_say_so_in_api_mode(tmp_path: Path, api: dict[str, str]) -> None:
+    """Keys live in the database, not behind the API: the command says where it works instead."""
+    listed = rmscore(["keys", "list"], {**api, "RMSCORE_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}"}, tmp_path)
+    assert "RMSCORE_API_URL is not used" in listed.stderr and str(tmp_path / "api.db") in listed.stderr
+    assert json.loads(listed.stdout.splitlines()[0])["name"] == "reader"
