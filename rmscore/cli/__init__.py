@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
+    context_settings={"max_content_width": 110},
     pretty_exceptions_enable=False,
 )
 
@@ -64,10 +65,17 @@ def _register() -> None:
 _register()
 
 
+def command() -> typer.core.TyperGroup:
+    """The click command tree `main` runs, with help tidied (`rmscore.cli.helptext`)."""
+    from rmscore.cli.helptext import tidy
+
+    return tidy(typer.main.get_command(app))  # type: ignore[return-value]
+
+
 def main() -> None:
     """The console script: run the command; an expected failure is its cause and fix, exit code ≠ 0."""
     try:
-        app()
+        command()(prog_name="rmscore")
     except Exception as e:
         from rmscore.cli.failures import explain
 

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+
 err = Console(stderr=True)
 db_app = typer.Typer(help="The job database.", no_args_is_help=True)
 TERMINAL = ("completed", "failed", "cancelled")
@@ -81,7 +83,7 @@ def _db() -> Any:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision [default: head].")] = "head") -> None:
     """Create or migrate the tables at RMSCORE_DATABASE_URL (safe to run from several hosts at once)."""
     from db.migrate import upgrade
     from db.session import get_engine
@@ -94,21 +96,28 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 def submit(
     input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
     kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
-    model: Annotated[str | None, typer.Option(help="Model name to score with [default: RMSCORE_MODEL's].")] = None,
-    chunk_size: Annotated[
-        int | None, typer.Option(help="Items per chunk of work [default: RMSCORE_CHUNK_SIZE].", min=1)
+    model: Annotated[
+        str | None, typer.Option(help=f"Model to score with (its name or id). {env_default('model', DEFAULT_MODEL)}")
     ] = None,
-    overflow: Annotated[str | None, typer.Option(help="Over-long input: truncate or error.")] = None,
-    metadata: Annotated[str | None, typer.Option(help="JSON object stored with the job.")] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help=f"Items per chunk of work. {env_default('chunk_size', 256)}", min=1)
+    ] = None,
+    overflow: Annotated[
+        str | None,
+        typer.Option(metavar="MODE", help=f"Over-long input: truncate or error. {env_default('overflow', 'truncate')}"),
+    ] = None,
+    metadata: Annotated[str | None, typer.Option(metavar="JSON", help="JSON object stored with the job.")] = None,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Retrying with the same key returns the same job.")
+        str | None,
+        typer.Option(metavar="KEY", help="Retrying with the same key returns the same job [default: a new key]."),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")] = False,
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse scores this model already gave the same conversations.")
     ] = True,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated models: score with each, to compare them (API: /compare).")
+        str | None,
+        typer.Option(metavar="A,B", help="Several models: score with each, to compare them (rmscore compare)."),
     ] = None,
 ) -> None:
     """Store INPUT as a scoring job and queue it for the workers; prints the job id on stdout."""
@@ -236,7 +245,9 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]
 
 def results(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
-    output: Annotated[str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")] = "-",
+    output: Annotated[
+        str, typer.Option("-o", "--output", metavar="FILE", help="Where to write result lines ('-' = stdout).")
+    ] = "-",
     errors_only: Annotated[bool, typer.Option("--errors", help="Only the lines that failed.")] = False,
 ) -> None:
     """Write a job's results as JSONL in input order, in the format of `rmscore score`."""

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+
 err = Console(stderr=True)
 
 
@@ -18,12 +20,16 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def up(
-    model: Annotated[str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")] = None,
+    model: Annotated[
+        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [default: one per GPU, or 1 CPU].")] = None,
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     flower_port: Annotated[int, typer.Option(help="Flower port (0 = no Flower).")] = 5555,
-    log_dir: Annotated[Path | None, typer.Option(help="Write each process's log here.")] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Write each process's log here [default: this terminal].")
+    ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for a loaded, warmed-up worker.")] = 900,
 ) -> None:
     """Start Redis (embedded if none answers), migrations, workers, the API and Flower."""
