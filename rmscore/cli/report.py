@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+
+# Re-exported: the status tables moved to display (the module that prints them), which no longer
+# imports this one; the report command imports the job commands, and they import display.
+from rmscore.cli.display import evaluation_tables as evaluation_tables
 
 
 def report(
@@ -36,40 +40,6 @@ def report(
         return
     output.write_text(html, encoding="utf-8")
     err.print(escape(f"report of job {job_id} written to {output} ({len(html.encode()) / 1024:,.0f} KiB)"))
-
-
-def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:
-    """Rich tables for `rmscore status`: RewardBench sections and the EvalBiasBench table, those that
-    apply to `evaluation` (`rmscore.evaluation.evaluate` / `evaluate_accuracy` output)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    def pct(x: float | None) -> str:
-        return "—" if x is None else f"{100 * x:.1f}%"
-
-    tables: list[Any] = []
-    rb = (evaluation or {}).get("rewardbench")
-    if rb:
-        t = Table(title="RewardBench sections (per-prompt weighted, as RewardBench)")
-        t.add_column("section")
-        t.add_column("score", justify="right")
-        t.add_column("subsets", justify="right")
-        for s in rb["sections"]:
-            t.add_row(s["section"], pct(s["score"]), f"{len(s['subsets'])} of {len(s['subsets']) + len(s['missing'])}")
-        t.add_row("[b]score[/b]", f"[b]{pct(rb['score'])}[/b]", "mean of the four")
-        tables.append(t)
-    eb = (evaluation or {}).get("evalbiasbench")
-    if eb:
-        t = Table(title=f"EvalBiasBench (model card: {eb['reference_model']})")
-        for name, justify in (("bias", "left"), ("pairs", "right"), ("accuracy", "right"), ("card", "right")):
-            t.add_column(name, justify=justify)  # type: ignore[arg-type]
-        t.add_column("Δ", justify="right")
-        for r in eb["rows"]:
-            delta = "—" if r["accuracy"] is None else f"{100 * r['accuracy'] - r['reference']:+.1f}"
-            t.add_row(escape(r["bias"]), f"{r['n']:,}", pct(r["accuracy"]), f"{r['reference']:.1f}%", delta)
-        t.add_row("[b]all biases[/b]", f"{eb['overall']['n']:,}", pct(eb["overall"]["accuracy"]), "", "")
-        tables.append(t)
-    return tables
 
 
 def register(app: typer.Typer) -> None:
