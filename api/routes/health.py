@@ -11,7 +11,7 @@ from sqlalchemy import text
 from api.deps import StateDep
 from api.schemas import Health, Ready
 from db.session import reading
-from rmscore import keys
+from rmscore.liveness import ModelLiveness, model_liveness
 
 router = APIRouter(tags=["health"])
 
@@ -45,17 +45,26 @@ def readyz(state: StateDep) -> Any:
         state.redis.ping()
         return "ok"
 
+    models: dict[str, ModelLiveness] = {}
+
     def workers() -> str:
-        pattern = keys.worker_heartbeat(f"{state.default_model}@*")
-        live = [k.decode() for k in state.redis.scan_iter(match=pattern, count=1000)]
-        if not live:
-            raise RuntimeError(f"no live worker for model {state.default_model}")
-        return f"{len(live)} live"
+        # Every model jobs may name: one without a worker is accepted, then waits; say so here.
+        for name in state.settings.model_names:
+            models[name] = model_liveness(state.redis, name)
+        default = models[state.default_model]
+        if not default.live:
+            raise RuntimeError(default.problem())
+        missing = [m.problem() for m in models.values() if not m.live]
+        return "; ".join([f"{default.live} live for {state.default_model}", *missing])  # type: ignore[list-item]
 
     checks = {"database": _check(database), "broker": _check(broker)}
     checks["workers"] = _check(workers) if checks["broker"]["ok"] else {"ok": False, "detail": "broker down"}
     ok = all(c["ok"] for c in checks.values())
-    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "checks": checks,
+        "models": {name: m.to_dict() for name, m in models.items()},
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

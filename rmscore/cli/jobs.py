@@ -166,6 +166,12 @@ def submit(
             err.print(f"job {job.id} was already submitted with this idempotency key ({job.status})")
         typer.echo(job.id)
         sys.stdout.flush()
+        if not job.terminal:
+            from db.jobs import job_models
+            from rmscore.cli import waiting
+
+            models = job_models(db, job)
+            waiting.warn(job.id, job.created_at, waiting.unserved_local(models))
         if wait:
             final = wait_for_job(db, job.id)
             _print_job(db, final.id)
@@ -184,9 +190,12 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
         TimeRemainingColumn,
     )
 
-    from db.jobs import get_job
+    from db.jobs import get_job, job_models
+    from rmscore.cli import waiting
 
     job = get_job(db, job_id)
+    models = job_models(db, job)
+    watch = waiting.Watch(lambda: waiting.unserved_local(models))
     progress = Progress(
         TextColumn("{task.fields[status]}"),
         BarColumn(),
@@ -201,7 +210,8 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
         while True:
             job = get_job(db, job_id)
             rate = job.items_per_second()
-            progress.update(task, completed=job.done, status=job.status, rate=f"{rate:,.1f} items/s" if rate else "")
+            status = watch.status(job.status, job.terminal)
+            progress.update(task, completed=job.done, status=status, rate=f"{rate:,.1f} items/s" if rate else "")
             if job.terminal:
                 return job
             time.sleep(poll)
@@ -223,12 +233,16 @@ def status(
         return remote.status(job_id, as_json)
     with _user_errors():
         from db.jobs import job_summary
+        from rmscore.cli import waiting
 
         db = _db()
+        summary = job_summary(db, job_id)
         if as_json:
-            typer.echo(json.dumps(job_summary(db, job_id), ensure_ascii=False))
+            typer.echo(json.dumps(summary, ensure_ascii=False))
         else:
             _print_job(db, job_id)
+        if summary["status"] not in TERMINAL:
+            waiting.warn(job_id, summary["created_at"], waiting.unserved_local(waiting.models_of(summary)))
 
 
 def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]) -> None:

@@ -32,16 +32,22 @@ def up(
     ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for a loaded, warmed-up worker.")] = 900,
 ) -> None:
-    """Start Redis (embedded if none answers), migrations, workers, the API and Flower."""
-    from rmscore.settings import get_settings
+    """Start Redis (embedded if none answers), migrations, workers, the API and Flower.
+
+    Workers: --workers for the model (one per GPU by default), plus one for each further model in
+    RMSCORE_MODELS, so every model a job may name is served."""
+    from rmscore.cli.jobs import database_label
+    from rmscore.settings import get_settings, model_name
     from rmscore.stack import Stack
 
     s = get_settings()
     env = dict(os.environ)
     env["RMSCORE_MODEL"] = model or s.model
     env.setdefault("RMSCORE_BROKER_URL", s.broker_url)
+    extra = [m for m in s.models if model_name(m) != model_name(env["RMSCORE_MODEL"])]
     stack = Stack(
         model=env["RMSCORE_MODEL"],
+        extra_models=extra,
         env=env,
         api_host=host,
         api_port=port,
@@ -55,6 +61,8 @@ def up(
         with err.status("starting: loading the model and warming up a worker"):
             stack.start(ready_timeout)
         err.print(f"[green]ready[/green]  API {stack.api_url}/docs", highlight=False)
+        served = ", ".join(model_name(m) for m in (stack.model, *extra))
+        err.print(f"       workers for {served}; jobs in {database_label()}", highlight=False, soft_wrap=True)
         if stack.flower_url:
             err.print(f"       Flower {stack.flower_url}", highlight=False)
         err.print("Ctrl-C stops everything.")

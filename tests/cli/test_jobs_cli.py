@@ -5,14 +5,12 @@ real `rmscore api` process; no worker is needed (the jobs stay queued)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from clikit import free_port, serve_api
 from testkit import CLI, clean_env, redis_url
 
 
@@ -63,12 +61,6 @@ def test_jobs_table_and_filter(tmp_path: Path, home: dict[str, str]) -> None:
     assert none.stdout == "" and "0 jobs" in none.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def api(tmp_path: Path, home: dict[str, str], tiny_model_dir: Path) -> Iterator[dict[str, str]]:
     """A real `rmscore api` on a SQLite file; yields the environment of a client that uses it."""
@@ -79,24 +71,9 @@ def api(tmp_path: Path, home: dict[str, str], tiny_model_dir: Path) -> Iterator[
     }
     key = rmscore(["keys", "create", "reader"], server_env, tmp_path).stdout.strip()
     port = free_port()
-    log = tmp_path / "api.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*CLI, "api", "--port", str(port)], env=server_env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc = serve_api(server_env, tmp_path, port, tmp_path / "api.log")
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
-        yield {**home, "RMSCORE_API_URL": url, "RMSCORE_API_KEY": key}
+        yield {**home, "RMSCORE_API_URL": f"http://127.0.0.1:{port}", "RMSCORE_API_KEY": key}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
