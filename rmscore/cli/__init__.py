@@ -14,7 +14,9 @@ import typer
 # Plain help, not rich markup: markup swallowed "[default: …]" in help texts and labelled flags <bool>.
 app = typer.Typer(
     name="rmscore",
-    help="Score conversations with a reward model, from one file to a GPU fleet.",
+    help="Score conversations with a reward model, from one file to a GPU fleet.\n\n"
+    "Start with `rmscore demo` (the whole stack on a tiny test model), `rmscore score FILE` (no services), "
+    "or `rmscore up` and then `rmscore submit FILE --wait`, `rmscore jobs`, `rmscore report JOB`.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -44,10 +46,7 @@ def _root(
         bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
     ] = False,
 ) -> None:
-    """Score conversations with a reward model, from one file to a GPU fleet.
-
-    Start here: `rmscore demo` (the whole stack on a tiny test model), `rmscore score FILE` (no
-    services), `rmscore up` (the stack), then `rmscore submit FILE --wait`, `rmscore jobs`."""
+    """Global options (the app's help text above is what `rmscore --help` shows)."""
     _State.debug = debug
 
 
