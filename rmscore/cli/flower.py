@@ -31,7 +31,8 @@ def flower(
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
     elif address not in LOOPBACK:
         typer.echo(
-            f"refusing to serve Flower on {address} without auth: set RMSCORE_FLOWER_BASIC_AUTH=user:password",
+            f"refusing to serve Flower on {address} without auth: "
+            "set RMSCORE_FLOWER_BASIC_AUTH=user:password",
             err=True,
         )
         raise typer.Exit(2)
@@ -40,14 +41,8 @@ def flower(
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     env.setdefault("FLOWER_PURGE_OFFLINE_WORKERS", "300")
     argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "--app",
-        "worker.app:app",
-        "flower",
-        f"--port={port}",
-        f"--address={address}",
+        sys.executable, "-m", "celery", "--app", "worker.app:app", "flower",
+        f"--port={port}", f"--address={address}",
     ]
     os.execve(sys.executable, argv, env)
 

@@ -38,11 +38,7 @@ def test_demo_runs_and_cleans_up(tmp_path, model_dir, redis):
     ]
     sample.write_text("".join(json.dumps(r) + "\n" for r in rows))
     port = free_port()
-    broker = (
-        os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/15"
-        if redis == "running"
-        else f"redis://127.0.0.1:{port}/0"
-    )
+    broker = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/15" if redis == "running" else f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "RMSCORE_BROKER_URL": broker, "HF_HUB_OFFLINE": "1"}
     env.pop("RMSCORE_API_URL", None)
     proc = subprocess.run(
