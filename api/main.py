@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.auth import KeyCache
@@ -18,6 +19,7 @@ from rmscore.settings import Settings, get_settings
 
 log = logging.getLogger("api")
 UPLOAD_PATH = "/v1/jobs/upload"
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
 DESCRIPTION = """Submit reward-scoring jobs, follow them, and query stored scores.
 
 Authenticate with `Authorization: Bearer <key>` (`rmscore keys create NAME`). Every error is
@@ -46,13 +48,16 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
         if state._aioredis is not None:
             await state._aioredis.aclose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from this package (fastapi-offline ships them), not
+    # from a CDN: GPU clusters are often air-gapped, and FastAPI's default page was blank there.
+    app = FastAPIOffline(
         title="rmscore",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
         # Declared for the docs' "Authorize" button; the check itself is `api.deps.get_caller`.
         dependencies=[],
+        static_url=DOCS_ASSETS,
     )
     app.state.rmscore = state
     errors.install(app)

@@ -214,6 +214,17 @@ class Check(BaseModel):
     ok: bool
 
 
+class ModelWorkers(BaseModel):
+    live: int = Field(description="Workers of this model with a live heartbeat.")
+    last_seen: float | None = Field(description="Unix time a worker of it last beat; null: never.")
+    problem: str | None = Field(description="Why jobs for this model would wait; null while a worker serves it.")
+
+
 class Ready(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, Check]
+    models: dict[str, ModelWorkers] = Field(
+        default_factory=dict,
+        description="Every model jobs may name, and whether a live worker serves it (empty while the broker is down). "
+        "Ready needs a worker for the default model; jobs for a model without one wait until one starts.",
+    )

@@ -39,10 +39,22 @@ def is_sqlite(db: Engine | Connection) -> bool:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """A new engine for `url` (sqlite:///… or postgresql+psycopg://…)."""
     if url.startswith("sqlite"):
+        _ensure_default_dir(url)
         db = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
         _tune_sqlite(db)
         return db
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _ensure_default_dir(url: str) -> None:
+    """The default database's folder (the per-user data directory) is made on first use; any other
+    SQLite path is taken as given, so a mistyped folder fails instead of appearing."""
+    from pathlib import Path
+
+    from rmscore.settings import default_database_url
+
+    if url == default_database_url():
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def get_engine(url: str | None = None) -> Engine:

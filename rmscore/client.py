@@ -303,6 +303,10 @@ class Client:
                 raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
             time.sleep(poll)
 
+    def report(self, job_id: str) -> str:
+        """GET /v1/jobs/{id}/report: the job's report, one self-contained HTML page."""
+        return self._request("GET", f"/v1/jobs/{job_id}/report").text
+
     def cancel(self, job_id: str) -> Job:
         return Job.from_dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 

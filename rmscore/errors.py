@@ -100,3 +100,9 @@ class IdempotencyMismatch(RmscoreError):
 
     code = "idempotency_key_reused"
     http_status = 422
+
+
+class ModelNotFound(ConfigError):
+    """The model is neither a local model directory nor reachable on the hub (an offline machine)."""
+
+    code = "model_not_found"

@@ -30,6 +30,12 @@ def worker_heartbeat(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}:heartbeat"
 
 
+def model_last_seen(model_name: str) -> str:
+    """When a live worker of the model last beat (Unix seconds, no expiry): how long a model has had
+    no worker outlives the heartbeats themselves."""
+    return f"{PREFIX}:model:{model_name}:last_seen"
+
+
 SYNC_REPLY_PREFIX = f"{PREFIX}:sync:"
 
 

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
+
+
+def data_dir() -> Path:
+    """rmscore's per-user data directory (platformdirs: ~/.local/share/rmscore on Linux, honouring
+    XDG_DATA_HOME). The default database lives here, so every folder a user works from sees the same
+    jobs; a path relative to the current directory silently made a new, empty database in each."""
+    from platformdirs import user_data_path
+
+    return user_data_path("rmscore", appauthor=False)
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{data_dir() / 'rmscore.db'}"
 
 
 def model_name(model: str) -> str:
@@ -40,7 +54,8 @@ class Settings(BaseSettings):
     # thread (OMP_NUM_THREADS). Several workers on one host: give each OMP_NUM_THREADS=cores/workers.
     lanes: int | None = Field(default=None, ge=1)
 
-    database_url: str = "sqlite:///./rmscore.db"
+    # Default: one SQLite file in the per-user data directory (`data_dir()`), whatever the current folder.
+    database_url: str = Field(default_factory=default_database_url)
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str | None = None
 

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from rmscore.settings import model_name
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -81,6 +83,8 @@ class Stack:
     api_port: int = 8000
     flower_port: int | None = 5555
     workers: int | None = None  # None: one per GPU, one CPU worker without a GPU
+    # Further models jobs may name (RMSCORE_MODELS): one worker each, or their jobs would wait forever.
+    extra_models: list[str] = field(default_factory=list)
     log_dir: Path | None = None  # None: children share this terminal
     say: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
@@ -145,6 +149,9 @@ class Stack:
             else:
                 device, extra = "cpu", ([] if n == 1 else ["--suffix", str(i)])
             self._spawn(f"worker-{i}", "worker", "--model", self.model, "--device", device, *extra)
+        for k, model in enumerate(self.extra_models):
+            device = f"cuda:{(n + k) % gpus}" if gpus else "cpu"
+            self._spawn(f"worker-{model_name(model)}", "worker", "--model", model, "--device", device)
 
     def _run_once(self, name: str, *args: str) -> None:
         proc = subprocess.run([*rmscore_exe(), *args], env=self.env, capture_output=True, text=True)
@@ -173,13 +180,19 @@ class Stack:
                     raise RuntimeError(f"{c.name} exited with code {c.proc.returncode}{self._log_hint(c)}")
             try:
                 r = httpx.get(f"{self.api_url}/readyz", timeout=2)
-                if r.status_code == 200:
+                if r.status_code == 200 and not (unserved := self._unserved(r.json())):
                     return
-                last = r.text
+                last = r.text if r.status_code != 200 else "; ".join(unserved)
             except httpx.HTTPError as e:
                 last = str(e)
             time.sleep(0.5)
         raise RuntimeError(f"the stack was not ready after {timeout:.0f} s: {last[:500]}")
+
+    def _unserved(self, ready: dict[str, Any]) -> list[str]:
+        """Problems of the models this stack started workers for that have no live worker yet."""
+        models = ready.get("models") or {}
+        names = [model_name(m) for m in (self.model, *self.extra_models)]
+        return [str(models[n]["problem"]) for n in names if n in models and models[n].get("problem")]
 
     def _log_hint(self, c: Child) -> str:
         return f"; see {self.log_dir / (c.name + '.log')}" if self.log_dir else ""

@@ -137,8 +137,10 @@ class Engine:
         """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from worker.model_source import check_model_available
         from worker.weights import PendingIdentity
 
+        check_model_available(model)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         # A directory's weights are hashed while they load; a hub model's commit is known after.

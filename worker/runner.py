@@ -208,11 +208,11 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         s = self.runtime.settings
-        self.runtime.redis.set(
-            keys.worker_heartbeat(self.runtime.name),
-            json.dumps(self.runtime.heartbeat()),
-            px=int(s.heartbeat_ttl * 1000),
-        )
+        beat = self.runtime.heartbeat()
+        with self.runtime.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.worker_heartbeat(self.runtime.name), json.dumps(beat), px=int(s.heartbeat_ttl * 1000))
+            pipe.set(keys.model_last_seen(self.runtime.engine.name), str(beat["at"]))
+            pipe.execute()
 
     def run(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from api.deps import StateDep
 from api.errors import responses
 from api.schemas import Health, Ready
 from db.session import reading
-from rmscore import keys
+from rmscore.liveness import ModelLiveness, model_liveness
 
 log = logging.getLogger("api")
 router = APIRouter(tags=["health"])
@@ -54,15 +54,24 @@ def readyz(state: StateDep) -> Any:
     def broker() -> None:
         state.redis.ping()
 
+    models: dict[str, ModelLiveness] = {}
+
     def workers() -> None:
-        pattern = keys.worker_heartbeat(f"{state.default_model}@*")
-        if next(iter(state.redis.scan_iter(match=pattern, count=1000)), None) is None:
-            raise RuntimeError(f"no live worker for model {state.default_model}")
+        # Every model jobs may name: one without a worker is accepted, then waits; say so here.
+        for name in state.settings.model_names:
+            models[name] = model_liveness(state.redis, name)
+        default = models[state.default_model]
+        if not default.live:
+            raise RuntimeError(default.problem())
 
     checks = {"database": _check("database", database), "broker": _check("broker", broker)}
     checks["workers"] = _check("workers", workers) if checks["broker"]["ok"] else {"ok": False}
     ok = all(c["ok"] for c in checks.values())
-    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "checks": checks,
+        "models": {name: m.to_dict() for name, m in models.items()},
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -54,10 +54,12 @@ def api(
     )
 
 
-def _db():  # type: ignore[no-untyped-def]
+def _db(command: str):  # type: ignore[no-untyped-def]
     from db.migrate import ensure_schema
     from db.session import get_engine
+    from rmscore.cli.jobs import local_only
 
+    local_only(command)
     db = get_engine()
     ensure_schema(db)
     return db
@@ -74,7 +76,7 @@ def keys_create(
     from rmscore.errors import RmscoreError
 
     try:
-        key, info = create_key(_db(), name, tenant=tenant, admin=admin)
+        key, info = create_key(_db("keys create"), name, tenant=tenant, admin=admin)
     except RmscoreError as e:
         err.print(f"[red]error[/red] [{e.code}]: {e.message}")
         raise typer.Exit(2) from None
@@ -87,7 +89,7 @@ def keys_list() -> None:
     """Keys as JSON lines (id, name, tenant, admin, created_at, revoked_at); never the keys themselves."""
     from db.keys import list_keys
 
-    for k in list_keys(_db()):
+    for k in list_keys(_db("keys list")):
         typer.echo(
             json.dumps(
                 {
@@ -109,7 +111,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The ke
     from rmscore.errors import RmscoreError
 
     try:
-        info = revoke_key(_db(), key_id.removeprefix("rk_").split("_", 1)[0])
+        info = revoke_key(_db("keys revoke"), key_id.removeprefix("rk_").split("_", 1)[0])
     except RmscoreError as e:
         err.print(f"[red]error[/red] [{e.code}]: {e.message}")
         raise typer.Exit(2) from None

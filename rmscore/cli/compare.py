@@ -43,7 +43,8 @@ def print_comparison(c: dict[str, Any]) -> None:
 def compare(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="A pairwise job scored by several models.")],
     models: Annotated[
-        str | None, typer.Option(help="Two of the job's models, comma-separated [its first two].")
+        str | None,
+        typer.Option(metavar="A,B", help="Two of the job's models, comma-separated [default: its first two]."),
     ] = None,
     limit: Annotated[int, typer.Option(help="Disagreements to list.", min=1, max=1000)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")] = False,

@@ -40,7 +40,9 @@ def demo(
     model: Annotated[str, typer.Option(help="Model directory or hub id (built if it is the default tiny one).")] = (
         "models/tiny"
     ),
-    input: Annotated[Path | None, typer.Option(help="Pairwise JSONL to submit [default: the bundled sample].")] = None,
+    input: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Pairwise JSONL to submit [default: the bundled sample].")
+    ] = None,
     state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database and logs.")] = Path(".demo"),
     api_port: Annotated[int, typer.Option(help="API port (another free one if taken).")] = 8000,
     flower_port: Annotated[int, typer.Option(help="Flower port (another free one if taken).")] = 5555,

@@ -26,8 +26,6 @@ def accuracy_table(acc: dict[str, Any]) -> Table:
 
 def print_job(s: dict[str, Any]) -> None:
     """A job summary (`db.jobs.job_summary` / `GET /v1/jobs/{id}`) as tables on stderr."""
-    from rmscore.cli.report import evaluation_tables
-
     t = Table(title=f"job {s['id']}", show_header=False)
     counts = s["request_counts"]
     t.add_row("status", s["status"] + (f" ({s['error']})" if s.get("error") else ""))
@@ -53,3 +51,35 @@ def print_job(s: dict[str, Any]) -> None:
             macc = row.get("accuracy")
             m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
         err.print(m)
+
+
+def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:
+    """Rich tables for `rmscore status`: RewardBench sections and the EvalBiasBench table, those that
+    apply to `evaluation` (`rmscore.evaluation.evaluate` / `evaluate_accuracy` output)."""
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.1f}%"
+
+    tables: list[Any] = []
+    rb = (evaluation or {}).get("rewardbench")
+    if rb:
+        t = Table(title="RewardBench sections (per-prompt weighted, as RewardBench)")
+        t.add_column("section")
+        t.add_column("score", justify="right")
+        t.add_column("subsets", justify="right")
+        for s in rb["sections"]:
+            t.add_row(s["section"], pct(s["score"]), f"{len(s['subsets'])} of {len(s['subsets']) + len(s['missing'])}")
+        t.add_row("[b]score[/b]", f"[b]{pct(rb['score'])}[/b]", "mean of the four")
+        tables.append(t)
+    eb = (evaluation or {}).get("evalbiasbench")
+    if eb:
+        t = Table(title=f"EvalBiasBench (model card: {eb['reference_model']})")
+        for name, justify in (("bias", "left"), ("pairs", "right"), ("accuracy", "right"), ("card", "right")):
+            t.add_column(name, justify=justify)  # type: ignore[arg-type]
+        t.add_column("Δ", justify="right")
+        for r in eb["rows"]:
+            delta = "—" if r["accuracy"] is None else f"{100 * r['accuracy'] - r['reference']:+.1f}"
+            t.add_row(escape(r["bias"]), f"{r['n']:,}", pct(r["accuracy"]), f"{r['reference']:.1f}%", delta)
+        t.add_row("[b]all biases[/b]", f"{eb['overall']['n']:,}", pct(eb["overall"]["accuracy"]), "", "")
+        tables.append(t)
+    return tables

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+
 err = Console(stderr=True)
 db_app = typer.Typer(help="The job database.", no_args_is_help=True)
 TERMINAL = ("completed", "failed", "cancelled")
@@ -46,6 +48,31 @@ def _remote() -> Any:
     return remote
 
 
+def database_label() -> str:
+    """Where the local commands keep jobs, fit to print (no password): users should know which file."""
+    from sqlalchemy.engine import make_url
+
+    from rmscore.settings import get_settings
+
+    url = make_url(get_settings().database_url)
+    if url.drivername.startswith("sqlite"):
+        return f"the database {url.database}"
+    return f"the database {url.render_as_string(hide_password=True)}"
+
+
+def local_only(command: str) -> None:
+    """Commands with no API counterpart (keys, migrations, reconcile) say so when RMSCORE_API_URL is
+    set, and which database they use instead, rather than quietly working somewhere else."""
+    from rmscore.settings import get_settings
+
+    if get_settings().api_url:
+        err.print(
+            escape(f"note: `rmscore {command}` works on {database_label()} directly (the API offers no such call); "
+                   "RMSCORE_API_URL is not used"),
+            style="yellow", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
 def _db() -> Any:
     from db.migrate import ensure_schema
     from db.session import get_engine
@@ -56,33 +83,41 @@ def _db() -> Any:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision [default: head].")] = "head") -> None:
     """Create or migrate the tables at RMSCORE_DATABASE_URL (safe to run from several hosts at once)."""
     from db.migrate import upgrade
     from db.session import get_engine
 
+    local_only("db upgrade")
     at = upgrade(get_engine(), revision)
-    err.print(f"database at revision {at}")
+    err.print(escape(f"{database_label()} is at revision {at}"), highlight=False, soft_wrap=True)
 
 
 def submit(
     input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
     kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
-    model: Annotated[str | None, typer.Option(help="Model name to score with [default: RMSCORE_MODEL's].")] = None,
-    chunk_size: Annotated[
-        int | None, typer.Option(help="Items per chunk of work [default: RMSCORE_CHUNK_SIZE].", min=1)
+    model: Annotated[
+        str | None, typer.Option(help=f"Model to score with (its name or id). {env_default('model', DEFAULT_MODEL)}")
     ] = None,
-    overflow: Annotated[str | None, typer.Option(help="Over-long input: truncate or error.")] = None,
-    metadata: Annotated[str | None, typer.Option(help="JSON object stored with the job.")] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help=f"Items per chunk of work. {env_default('chunk_size', 256)}", min=1)
+    ] = None,
+    overflow: Annotated[
+        str | None,
+        typer.Option(metavar="MODE", help=f"Over-long input: truncate or error. {env_default('overflow', 'truncate')}"),
+    ] = None,
+    metadata: Annotated[str | None, typer.Option(metavar="JSON", help="JSON object stored with the job.")] = None,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Retrying with the same key returns the same job.")
+        str | None,
+        typer.Option(metavar="KEY", help="Retrying with the same key returns the same job [default: a new key]."),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")] = False,
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse scores this model already gave the same conversations.")
     ] = True,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated models: score with each, to compare them (API: /compare).")
+        str | None,
+        typer.Option(metavar="A,B", help="Several models: score with each, to compare them (rmscore compare)."),
     ] = None,
 ) -> None:
     """Store INPUT as a scoring job and queue it for the workers; prints the job id on stdout."""
@@ -126,10 +161,17 @@ def submit(
                 f"job {job.id}: {job.total:,} lines ({job.failed:,} failed to parse), {job.kind}, "
                 f"model {job.model}, stored in {time.perf_counter() - t0:.1f}s"
             )
+            err.print(escape(f"in {database_label()}"), highlight=False, soft_wrap=True)
         else:
             err.print(f"job {job.id} was already submitted with this idempotency key ({job.status})")
         typer.echo(job.id)
         sys.stdout.flush()
+        if not job.terminal:
+            from db.jobs import job_models
+            from rmscore.cli import waiting
+
+            models = job_models(db, job)
+            waiting.warn(job.id, job.created_at, waiting.unserved_local(models))
         if wait:
             final = wait_for_job(db, job.id)
             _print_job(db, final.id)
@@ -148,9 +190,12 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
         TimeRemainingColumn,
     )
 
-    from db.jobs import get_job
+    from db.jobs import get_job, job_models
+    from rmscore.cli import waiting
 
     job = get_job(db, job_id)
+    models = job_models(db, job)
+    watch = waiting.Watch(lambda: waiting.unserved_local(models))
     progress = Progress(
         TextColumn("{task.fields[status]}"),
         BarColumn(),
@@ -165,7 +210,8 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
         while True:
             job = get_job(db, job_id)
             rate = job.items_per_second()
-            progress.update(task, completed=job.done, status=job.status, rate=f"{rate:,.1f} items/s" if rate else "")
+            status = watch.status(job.status, job.terminal)
+            progress.update(task, completed=job.done, status=status, rate=f"{rate:,.1f} items/s" if rate else "")
             if job.terminal:
                 return job
             time.sleep(poll)
@@ -187,12 +233,16 @@ def status(
         return remote.status(job_id, as_json)
     with _user_errors():
         from db.jobs import job_summary
+        from rmscore.cli import waiting
 
         db = _db()
+        summary = job_summary(db, job_id)
         if as_json:
-            typer.echo(json.dumps(job_summary(db, job_id), ensure_ascii=False))
+            typer.echo(json.dumps(summary, ensure_ascii=False))
         else:
             _print_job(db, job_id)
+        if summary["status"] not in TERMINAL:
+            waiting.warn(job_id, summary["created_at"], waiting.unserved_local(waiting.models_of(summary)))
 
 
 def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]) -> None:
@@ -209,7 +259,9 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]
 
 def results(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
-    output: Annotated[str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")] = "-",
+    output: Annotated[
+        str, typer.Option("-o", "--output", metavar="FILE", help="Where to write result lines ('-' = stdout).")
+    ] = "-",
     errors_only: Annotated[bool, typer.Option("--errors", help="Only the lines that failed.")] = False,
 ) -> None:
     """Write a job's results as JSONL in input order, in the format of `rmscore score`."""
@@ -256,6 +308,7 @@ def reconcile(
         from worker.enqueue import get_redis
         from worker.reconcile import reconcile_once
 
+        local_only("reconcile")
         s = get_settings()
         report = reconcile_once(_db(), get_redis(s.broker_url), get_app(s), s, use_lock=not force)
         err.print(report.summary())

@@ -98,6 +98,10 @@ def submit(
         )
         typer.echo(job.id)
         sys.stdout.flush()
+        if not job.terminal:
+            from rmscore.cli import waiting
+
+            waiting.warn(job.id, job.raw["created_at"], waiting.unserved_remote(c, waiting.models_of(job.raw)))
         if wait:
             final = follow(c, job.id)
             print_job(final.raw)
@@ -125,16 +129,21 @@ def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
         TimeRemainingColumn(),
         console=err,
     )
+    from rmscore.cli import waiting
+
+    models: list[str] = []  # the job's, filled in from the first poll
+    watch = waiting.Watch(lambda: waiting.unserved_remote(c, models))
     with progress:
         task = progress.add_task("job", total=None, status="", rate="")
 
         def show(job: Any) -> None:
             rate = job.items_per_second
+            models[:] = waiting.models_of(job.raw)
             progress.update(
                 task,
                 total=job.total,
                 completed=job.done,
-                status=job.status,
+                status=watch.status(job.status, job.terminal),
                 rate=f"{rate:,.1f} items/s" if rate else "",
             )
 
@@ -148,12 +157,16 @@ def print_job(s: dict[str, Any]) -> None:
 
 
 def status(job_id: str, as_json: bool = False) -> None:
+    from rmscore.cli import waiting
+
     with _client() as c:
         job = c.job(job_id)
+        problems = {} if job.terminal else waiting.unserved_remote(c, waiting.models_of(job.raw))
     if as_json:
         typer.echo(json.dumps(job.raw, ensure_ascii=False))
     else:
         print_job(job.raw)
+    waiting.warn(job.id, job.raw["created_at"], problems)
 
 
 def cancel(job_id: str) -> None:

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rmscore.cli.helptext import DEFAULT_MODEL, env_default
 from rmscore.formats import LineError, Parsed, error_record, iter_parsed, open_input
 from rmscore.summary import Tally
 
@@ -49,18 +50,46 @@ def windows(parsed: Iterator[Parsed], size: int) -> Iterator[list[Parsed]]:
 
 def score(
     input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
-    output: Annotated[str, typer.Option("-o", "--output", help="Where to write result lines ('-' = stdout).")] = "-",
-    model: Annotated[str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")] = None,
-    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16.")] = None,
-    max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Cap on conversations per micro-batch.")] = None,
-    overflow: Annotated[str | None, typer.Option(help="truncate (keep the end, flag it) or error.")] = None,
-    lanes: Annotated[
-        int | None, typer.Option(help="CPU: micro-batches in flight at once [default: one per thread].", min=1)
+    output: Annotated[
+        str, typer.Option("-o", "--output", metavar="FILE", help="Where to write result lines ('-' = stdout).")
+    ] = "-",
+    model: Annotated[
+        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
     ] = None,
-    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
+    device: Annotated[
+        str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help=f"auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16. {env_default('dtype', 'auto')}"
+        ),
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Token budget per micro-batch. {env_default('max_batch_tokens', '1024 on CPU, 32768 on CUDA')}"
+        ),
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help=f"Cap on conversations per micro-batch. {env_default('max_batch_size', 256)}")
+    ] = None,
+    overflow: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODE", help=f"truncate (keep the end, flag it) or error. {env_default('overflow', 'truncate')}"
+        ),
+    ] = None,
+    lanes: Annotated[
+        int | None,
+        typer.Option(
+            help=f"CPU: micro-batches in flight at once. {env_default('lanes', 'one per torch thread')}", min=1
+        ),
+    ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also write the summary as JSON here.")
+    ] = None,
 ) -> None:
     """Score conversations in-process and write one result line per input line, in input order."""
     from rmscore.settings import get_settings

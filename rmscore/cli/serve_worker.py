@@ -7,18 +7,32 @@ from typing import Annotated
 
 import typer
 
+from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+
 
 def worker(
-    model: Annotated[str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 … [default: RMSCORE_DEVICE].")] = None,
-    max_batch_tokens: Annotated[int | None, typer.Option(help="Token budget per micro-batch.", min=16)] = None,
-    name: Annotated[str | None, typer.Option(help="Worker name [default: <model>@<host>-<device>].")] = None,
-    suffix: Annotated[str | None, typer.Option(help="Appended to the default name: several workers per host.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")
+    ] = None,
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Token budget per micro-batch. {env_default('max_batch_tokens', '1024 on CPU, 32768 on CUDA')}",
+            min=16,
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name [default: MODEL@HOST-DEVICE].")] = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="Appended to the default name: several workers per host [default: none].")
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
             help="Port for this worker's Prometheus /metrics; 0 = off. Several workers on one host need "
-            "one port each [default: RMSCORE_WORKER_METRICS_PORT].",
+            "one port each. " + env_default("worker_metrics_port", "off"),
             min=0,
             max=65535,
         ),

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+
 err = Console(stderr=True)
 
 
@@ -18,31 +20,49 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def up(
-    model: Annotated[str | None, typer.Option(help="Model directory or hub id [default: RMSCORE_MODEL].")] = None,
+    model: Annotated[
+        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [default: one per GPU, or 1 CPU].")] = None,
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     flower_port: Annotated[int, typer.Option(help="Flower port (0 = no Flower).")] = 5555,
-    log_dir: Annotated[Path | None, typer.Option(help="Write each process's log here.")] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="Write each process's log here [default: this terminal].")
+    ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for a loaded, warmed-up worker.")] = 900,
 ) -> None:
-    """Start Redis (embedded if none answers), migrations, workers, the API and Flower."""
-    from rmscore.settings import get_settings
+    """Start Redis (embedded if none answers), migrations, workers, the API and Flower.
+
+    Workers: --workers for the model (one per GPU by default), plus one for each further model in
+    RMSCORE_MODELS, so every model a job may name is served."""
+    from rmscore.cli.jobs import database_label
+    from rmscore.settings import get_settings, model_name
     from rmscore.stack import Stack
 
     s = get_settings()
     env = dict(os.environ)
     env["RMSCORE_MODEL"] = model or s.model
     env.setdefault("RMSCORE_BROKER_URL", s.broker_url)
+    extra = [m for m in s.models if model_name(m) != model_name(env["RMSCORE_MODEL"])]
     stack = Stack(
-        model=env["RMSCORE_MODEL"], env=env, api_host=host, api_port=port,
-        flower_port=flower_port or None, workers=workers, log_dir=log_dir, say=err.print,
+        model=env["RMSCORE_MODEL"],
+        extra_models=extra,
+        env=env,
+        api_host=host,
+        api_port=port,
+        flower_port=flower_port or None,
+        workers=workers,
+        log_dir=log_dir,
+        say=err.print,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with err.status("starting: loading the model and warming up a worker"):
             stack.start(ready_timeout)
         err.print(f"[green]ready[/green]  API {stack.api_url}/docs", highlight=False)
+        served = ", ".join(model_name(m) for m in (stack.model, *extra))
+        err.print(f"       workers for {served}; jobs in {database_label()}", highlight=False, soft_wrap=True)
         if stack.flower_url:
             err.print(f"       Flower {stack.flower_url}", highlight=False)
         err.print("Ctrl-C stops everything.")

@@ -1,0 +1,61 @@
+"""How `--help` reads: click's plain layout, real defaults, names instead of type labels.
+
+Typer labels every value `<str>`, `<int range>`, `<path>` and every flag `<bool>`, and its rich
+markup ate "[default: …]" from help texts. `tidy` gives each option a metavar the way well-kept
+CLIs do (`--model MODEL`, `--limit N`, `-o FILE`) and shows arguments as `INPUT`, `JOB`.
+Defaults that come from a setting read "[default: $RMSCORE_X, else V]" (`env_default`), with V the
+built-in value; tests/cli/test_help.py checks every V against `Settings`, so they cannot drift.
+Written as text, not read from `Settings`, so `rmscore --help` does not import pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.core import TyperArgument, TyperOption
+
+DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
+
+
+def env_default(setting: str, value: object) -> str:
+    """'[default: $RMSCORE_<SETTING>, else <value>]': the setting wins, else the built-in default."""
+    return f"[default: $RMSCORE_{setting.upper()}, else {value}]"
+
+
+class _PlainArgument(TyperArgument):
+    """An argument shown by its name alone (`INPUT`), as click shows it, not `{input} <path>`."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw.upper()
+        return name if self.required else f"[{name}]"
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw.upper()
+
+
+def _metavar(opt: TyperOption) -> str:
+    desc = opt.type_descriptor
+    if desc.is_path:
+        return "PATH"
+    if desc.annotation is int:
+        return "N"
+    if desc.annotation is float:
+        return "SECONDS" if "timeout" in (opt.name or "") else "NUMBER"
+    return (opt.name or "value").upper()
+
+
+def tidy(cmd: Any) -> Any:
+    """Give every option without one a metavar, and every argument its plain name, through the tree.
+
+    Typer (0.29) builds its own parameter classes on a vendored click, hence its types here."""
+    for param in cmd.params:
+        if isinstance(param, TyperOption) and not param.is_flag and not param.count and param.metavar is None:
+            param.metavar = _metavar(param)
+        elif isinstance(param, TyperArgument):
+            param.__class__ = _PlainArgument
+    for sub in getattr(cmd, "commands", {}).values():
+        tidy(sub)
+    return cmd

@@ -1,0 +1,54 @@
+"""README drift: every `rmscore …` command line it shows exists with the options it uses, and its
+first screen tells a newcomer what to type (make demo, how to get the command, submit, jobs, report)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from testkit import REPO
+
+from rmscore.cli import command
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+FIRST_SCREEN = "\n".join(README.splitlines()[:60])
+
+
+def code_lines(text: str = README) -> list[str]:
+    """Lines of the text's shell blocks that run rmscore."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for b in blocks for line in b.splitlines() if line.strip().startswith("rmscore ")]
+
+
+def resolve(words: list[str]) -> tuple[Any, list[str]]:
+    """The command that `rmscore WORDS…` runs, and the words that named it."""
+    cmd, used = command(), []
+    for w in words:
+        subs = getattr(cmd, "commands", None)
+        if not subs or w not in subs:
+            break
+        cmd, used = subs[w], [*used, w]
+    return cmd, used
+
+
+def test_every_command_line_in_the_readme_runs_a_real_command_and_options() -> None:
+    lines = code_lines()
+    assert len(lines) >= 10
+    for line in lines:
+        argv = line.split("#", 1)[0].split()[1:]
+        words = [a for a in argv if not a.startswith("-")]
+        cmd, used = resolve(words)
+        assert (used or not words) and not (used and getattr(cmd, "commands", None)), (
+            f"README runs a command rmscore lacks: {line}"
+        )
+        known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+        for opt in (a.split("=")[0] for a in argv if a.startswith("-")):
+            assert opt in known, f"README uses {opt}, which `rmscore {' '.join(used)}` lacks: {line}"
+
+
+def test_the_first_screen_says_what_to_type() -> None:
+    for must in ("make demo", "source .venv/bin/activate", ".venv/bin/rmscore", "rmscore up", "rmscore submit",
+                 "rmscore jobs", "rmscore report", "RMSCORE_MODEL="):  # fmt: skip
+        assert must in FIRST_SCREEN, f"README's first screen does not say {must!r}"
+    for path in re.findall(r"^rmscore submit (\S+)", "\n".join(code_lines(FIRST_SCREEN)), flags=re.M):
+        assert (REPO / path).is_file(), f"README's first screen submits {path}, which is not in the repository"
