@@ -74,12 +74,16 @@ def stats(
 
 @cache_app.command("clear")
 def clear(
-    model: Annotated[str | None, typer.Option("--model", help="Only this model's rows (its short name).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this model's rows (its short name) [default: every model].")
+    ] = None,
     older_than: Annotated[
-        str | None, typer.Option("--older-than", help="Only rows scored longer ago than this (90s, 12h, 30d).")
+        str | None,
+        typer.Option("--older-than", help="Only rows scored longer ago than this (90s, 12h, 30d) [default: any age]."),
     ] = None,
     tenant: Annotated[
-        str | None, typer.Option("--tenant", help="Only this tenant's rows ('*': the shared ones).")
+        str | None,
+        typer.Option("--tenant", help="Only this tenant's rows ('*': the shared ones) [default: every tenant]."),
     ] = None,
 ) -> None:
     """Delete score cache rows (all of them unless narrowed): later jobs score those conversations again."""

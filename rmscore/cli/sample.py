@@ -31,7 +31,7 @@ def sample_lines(kind: Literal["pairwise", "chat"]) -> list[str]:
 
 def sample(
     kind: Annotated[str, typer.Option(help="pairwise (prompt, chosen, rejected) or chat (messages).")] = "pairwise",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here [default: stdout].")] = None,
 ) -> None:
     """Print the sample data that ships with rmscore (24 pairs) as JSONL, to try a first job."""
     if kind not in ("pairwise", "chat"):

@@ -173,8 +173,14 @@ def test_a_failed_line_gives_the_tenant_a_code_not_the_cause(stack: Stack) -> No
 def test_health_is_public_and_metrics_need_an_admin_key(stack: Stack) -> None:
     ready = httpx.get(f"{stack.url}/readyz", timeout=30)
     assert ready.status_code == 200
-    # Per component ok / not ok, nothing else: no counts, no host names, no error text.
-    assert ready.json() == {"status": "ready", "checks": {c: {"ok": True} for c in ("database", "broker", "workers")}}
+    # Per component ok / not ok, nothing else: no counts, no host names, no error text. Per model:
+    # live workers and when one last beat (a job for a model with none waits; say so), no names.
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert body["checks"] == {c: {"ok": True} for c in ("database", "broker", "workers")}
+    assert set(body["models"]) == {"tiny"}
+    assert body["models"]["tiny"]["live"] >= 1 and body["models"]["tiny"]["problem"] is None
+    assert set(body["models"]["tiny"]) == {"live", "last_seen", "problem"}
     assert httpx.get(f"{stack.url}/healthz", timeout=30).json() == {"status": "ok"}
 
     _error(httpx.get(f"{stack.url}/metrics", timeout=30), 401, "missing_api_key")
@@ -201,6 +207,7 @@ def test_not_ready_says_which_component_not_why(stack: Stack) -> None:
         assert r.json() == {
             "status": "not_ready",
             "checks": {"database": {"ok": True}, "broker": {"ok": False}, "workers": {"ok": False}},
+            "models": {},  # the broker holds the heartbeats: with it down nothing is known of workers
         }
         m = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert m.status_code == 200 and "rmscore_jobs{" in m.text
