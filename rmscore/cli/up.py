@@ -45,6 +45,7 @@ def up(
         err.print(f"[green]ready[/green]  API {stack.api_url}/docs", highlight=False)
         if stack.flower_url:
             err.print(f"       Flower {stack.flower_url}", highlight=False)
+            err.print(f"       Flower login: {stack.flower_login}", highlight=False, soft_wrap=True)
         err.print("Ctrl-C stops everything.")
         code = stack.wait()
     except KeyboardInterrupt:
