@@ -79,5 +79,11 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    if settings.auth == "disabled":
+        # No credentials to check: keep web pages (DNS rebinding, cross-site forms) out. Outside
+        # CORS, so a refused request never gets an Access-Control-* header.
+        from api.browser import BrowserGuard
+
+        app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts, cors_origins=config.cors_origins)
     app.add_middleware(LatencyMiddleware, metrics=state.metrics)
     return app

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     # Browser origins allowed to call the API (JSON list); none, so CORS is off, by default.
     cors_origins: list[str] = Field(default_factory=list)
+    # With auth disabled the API answers only these Host names (JSON list) besides 127.0.0.1,
+    # localhost and [::1], any port: a DNS-rebound name never reaches it.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     flower_basic_auth: str | None = None
 
