@@ -230,6 +230,8 @@ class Client:
                 form["metadata"] = json.dumps(metadata)
             if options and options.get("overflow"):
                 form["overflow"] = options["overflow"]
+            if options and options.get("control_tokens"):
+                form["control_tokens"] = options["control_tokens"]
             if options and options.get("cache") is not None:
                 form["cache"] = "true" if options["cache"] else "false"
             if models:

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(default=None, ge=16)
     max_batch_size: int = Field(default=256, ge=1)
     overflow: Literal["truncate", "error"] = "truncate"
+    # Control-token strings (`<|eot_id|>` …) in content: "card" tokenizes them as control tokens,
+    # exactly as the model card does; "neutralize" keeps them plain text (flagged on each result).
+    # A job's options.control_tokens overrides it.
+    control_tokens: Literal["card", "neutralize"] = "card"
     # CPU only: micro-batches scored at once, each on its share of the cores. Default: one per torch
     # thread (OMP_NUM_THREADS). Several workers on one host: give each OMP_NUM_THREADS=cores/workers.
     lanes: int | None = Field(default=None, ge=1)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -61,6 +62,13 @@ def score(
         int | None, typer.Option(help="CPU: micro-batches in flight at once [default: one per thread].", min=1)
     ] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+    control_tokens: Annotated[
+        str | None,
+        typer.Option(
+            help="card (control-token strings in content are control tokens, as the card does) or "
+            "neutralize (plain text; flagged) [default: RMSCORE_CONTROL_TOKENS]."
+        ),
+    ] = None,
 ) -> None:
     """Score conversations in-process and write one result line per input line, in input order."""
     from rmscore.settings import get_settings
@@ -70,6 +78,9 @@ def score(
         raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
     if overflow not in (None, "truncate", "error"):
         raise typer.BadParameter("overflow must be truncate or error", param_hint="--overflow")
+    if control_tokens not in (None, "card", "neutralize"):
+        raise typer.BadParameter("control-tokens must be card or neutralize", param_hint="--control-tokens")
+    control = control_tokens or settings.control_tokens
 
     from worker.engine import Engine
     from worker.scoring import score_items
@@ -113,7 +124,7 @@ def score(
                 max_turns=settings.max_turns,
             )
             for window in windows(parsed, WINDOW):
-                for record in _score_window(engine, window, score_items):
+                for record in _score_window(engine, window, partial(score_items, control_tokens=control)):
                     tally.add(record)
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 elapsed = time.perf_counter() - started
