@@ -140,3 +140,14 @@ def test_rmscore_client_uploads_and_cancels(local_api: LocalApi, tmp_path: Path)
         job = client.submit(path, kind="pairwise")
         assert job.total == 3
         assert client.cancel(job.id).status in ("cancelling", "cancelled")
+
+
+def test_no_cors_headers_by_default(local_api: LocalApi) -> None:
+    """CORS is off unless RMSCORE_CORS_ORIGINS lists origins: a page can neither read answers nor
+    pass a preflight (so it cannot send JSON or X-Rmscore-Client cross-site)."""
+    r = httpx.get(f"{local_api.url}/v1/jobs", headers={"Origin": EVIL}, timeout=30)
+    assert r.status_code == 200 and not [h for h in r.headers if h.lower().startswith("access-control-")]
+    preflight = {"Origin": EVIL, "Access-Control-Request-Method": "POST"}
+    preflight["Access-Control-Request-Headers"] = CLIENT_HEADER
+    r = httpx.options(f"{local_api.url}/v1/jobs/upload", headers=preflight, timeout=30)
+    assert not [h for h in r.headers if h.lower().startswith("access-control-")], dict(r.headers)
