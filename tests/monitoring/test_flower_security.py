@@ -5,7 +5,7 @@ credentials generated for the run, printed once on stderr, do work.
 
 Real processes: a private redis-server, a real `rmscore worker` on the tiny model and a real
 `rmscore flower`. FLOWER_UNAUTHENTICATED_API=true is in their environment on purpose: the old code
-set it itself, and `rmscore flower` must drop it whoever set it.
+set it itself, and whoever sets it, Flower must not be open.
 """
 
 from __future__ import annotations
