@@ -13,7 +13,7 @@ reaches it. Two things stop a page there:
   address without the browser asking first. A state-changing request is refused (403
   `cross_site_request`) when fetch metadata or `Origin` says it comes from another site (unless
   RMSCORE_CORS_ORIGINS lists that origin), and when its body is of a kind a plain form can send,
-  it must be same-origin or carry `X-Rmscore-Client` — a header no page can add cross-site
+  it must be same-origin (or a listed CORS origin) or carry `X-Rmscore-Client` — a header no page can add cross-site
   without a preflight that CORS (off by default) refuses. JSON bodies already force that preflight.
 
 A pure ASGI middleware (no body is read), so it runs before any route, upload streaming included.
@@ -83,7 +83,8 @@ class BrowserGuard:
         if origin == "null":  # sandboxed frames, file:// pages, redirects: no origin to trust
             return "requests from an opaque origin are refused while RMSCORE_AUTH=disabled"
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media in SIMPLE_TYPES and not (same_origin or site == "same-origin") and not headers.get(_CLIENT_HEADER):
+        # An origin the operator listed in RMSCORE_CORS_ORIGINS is trusted like the API's own pages.
+        if media in SIMPLE_TYPES and not (allowed_origin or site == "same-origin") and not headers.get(_CLIENT_HEADER):
             return (
                 f"a {media or 'bodiless'} request needs the {CLIENT_HEADER} header while RMSCORE_AUTH=disabled "
                 "(a web page cannot add it; rmscore's client sends it)"

@@ -14,6 +14,7 @@ from api.auth import KeyCache
 from api.config import ApiConfig, get_api_config
 from api.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
 from api.state import ApiState
+from rmscore.http import CLIENT_HEADER
 from rmscore.settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
             CORSMiddleware,
             allow_origins=config.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", CLIENT_HEADER],
         )
     if settings.auth == "disabled":
         # No credentials to check: keep web pages (DNS rebinding, cross-site forms) out. Outside
