@@ -15,6 +15,7 @@ from api.auth import KeyCache
 from api.config import ApiConfig, get_api_config
 from api.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
 from api.state import ApiState
+from rmscore.http import CLIENT_HEADER
 from rmscore.settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -82,7 +83,13 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
             CORSMiddleware,
             allow_origins=config.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", CLIENT_HEADER],
         )
+    if settings.auth == "disabled":
+        # No credentials to check: keep web pages (DNS rebinding, cross-site forms) out. Outside
+        # CORS, so a refused request never gets an Access-Control-* header.
+        from api.browser import BrowserGuard
+
+        app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts, cors_origins=config.cors_origins)
     app.add_middleware(LatencyMiddleware, metrics=state.metrics)
     return app

@@ -36,6 +36,12 @@ class JobOptions(BaseModel):
         description="Take scores of conversations this model (same revision, dtype, max_length) already "
         "scored in any job from the score cache [true]; false rescores every item.",
     )
+    control_tokens: Literal["card", "neutralize"] | None = Field(
+        None,
+        description="Control-token strings such as <|eot_id|> in content: 'card' tokenizes them as control "
+        "tokens, as the model card does (a reply can forge turns); 'neutralize' keeps them plain text and "
+        "flags each result it changed with neutralized=true [the server's RMSCORE_CONTROL_TOKENS, default card].",
+    )
 
 
 class JobCreate(BaseModel):
@@ -182,6 +188,9 @@ class StoredScore(BaseModel):
     correct: bool | None = None
     truncated: bool
     cached: bool = Field(False, description="The score came from the score cache, not the model.")
+    neutralized: bool = Field(
+        False, description="options.control_tokens=neutralize changed this item's content before scoring."
+    )
     scored_at: datetime
 
 

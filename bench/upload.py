@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from rmscore.http import CLIENT_HEADER
+
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a reward model scores how helpful honest and harmless an answer is to a question"
 
@@ -112,6 +114,7 @@ def main() -> int:
             resp = httpx.post(
                 f"{url}/v1/jobs/upload",
                 files={"file": (data.name, f, "application/x-ndjson")},
+                headers={CLIENT_HEADER: "bench"},  # local mode refuses form-shaped bodies without it
                 timeout=httpx.Timeout(None, connect=10),
             )
         seconds = time.perf_counter() - t0

@@ -32,6 +32,7 @@ OVERFLOWS = ("truncate", "error")
 # What identifies a submission for idempotency: a digest, or a function that gives it once the input
 # has been read (an upload's digest covers bytes still streaming in when the job is stored).
 Fingerprint = str | Callable[[], str] | None
+CONTROL_TOKENS = ("card", "neutralize")  # worker.render.CONTROL_TOKEN_MODES (db/ never imports worker/)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def resolve_model(name: str | None, settings: Any = None) -> str:
 
 def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(options or {})
-    unknown = set(out) - {"overflow", "max_batch_tokens", "cache"}
+    unknown = set(out) - {"overflow", "max_batch_tokens", "cache", "control_tokens"}
     if unknown:
         raise BadRequest(f"unknown job options: {', '.join(sorted(unknown))}", code="invalid_options")
     if out.get("overflow") not in (None, *OVERFLOWS):
@@ -131,6 +132,8 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
         raise BadRequest("options.max_batch_tokens must be an integer >= 16", code="invalid_options")
     if out.get("cache") not in (None, True, False):
         raise BadRequest("options.cache must be true or false", code="invalid_options")
+    if out.get("control_tokens") not in (None, *CONTROL_TOKENS):
+        raise BadRequest("options.control_tokens must be 'card' or 'neutralize'", code="invalid_options")
     return out
 
 

@@ -72,6 +72,10 @@ def result_row(
         "cached": None,
         "scored_at": scored_at,
     }
+    if record.get("neutralized"):
+        # Stored in the row's identity JSON (no new column): what the model saw was the content with
+        # its control-token strings broken (`worker.render.ControlStrings`), not the content as sent.
+        row["model_identity"] = {**(identity or {}), "neutralized": True}
     if "error" in record:
         row["error_code"] = record["error"]["code"]
         row["error_message"] = record["error"]["message"]
@@ -125,7 +129,15 @@ def row_record(kind: str, row: Any) -> dict[str, Any]:
         rec = chat_record(row.line, row.custom_id, row.score, row.num_tokens, bool(row.truncated))
     # Every export says where a score came from: rows stored before migration 0003 read as not cached.
     rec["cached"] = bool(getattr(row, "cached", False))
+    if neutralized(row):
+        rec["neutralized"] = True
     return rec
+
+
+def neutralized(row: Any) -> bool:
+    """Whether the row's content had control-token strings neutralized (options.control_tokens)."""
+    identity = getattr(row, "model_identity", None)
+    return isinstance(identity, dict) and identity.get("neutralized") is True
 
 
 def _job_head(conn: Connection, job_id: str, tenant: str | None) -> Any:
@@ -176,6 +188,7 @@ def iter_results(
                 results.c.error_code,
                 results.c.error_message,
                 results.c.cached,
+                results.c.model_identity,
                 results.c.line.label("result_line"),
             )
             .select_from(

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select, tuple_
 
 from db.models import JOB_ACTIVE, jobs, results
+from db.results import neutralized
 from db.session import reading
 from rmscore import cursor as cursors
 
@@ -77,6 +78,7 @@ def query_scores(
         results.c.num_tokens,
         results.c.truncated,
         results.c.cached,
+        results.c.model_identity,
         results.c.scored_at,
     ]
     base = select(*cols).where(results.c.error_code.is_(None))
@@ -164,6 +166,7 @@ def score_record(row: Any) -> dict[str, Any]:
         out.update(score=row.score, num_tokens=row.num_tokens)
     out["truncated"] = bool(row.truncated)
     out["cached"] = bool(row.cached)
+    out["neutralized"] = neutralized(row)
     out["scored_at"] = row.scored_at.isoformat() + "Z"
     return out
 

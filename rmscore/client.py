@@ -27,6 +27,7 @@ from typing import IO, Any
 import httpx
 
 from rmscore import errors
+from rmscore.http import CLIENT_HEADER
 
 TERMINAL = ("completed", "failed", "cancelled")
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -155,7 +156,8 @@ class Client:
             s = get_settings()
             base_url = base_url or s.api_url or "http://127.0.0.1:8000"
             api_key = api_key if api_key is not None else s.api_key
-        headers = {"User-Agent": "rmscore-client"}
+        # CLIENT_HEADER: an API without auth refuses form-shaped bodies (our uploads) without it.
+        headers = {"User-Agent": "rmscore-client", CLIENT_HEADER: "rmscore"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.retries = retries
@@ -229,6 +231,8 @@ class Client:
                 form["metadata"] = json.dumps(metadata)
             if options and options.get("overflow"):
                 form["overflow"] = options["overflow"]
+            if options and options.get("control_tokens"):
+                form["control_tokens"] = options["control_tokens"]
             if options and options.get("cache") is not None:
                 form["cache"] = "true" if options["cache"] else "false"
             if models:

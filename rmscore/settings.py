@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(default=None, ge=16)
     max_batch_size: int = Field(default=256, ge=1)
     overflow: Literal["truncate", "error"] = "truncate"
+    # Control-token strings (`<|eot_id|>` …) in content: "card" tokenizes them as control tokens,
+    # exactly as the model card does; "neutralize" keeps them plain text (flagged on each result).
+    # A job's options.control_tokens overrides it.
+    control_tokens: Literal["card", "neutralize"] = "card"
     # CPU only: micro-batches scored at once, each on its share of the cores. Default: one per torch
     # thread (OMP_NUM_THREADS). Several workers on one host: give each OMP_NUM_THREADS=cores/workers.
     lanes: int | None = Field(default=None, ge=1)
@@ -97,6 +101,9 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     # Browser origins allowed to call the API (JSON list); none, so CORS is off, by default.
     cors_origins: list[str] = Field(default_factory=list)
+    # With auth disabled the API answers only these Host names (JSON list) besides 127.0.0.1,
+    # localhost and [::1], any port: a DNS-rebound name never reaches it.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     # Bearer token a Prometheus scrape may send for the API's /metrics (besides an admin API key,
     # which always works). Unset: only admin keys. /metrics counts every tenant's jobs, so it is

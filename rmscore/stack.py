@@ -88,6 +88,9 @@ class Stack:
     log_dir: Path | None = None  # None: children share this terminal
     say: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
+    # user:password Flower runs with; generated at start unless RMSCORE_FLOWER_BASIC_AUTH is set.
+    flower_auth: str | None = field(default=None, repr=False)
+    flower_auth_generated: bool = False
 
     @property
     def api_url(self) -> str:
@@ -96,6 +99,16 @@ class Stack:
     @property
     def flower_url(self) -> str | None:
         return f"http://127.0.0.1:{self.flower_port}" if self.flower_port else None
+
+    @property
+    def flower_login(self) -> str:
+        """How to log in to Flower, for the terminal: a generated password is shown, a configured one not."""
+        if not self.flower_auth:
+            return ""
+        user, _, password = self.flower_auth.partition(":")
+        if self.flower_auth_generated:
+            return f"user {user} password {password} (generated for this run; set RMSCORE_FLOWER_BASIC_AUTH to choose)"
+        return f"user {user} (password from RMSCORE_FLOWER_BASIC_AUTH)"
 
     # ------------------------------------------------------------------ start
 
@@ -106,7 +119,7 @@ class Stack:
             self._start_workers()
             self._spawn("api", "api", "--host", self.api_host, "--port", str(self.api_port))
             if self.flower_port:
-                self._spawn("flower", "flower", "--port", str(self.flower_port))
+                self._spawn("flower", "flower", "--port", str(self.flower_port), env=self._flower_env())
             self._wait_ready(ready_timeout)
         except BaseException:
             self.stop()
@@ -153,19 +166,31 @@ class Stack:
             device = f"cuda:{(n + k) % gpus}" if gpus else "cpu"
             self._spawn(f"worker-{model_name(model)}", "worker", "--model", model, "--device", device)
 
+    def _flower_env(self) -> dict[str, str]:
+        """Flower always runs behind basic auth (see `rmscore.cli.flower`). The stack picks the
+        credentials itself, rather than letting `rmscore flower` print generated ones into a log
+        file, so `up` and `demo` can show them beside Flower's URL."""
+        from rmscore.cli.flower import generate_basic_auth
+        from rmscore.settings import get_settings
+
+        configured = self.env.get("RMSCORE_FLOWER_BASIC_AUTH") or get_settings().flower_basic_auth
+        self.flower_auth_generated = not configured
+        self.flower_auth = configured or generate_basic_auth()
+        return {**self.env, "RMSCORE_FLOWER_BASIC_AUTH": self.flower_auth}
+
     def _run_once(self, name: str, *args: str) -> None:
         proc = subprocess.run([*rmscore_exe(), *args], env=self.env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{name} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
-    def _spawn(self, name: str, *args: str, exe: bool = True) -> None:
+    def _spawn(self, name: str, *args: str, exe: bool = True, env: dict[str, str] | None = None) -> None:
         argv = [*rmscore_exe(), *args] if exe else list(args)
         log: IO[bytes] | None = None
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         proc = subprocess.Popen(
-            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT if log else None,
+            argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT if log else None,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         self.children.append(Child(name, proc, log))

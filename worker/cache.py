@@ -5,6 +5,10 @@ answered from the database, the rest go to the engine in one call, and their sco
 for later jobs. A cached score of a truncated conversation is not used under overflow=error (the
 engine must reject it), and rejections are never cached, so a job's overflow policy decides as
 it would without the cache.
+
+The conversations hashed are the ones the engine is fed: with `control_tokens="neutralize"`,
+`score_items` has already broken control-token strings in their content, so such a conversation
+never meets the card-mode score of its original text (the key is the text the model reads).
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class CachingScorer:
         self.identity = identity_hash(engine.identity)
         self.hits = 0  # conversations answered from the cache (not scored by the model)
         self.from_cache: list[bool] = []  # per conversation of the last `score` call
+
+    @property
+    def renderer(self) -> Any:
+        """The engine's renderer (`score_items` neutralizes content with it before the cache sees it)."""
+        return self.engine.renderer
 
     def score(self, conversations: Sequence[Conversation], *, overflow: Any = None) -> list[Any]:
         from worker.engine import Scored

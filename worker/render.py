@@ -4,15 +4,67 @@ The card: `text = tokenizer.apply_chat_template(chat, tokenize=False).replace(to
 then the text-classification pipeline tokenizes `text` with special tokens on, which puts exactly
 one BOS back. Removing *every* BOS string (not just the leading one) is the card's behaviour too,
 and it is what keeps a `<|begin_of_text|>` typed by a user from becoming a second BOS.
+
+Every *other* control-token string in content (`<|eot_id|>`, `<|start_header_id|>`, …) becomes
+its control token under the card's semantics: a reply can close its own turn and forge a new one.
+That stays the default (scores must be the card's), and `neutralize` (job option
+`control_tokens`, setting RMSCORE_CONTROL_TOKENS) is the opt-in defence: see `ControlStrings`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rmscore.formats import Conversation
+
+ControlTokens = Literal["card", "neutralize"]
+CONTROL_TOKEN_MODES: tuple[ControlTokens, ...] = ("card", "neutralize")
+# Inserted after the first character of a control-token string found in content. Why this, and not
+# tokenizing content with `split_special_tokens`: the text still goes through the card's single
+# tokenizer call, so content without such strings gives bit-identical ids (and scores) in both
+# modes, and the chat template's own control tokens are untouched. Tokenizing content pieces apart
+# would change BPE merges at the seams for every conversation. The string still reads the same.
+BREAK = "\u200b"  # ZERO WIDTH SPACE: not whitespace to str.strip/Jinja's trim, so never dropped
+
+
+class ControlStrings:
+    """The tokenizer's added-token strings (every one is matched before BPE, so every one is a
+    control token when it appears in text), and how to break them in content."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        added = {t.content for t in tokenizer.added_tokens_decoder.values() if t.content}
+        # Longest first, so `<|reserved_special_token_25|>` is not matched as a shorter token.
+        self.pattern = re.compile("|".join(re.escape(t) for t in sorted(added, key=len, reverse=True)))
+        self.strings = frozenset(added)
+
+    def neutralize_text(self, text: str) -> str:
+        """`text` with no control-token string left in it. No such string contains BREAK, so every
+        occurrence after a pass is one of the original text that overlapped a match and was skipped:
+        each pass breaks at least one original occurrence and creates none, so repeating until
+        nothing matches ends within len(text) passes (one, unless occurrences overlap)."""
+        if not self.strings:
+            return text
+        for _ in range(len(text) + 1):
+            new = self.pattern.sub(lambda m: m[0][0] + BREAK + m[0][1:], text)
+            if new == text:
+                return text
+            text = new
+        raise AssertionError("unreachable: neutralizing did not converge")  # pragma: no cover
+
+    def neutralize(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        """(the conversation with every message's content neutralized, whether anything changed)."""
+        out: Conversation = []
+        changed = False
+        for message in conversation:
+            content = self.neutralize_text(message["content"])
+            if content != message["content"]:
+                changed = True
+                message = {**message, "content": content}
+            out.append(message)
+        return (out, True) if changed else (conversation, False)
 
 
 @dataclass(slots=True)
@@ -30,6 +82,7 @@ class Renderer:
         self.max_length = max_length
         self.bos_token: str | None = tokenizer.bos_token
         self.bos_id: int | None = tokenizer.bos_token_id
+        self.control = ControlStrings(tokenizer)
 
     def text(self, conversation: Conversation) -> str:
         text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)

@@ -126,11 +126,13 @@ class WorkerRuntime:
 
         budget = options.get("max_batch_tokens")
         saved = self.engine.max_batch_tokens
+        # The job's choice, else this worker's RMSCORE_CONTROL_TOKENS (default: the card's semantics).
+        control = options.get("control_tokens") or self.settings.control_tokens
         if not budget or budget >= saved:
-            return score_items(scorer, items, overflow=options.get("overflow"))
+            return score_items(scorer, items, overflow=options.get("overflow"), control_tokens=control)
         self.engine.max_batch_tokens = budget  # a job may ask for smaller batches, never bigger ones
         try:
-            return score_items(scorer, items, overflow=options.get("overflow"))
+            return score_items(scorer, items, overflow=options.get("overflow"), control_tokens=control)
         finally:
             # Keep a budget the engine lowered on out-of-memory; otherwise restore the worker's own.
             if self.engine.max_batch_tokens >= budget:

@@ -7,18 +7,38 @@ from typing import Any
 
 from rmscore.formats import ChatItem, Item, chat_record, error_record, pair_record
 from worker.engine import Engine, Overflow, Rejected, Scored
+from worker.render import ControlTokens
 
 
 def score_items(
-    engine: Engine, items: Sequence[Item], *, overflow: Overflow | None = None
+    engine: Engine, items: Sequence[Item], *, overflow: Overflow | None = None, control_tokens: ControlTokens = "card"
 ) -> list[dict[str, Any]]:
     """One record per item, in order: formats.chat_record / pair_record / error_record shapes.
 
     All conversations of all items go to the engine in one call, so a pair's two sides and
-    neighbouring items share micro-batches.
+    neighbouring items share micro-batches. `control_tokens="neutralize"` breaks control-token
+    strings in content before anything else sees it (`worker.render.ControlStrings`), so the score
+    cache keys on what the model is really fed; each scored record whose input it changed carries
+    `"neutralized": true`.
     """
     conversations = [c for item in items for c in item.conversations]
+    changed = [False] * len(conversations)
+    if control_tokens == "neutralize":
+        control = engine.renderer.control
+        for i, conversation in enumerate(conversations):
+            conversations[i], changed[i] = control.neutralize(conversation)
     results = engine.score(conversations, overflow=overflow)
+    records = _records(items, results)
+    pos = 0
+    for item, record in zip(items, records, strict=True):
+        n = len(item.conversations)
+        if "error" not in record and any(changed[pos : pos + n]):
+            record["neutralized"] = True
+        pos += n
+    return records
+
+
+def _records(items: Sequence[Item], results: Sequence[Scored | Rejected]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     pos = 0
     for item in items:

@@ -31,13 +31,16 @@ reply_key = keys.sync_reply
 _REPLY_PREFIX = keys.SYNC_REPLY_PREFIX
 
 
-def score_request(runtime: Any, items: list[dict[str, Any]], overflow: str | None) -> dict[str, Any]:
+def score_request(
+    runtime: Any, items: list[dict[str, Any]], overflow: str | None, control_tokens: str | None = None
+) -> dict[str, Any]:
     """Score `items` (`{kind, line, custom_id, subset, payload}`) with the runtime's engine."""
     from worker.scoring import score_items
 
     parsed = [item_from_payload(i["kind"], i["line"], i.get("custom_id"), i.get("subset"), i["payload"]) for i in items]
     faults.before_scoring(parsed)  # inert unless a test asks for it, as on the batch path
-    records = score_items(runtime.engine, parsed, overflow=overflow)  # type: ignore[arg-type]
+    control = control_tokens or runtime.settings.control_tokens
+    records = score_items(runtime.engine, parsed, overflow=overflow, control_tokens=control)  # type: ignore[arg-type]
     return {"records": records, "model_identity": runtime.engine.identity, "worker": runtime.name}
 
 
@@ -51,13 +54,15 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
     app.conf.broker_transport_options = opts
 
     @app.task(name=keys.TASK_SCORE_SYNC, ignore_result=True, acks_late=False)
-    def score_sync(items: list[dict[str, Any]], reply_to: str, overflow: str | None = None) -> str:
+    def score_sync(
+        items: list[dict[str, Any]], reply_to: str, overflow: str | None = None, control_tokens: str | None = None
+    ) -> str:
         if not reply_to.startswith(_REPLY_PREFIX):
             log.warning("sync request with a foreign reply key %r: ignored", reply_to)
             return "refused"
         t0 = time.perf_counter()
         try:
-            reply = score_request(runtime, items, overflow)
+            reply = score_request(runtime, items, overflow, control_tokens)
         except Exception as exc:  # noqa: BLE001 - the caller gets the error instead of a timeout
             log.exception("sync request failed")
             reply = {"error": {"code": "scoring_failed", "message": f"{type(exc).__name__}: {exc}"}}

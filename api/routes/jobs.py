@@ -182,6 +182,9 @@ async def upload_job(
     metadata: Annotated[str | None, Query(max_length=2048, description="A JSON object (bigger: a form field).")] = None,
     overflow: Annotated[Literal["truncate", "error"] | None, Query()] = None,
     cache: CacheQuery = None,
+    control_tokens: Annotated[
+        Literal["card", "neutralize"] | None, Query(description="As options.control_tokens (or a form field).")
+    ] = None,
     filename: Annotated[
         str | None, Query(max_length=512, description="Names the file of a non-multipart body (.gz, .parquet).")
     ] = None,
@@ -251,15 +254,15 @@ async def upload_job(
             k = kind or f.get("kind") or "auto"
             meta_raw = metadata if metadata is not None else f.get("metadata")
             ovf = overflow or f.get("overflow")
+            ctl = control_tokens or f.get("control_tokens")
+            given = {**({"overflow": ovf} if ovf else {}), **({"control_tokens": ctl} if ctl else {})}
             m, meta, opts = submission.prepare(
                 settings,
                 config,
                 model=model or f.get("model") or None,
                 kind=k,
                 metadata=parse_metadata(meta_raw),
-                options=_with_cache(
-                    {"overflow": ovf} if ovf else None, _form_bool(f.get("cache"), "cache") if cache is None else cache
-                ),
+                options=_with_cache(given or None, _form_bool(f.get("cache"), "cache") if cache is None else cache),
             )
             wanted = models or f.get("models") or ""
             others = [resolve_model(x.strip(), settings) for x in wanted.split(",") if x.strip()]

@@ -23,16 +23,30 @@ log = logging.getLogger("api")
 router = APIRouter(prefix="/v1", tags=["score"])
 
 
-def _send(state: Any, model: str, items: list[dict[str, Any]], overflow: str | None, reply_to: str) -> None:
+def _send(
+    state: Any,
+    model: str,
+    items: list[dict[str, Any]],
+    overflow: str | None,
+    reply_to: str,
+    control_tokens: str | None = None,
+) -> None:
     try:
-        _send_now(state, model, items, overflow, reply_to)
+        _send_now(state, model, items, overflow, reply_to, control_tokens)
     except RmscoreError:
         raise
     except Exception as e:  # noqa: BLE001 - kombu and redis raise their own connection errors
         raise Unavailable(f"the broker is unavailable ({type(e).__name__})", code="broker_unavailable") from e
 
 
-def _send_now(state: Any, model: str, items: list[dict[str, Any]], overflow: str | None, reply_to: str) -> None:
+def _send_now(
+    state: Any,
+    model: str,
+    items: list[dict[str, Any]],
+    overflow: str | None,
+    reply_to: str,
+    control_tokens: str | None = None,
+) -> None:
     r = state.redis
     queue = keys.sync_queue(model)
     cap = state.config.max_sync_queue
@@ -40,9 +54,12 @@ def _send_now(state: Any, model: str, items: list[dict[str, Any]], overflow: str
         raise Overloaded(f"{cap} synchronous requests are already waiting for {model}", retry_after=5)
     if not any(r.scan_iter(match=keys.worker_heartbeat(f"{model}@*"), count=1000)):
         raise Unavailable(f"no live worker serves {model}", code="no_worker", retry_after=10)
+    kwargs: dict[str, Any] = {"items": items, "reply_to": reply_to, "overflow": overflow}
+    if control_tokens:  # only when asked: a worker from before the option would refuse the argument
+        kwargs["control_tokens"] = control_tokens
     state.celery.send_task(
         keys.TASK_SCORE_SYNC,
-        kwargs={"items": items, "reply_to": reply_to, "overflow": overflow},
+        kwargs=kwargs,
         queue=queue,
         exchange="",
         routing_key=queue,
@@ -87,7 +104,9 @@ async def score(body: ScoreRequest, caller: CallerDep, state: StateDep) -> Score
     identity = None
     if todo:
         reply_to = reply_key(uuid.uuid4().hex)
-        await anyio.to_thread.run_sync(_send, state, model, todo, options.get("overflow"), reply_to)
+        await anyio.to_thread.run_sync(
+            _send, state, model, todo, options.get("overflow"), reply_to, options.get("control_tokens")
+        )
         try:
             got = await state.aioredis.blpop([reply_to], timeout=settings.sync_timeout)
         except RmscoreError:

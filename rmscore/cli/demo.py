@@ -102,6 +102,7 @@ def demo(
         err.print(f"job        {stack.api_url}/v1/jobs/{job.id}")
         err.print(f"report     {stack.api_url}/v1/jobs/{job.id}/report")
         err.print(f"Flower     {stack.flower_url}")
+        err.print(f"           login: {stack.flower_login}", highlight=False, soft_wrap=True)
         err.print(f"logs       {state_dir / 'logs'}")
         if keep:
             err.print("The stack keeps running; Ctrl-C stops it.")

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -90,6 +91,14 @@ def score(
     summary_json: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Also write the summary as JSON here.")
     ] = None,
+    control_tokens: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODE",
+            help="card (control-token strings in content are control tokens, as the card does) or "
+            f"neutralize (plain text; flagged). {env_default('control_tokens', 'card')}",
+        ),
+    ] = None,
 ) -> None:
     """Score conversations in-process and write one result line per input line, in input order."""
     from rmscore.settings import get_settings
@@ -99,6 +108,9 @@ def score(
         raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
     if overflow not in (None, "truncate", "error"):
         raise typer.BadParameter("overflow must be truncate or error", param_hint="--overflow")
+    if control_tokens not in (None, "card", "neutralize"):
+        raise typer.BadParameter("control-tokens must be card or neutralize", param_hint="--control-tokens")
+    control = control_tokens or settings.control_tokens
 
     from worker.engine import Engine
     from worker.scoring import score_items
@@ -142,7 +154,7 @@ def score(
                 max_turns=settings.max_turns,
             )
             for window in windows(parsed, WINDOW):
-                for record in _score_window(engine, window, score_items):
+                for record in _score_window(engine, window, partial(score_items, control_tokens=control)):
                     tally.add(record)
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 elapsed = time.perf_counter() - started

@@ -65,6 +65,7 @@ def up(
         err.print(f"       workers for {served}; jobs in {database_label()}", highlight=False, soft_wrap=True)
         if stack.flower_url:
             err.print(f"       Flower {stack.flower_url}", highlight=False)
+            err.print(f"       Flower login: {stack.flower_login}", highlight=False, soft_wrap=True)
         err.print("Ctrl-C stops everything.")
         code = stack.wait()
     except KeyboardInterrupt:

@@ -84,7 +84,8 @@ def stack(
     try:
         for w in workers:
             w.wait_ready(r)
-        with TestClient(create_app(settings)) as client:
+        # Local mode answers loopback Host names only (TestClient's default is "testserver").
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
             yield client, env
     finally:
         for w in workers:
