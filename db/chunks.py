@@ -306,38 +306,42 @@ def reap_expired_leases(db: Engine, *, max_attempts: int, now: datetime | None =
 
 
 def _reap_one(db: Engine, chunk_id: int, now: datetime, max_attempts: int) -> ChunkRef | str | None:
+    expired = and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now)
     try:
-        return _reap_one_tx(db, chunk_id, now, max_attempts)
+        return _take_back_tx(db, chunk_id, expired, now, max_attempts, "lease expired after attempt {attempts}")
     except LeaseLost:  # rolled back: someone else moved the chunk first
         return None
 
 
-def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) -> ChunkRef | str | None:
-    expired = and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now)
+def _take_back_tx(
+    db: Engine, chunk_id: int, guard: Any, now: datetime, max_attempts: int, why: str
+) -> ChunkRef | str | None:
+    """Take a chunk away from a worker that stopped (if `guard` still holds): re-queue it, fail it when
+    its attempts are used up, or cancel it when its job is being cancelled. `why` may name {attempts}."""
     with writing(db) as conn:
         _lock_job_of_chunk(conn, chunk_id)
         c = conn.execute(
             select(chunks, jobs.c.status.label("job_status"))
             .join(jobs, jobs.c.id == chunks.c.job_id)
-            .where(chunks.c.id == chunk_id, expired)
+            .where(chunks.c.id == chunk_id, guard)
         ).first()
         if c is None:
             return None
         if c.job_status in ("cancelling", "cancelled"):
             conn.execute(
                 update(chunks)
-                .where(chunks.c.id == chunk_id, expired)
+                .where(chunks.c.id == chunk_id, guard)
                 .values(status="cancelled", updated_at=now, error="job cancelled")
             )
             finish_job(conn, c.job_id, now)
             return "cancelled"
-        lost = f"lease expired after attempt {c.attempts}: the worker {c.lease_owner} stopped (killed or lost)"
+        lost = f"{why.format(attempts=c.attempts)}: the worker {c.lease_owner} stopped (killed or lost)"
         if c.attempts >= max_attempts:
-            _fail_chunk(conn, chunk_id, expired, c.error or lost, now)
+            _fail_chunk(conn, chunk_id, guard, c.error or lost, now)
             return "failed"
         conn.execute(
             update(chunks)
-            .where(chunks.c.id == chunk_id, expired)
+            .where(chunks.c.id == chunk_id, guard)
             .values(
                 status="queued",
                 lease_owner=None,
@@ -348,6 +352,68 @@ def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) ->
             )
         )
         return ChunkRef(c.id, c.job_id, c.model, c.n_items)
+
+
+@dataclass(frozen=True)
+class HeldLease:
+    """A live (unexpired) lease, as the reconciler sees it when asking whether its worker still runs."""
+
+    chunk_id: int
+    owner: str
+
+    @property
+    def worker(self) -> str:
+        """The worker name inside the owner string (`new_owner`): what its heartbeat key is named by."""
+        return owner_worker(self.owner)
+
+
+def owner_worker(owner: str) -> str:
+    return owner.rsplit("/", 1)[0]
+
+
+def leases_not_renewed(db: Engine, *, since: datetime) -> list[HeldLease]:
+    """Unexpired leases whose worker has not claimed or renewed them since `since` (`updated_at`:
+    a claim and every renewal set it, nothing else touches a leased chunk)."""
+    with reading(db) as conn:
+        rows = conn.execute(
+            select(chunks.c.id, chunks.c.lease_owner)
+            .where(chunks.c.status == "leased", chunks.c.updated_at < since, chunks.c.lease_owner.is_not(None))
+            .order_by(chunks.c.id)
+        ).all()
+    return [HeldLease(r.id, r.lease_owner) for r in rows]
+
+
+def reclaim_leases(db: Engine, held: list[HeldLease], *, since: datetime, max_attempts: int) -> Reaped:
+    """Take back leases whose worker is gone (the caller checked its heartbeat), as the reaper does
+    with expired ones: back to `queued`, or failed when used up.
+
+    Guarded on the same owner still holding it without a renewal since `since`, so a worker that
+    renews, completes or releases at the same moment wins, and a chunk is never taken twice.
+    """
+    out = Reaped([])
+    now = utcnow()
+    for lease in held:
+        guard = and_(
+            chunks.c.status == "leased",
+            chunks.c.lease_owner == lease.owner,
+            chunks.c.updated_at < since,
+        )
+
+        def run(lease: HeldLease = lease, guard: Any = guard) -> ChunkRef | str | None:
+            try:
+                why = "worker gone during attempt {attempts} (no heartbeat holds its lease)"
+                return _take_back_tx(db, lease.chunk_id, guard, now, max_attempts, why)
+            except LeaseLost:
+                return None
+
+        action = retrying(run, what="reclaiming a lease")
+        if isinstance(action, ChunkRef):
+            out.requeued.append(action)
+        elif action == "failed":
+            out.failed += 1
+        elif action == "cancelled":
+            out.cancelled += 1
+    return out
 
 
 def queued_chunks(db: Engine, *, enqueued_before: datetime | None = None, job_id: str | None = None) -> list[ChunkRef]:

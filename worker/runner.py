@@ -160,16 +160,20 @@ class WorkerRuntime:
             "engine_items": stats.items,  # conversations through the model (warm-up included)
             "current_chunk": cur.chunk_id if cur else None,
             "current_job": cur.job_id if cur else None,
+            # The lease in hand: the reconciler takes a lease back only from a worker whose heartbeat
+            # no longer names it (worker/reconcile.py), so it must be exactly the claim's owner.
+            "lease_owner": cur.owner if cur else None,
             "max_batch_tokens": self.engine.max_batch_tokens,
             "padding_efficiency": stats.padding_efficiency,
         }
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease of the chunk in hand every third of `lease_seconds`.
+    """Renews the lease of the chunk in hand every `renew_interval` (a third of `heartbeat_ttl`).
 
-    A lease then expires only when its worker stops (killed, machine lost, hung hard), however long
-    a chunk takes; the reconciler re-queues it `lease_seconds` later.
+    A lease then stays fresh however long a chunk takes, and goes stale only when its worker stops
+    (killed, machine lost, hung hard): the reconciler takes a stale lease back once no heartbeat
+    names it either (worker/reconcile.py), or at the latest when it expires after `lease_seconds`.
     """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
@@ -179,9 +183,10 @@ class LeaseKeeper(threading.Thread):
 
     def run(self) -> None:
         from db.chunks import renew_lease
+        from worker.reconcile import renew_interval
 
         seconds = self.runtime.settings.lease_seconds
-        while not self.stopping.wait(seconds / 3):
+        while not self.stopping.wait(renew_interval(self.runtime.settings)):
             lease = self.runtime.current
             if lease is None:
                 continue
