@@ -176,15 +176,19 @@ def complete_chunk(db: Engine, lease: Lease, records: list[dict[str, Any]], iden
     return retrying(run, what=f"storing chunk {lease.chunk_id}")
 
 
-def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int) -> str:
-    """Give a chunk back after scoring raised: 'queued' (to retry), 'failed' (attempts used up), or 'lost'."""
+def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int, refund: bool = False) -> str:
+    """Give a chunk back after scoring raised: 'queued' (to retry), 'failed' (attempts used up), or 'lost'.
+
+    `refund`: the failure was the infrastructure's (the database or broker was unreachable), not the
+    items': the chunk goes back to `queued` without using up the attempt, and is never failed.
+    """
 
     def run() -> str:
         now = utcnow()
         mine = and_(chunks.c.status == "leased", chunks.c.lease_owner == lease.owner)
         try:
             with writing(db) as conn:
-                if lease.attempts >= max_attempts:
+                if lease.attempts >= max_attempts and not refund:
                     _fail_chunk(conn, lease.chunk_id, mine, error, now)
                     return "failed"
                 res = conn.execute(
@@ -194,6 +198,7 @@ def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int) ->
                         status="queued",
                         lease_owner=None,
                         lease_expires_at=None,
+                        attempts=chunks.c.attempts - (1 if refund else 0),
                         error=error[:4000],
                         enqueued_at=now,
                         updated_at=now,

@@ -15,8 +15,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -25,10 +26,11 @@ from sqlalchemy import Engine as DbEngine
 from db.chunks import ChunkRef, Lease, claim_chunk, complete_chunk, load_items, new_owner, release_chunk
 from rmscore import keys
 from rmscore.settings import Settings
-from worker import faults, poison
+from worker import failures, faults, poison
 from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def node_name(model_name: str, device: str, *, host: str | None = None, suffix: str | None = None) -> str:
@@ -80,16 +82,27 @@ class WorkerRuntime:
             faults.before_scoring(items)
             records = self._score(items, lease.options)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
+            if failures.is_infrastructure(exc):
+                return self._hand_back(lease, exc)
             if not poison.should_bisect(lease.attempts, s.max_attempts, items):
                 self.current = None
                 return self._give_back(lease, exc)
             # Last attempt: fail only the items that make scoring raise (worker/poison.py).
-            records = poison.bisect_scores(poison.scorer(self._score, lease.options), items, first_error=exc)
+            try:
+                records = poison.bisect_scores(poison.scorer(self._score, lease.options), items, first_error=exc)
+            except Exception as infra:
+                if not failures.is_infrastructure(infra):
+                    raise
+                return self._hand_back(lease, infra)
         try:
-            ok = complete_chunk(self.db, lease, records, self.engine.identity)
+            # A database outage while storing is waited out with the lease in hand (the heartbeat
+            # names it, so nobody takes it): failing here on a last attempt would fail every item.
+            ok = self._through_outage(
+                lambda: complete_chunk(self.db, lease, records, self.engine.identity), f"storing chunk {chunk_id}"
+            )
         finally:
-            # Even when storing failed past its retries (a long database outage): the lease keeper
-            # must stop renewing this lease, so it expires and the reconciler re-queues the chunk.
+            # Even when storing failed past all that (an outage longer than the lease): the lease keeper
+            # and the heartbeat must let go of this lease, so the reconciler re-queues the chunk.
             self.current = None
         if not ok:
             log.warning("chunk %s: lease lost before it was stored; another worker owns it", chunk_id)
@@ -130,6 +143,45 @@ class WorkerRuntime:
             # Keep a budget the engine lowered on out-of-memory; otherwise restore the worker's own.
             if self.engine.max_batch_tokens >= budget:
                 self.engine.max_batch_tokens = saved
+
+    def _through_outage(self, call: Callable[[], T], what: str) -> T:
+        """Run a database call for the chunk in hand, waiting out an outage for up to `lease_seconds`.
+
+        Meanwhile the chunk stays ours: the heartbeat names its lease, so the reconciler leaves it
+        (and the lease cannot expire first). Anything else than an outage is raised at once.
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds
+        delay = 1.0
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not failures.is_infrastructure(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s: %s: %s; trying again in %.0fs", what, type(exc).__name__, exc, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 15.0)
+
+    def _hand_back(self, lease: Lease, exc: BaseException) -> str:
+        """The database or broker failed, not the items: re-queue the chunk without using up an attempt
+        (so no outage, however timed, can fail healthy items), once the database answers again."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("chunk %s: infrastructure error, handing it back (attempt not counted): %s", lease.chunk_id, error)
+        try:
+            outcome = self._through_outage(
+                lambda: release_chunk(self.db, lease, error, max_attempts=self.settings.max_attempts, refund=True),
+                f"handing back chunk {lease.chunk_id}",
+            )
+        finally:
+            self.current = None
+        if outcome == "queued":
+            ref = ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)
+            try:
+                send_chunks(self.app, self.redis, [ref])
+            except Exception as send_exc:  # noqa: BLE001 - the reconciler re-sends a queued chunk the broker lacks
+                log.warning("chunk %s: re-queued, but not re-sent (%s); the reconciler will", lease.chunk_id, send_exc)
+            return "retry"
+        return outcome
 
     def _give_back(self, lease: Lease, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
