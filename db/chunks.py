@@ -17,11 +17,12 @@ Multi-row transactions touch the job row before the chunk row, so they cannot de
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, true, update
 
 from db.jobs import finish_job, mark_running
 from db.models import JOB_ACTIVE, chunks, items, jobs
@@ -69,8 +70,20 @@ def _job_stopped(job_id: Any) -> Any:
     return exists().where(jobs.c.id == job_id, jobs.c.status.in_(("cancelling", "cancelled")))
 
 
-def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, max_attempts: int) -> Lease | None:
-    """Lease the chunk for `owner`; None when it is not ours to run (done, leased, cancelled, used up)."""
+def claim_chunk(
+    db: Engine,
+    chunk_id: int,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    model_refs: Collection[str] | None = None,
+) -> Lease | None:
+    """Lease the chunk for `owner`; None when it is not ours to run (done, leased, cancelled, used up,
+    or recorded for another model than `model_refs`, the refs of the model the worker serves)."""
+    same_model = (
+        true() if model_refs is None else or_(chunks.c.model_ref.is_(None), chunks.c.model_ref.in_(sorted(model_refs)))
+    )
 
     def run() -> Lease | None:
         now = utcnow()
@@ -80,6 +93,7 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
                 .where(
                     chunks.c.id == chunk_id,
                     chunks.c.attempts < max_attempts,
+                    same_model,
                     or_(
                         chunks.c.status == "queued",
                         and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now),
@@ -118,6 +132,23 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
     if lease is not None:
         mark_running(db, lease.job_id)  # its own transaction: a claim never waits on the job row
     return lease
+
+
+def queued_for_model(db: Engine, chunk_id: int) -> tuple[ChunkRef, str] | None:
+    """A queued chunk of an active job that records the exact model it must be scored with: its
+    ref and that model (`model_ref`); None otherwise."""
+    with reading(db) as conn:
+        row = conn.execute(
+            select(chunks.c.id, chunks.c.job_id, chunks.c.model, chunks.c.n_items, chunks.c.model_ref)
+            .join(jobs, jobs.c.id == chunks.c.job_id)
+            .where(
+                chunks.c.id == chunk_id,
+                chunks.c.status == "queued",
+                chunks.c.model_ref.is_not(None),
+                jobs.c.status.in_(JOB_ACTIVE),
+            )
+        ).first()
+    return None if row is None else (ChunkRef(row.id, row.job_id, row.model, row.n_items), row.model_ref)
 
 
 def load_items(db: Engine, lease: Lease) -> list[Item]:

@@ -23,14 +23,27 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine as DbEngine
 
-from db.chunks import ChunkRef, Lease, claim_chunk, complete_chunk, load_items, new_owner, release_chunk
+from db.chunks import (
+    ChunkRef,
+    Lease,
+    claim_chunk,
+    complete_chunk,
+    load_items,
+    mark_enqueued,
+    new_owner,
+    queued_for_model,
+    release_chunk,
+)
 from rmscore import keys
-from rmscore.settings import Settings
+from rmscore.settings import Settings, model_refs_served
 from worker import failures, faults, poison
 from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Pause before re-sending a chunk of another model of the same name; below the reconciler's lost-chunk
+# grace (2-30 s), so the reconciler does not send a second copy meanwhile.
+REFUSED_RESEND_S = 1.5
 
 
 def node_name(model_name: str, device: str, *, host: str | None = None, suffix: str | None = None) -> str:
@@ -56,6 +69,11 @@ class WorkerRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def model_refs(self) -> set[str]:
+        """The `model_ref`s a chunk may record to be ours: the exact model loaded, never just its name."""
+        return model_refs_served(self.engine.model)
+
+    @property
     def queue(self) -> str:
         return keys.score_queue(self.engine.name)
 
@@ -69,8 +87,12 @@ class WorkerRuntime:
             new_owner(self.name),
             lease_seconds=s.lease_seconds,
             max_attempts=s.max_attempts,
+            model_refs=self.model_refs,
         )
         if lease is None:
+            other = queued_for_model(self.db, chunk_id)
+            if other is not None and other[1] not in self.model_refs:
+                return self._leave_for_its_model(*other)
             log.info("chunk %s: skipped (done, taken, cancelled or out of attempts)", chunk_id)
             return "skipped"
         self.current = lease
@@ -143,6 +165,25 @@ class WorkerRuntime:
             # Keep a budget the engine lowered on out-of-memory; otherwise restore the worker's own.
             if self.engine.max_batch_tokens >= budget:
                 self.engine.max_batch_tokens = saved
+
+    def _leave_for_its_model(self, ref: ChunkRef, wanted: str) -> str:
+        """A chunk of another model that shares this one's name (and queue): never score it.
+
+        It stays queued, no attempt used, and goes back to the queue for a worker of its model; after
+        a pause, so a fleet with no such worker re-sends it every few seconds, not in a busy loop.
+        (Re-sent here, not left to the reconciler: its `chunk_enqueued` key may have been set by the
+        producer after this worker took the message, and would then hide it for a week.)
+        """
+        log.warning(
+            "chunk %s is for model %s; this worker serves %s: left for a worker of that model",
+            ref.id,
+            wanted,
+            self.engine.model,
+        )
+        mark_enqueued(self.db, [ref.id])  # the reconciler's grace starts again: it does not send it too
+        time.sleep(REFUSED_RESEND_S)
+        send_chunks(self.app, self.redis, [ref])
+        return "skipped"
 
     def _through_outage(self, call: Callable[[], T], what: str) -> T:
         """Run a database call for the chunk in hand, waiting out an outage for up to `lease_seconds`.
