@@ -188,8 +188,9 @@ class WorkerRuntime:
     def _through_outage(self, call: Callable[[], T], what: str) -> T:
         """Run a database call for the chunk in hand, waiting out an outage for up to `lease_seconds`.
 
-        Meanwhile the chunk stays ours: the heartbeat names its lease, so the reconciler leaves it
-        (and the lease cannot expire first). Anything else than an outage is raised at once.
+        Meanwhile the chunk stays ours: the heartbeat names its lease, so the reconciler does not
+        take it as abandoned (only the lease's own expiry, about as far off, could). Anything else
+        than an outage is raised at once.
         """
         deadline = time.monotonic() + self.settings.lease_seconds
         delay = 1.0
