@@ -140,6 +140,7 @@ def store(
         max_items=settings.max_items_per_job,
         models=models,
         fingerprint=fingerprint,
+        model_refs=settings.model_refs,  # the exact model each chunk must be scored with
     )
     if created.created and created.job.status == "queued":
         send(db, settings, created.job.id)

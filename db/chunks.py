@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, true, update
 
 from db.jobs import finish_job, mark_running
 from db.models import JOB_ACTIVE, chunks, items, jobs
@@ -73,8 +74,20 @@ def _job_stopped(job_id: Any) -> Any:
     return exists().where(jobs.c.id == job_id, jobs.c.status.in_(("cancelling", "cancelled")))
 
 
-def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, max_attempts: int) -> Lease | None:
-    """Lease the chunk for `owner`; None when it is not ours to run (done, leased, cancelled, used up)."""
+def claim_chunk(
+    db: Engine,
+    chunk_id: int,
+    owner: str,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    model_refs: Collection[str] | None = None,
+) -> Lease | None:
+    """Lease the chunk for `owner`; None when it is not ours to run (done, leased, cancelled, used up,
+    or recorded for another model than `model_refs`, the refs of the model the worker serves)."""
+    same_model = (
+        true() if model_refs is None else or_(chunks.c.model_ref.is_(None), chunks.c.model_ref.in_(sorted(model_refs)))
+    )
 
     def run() -> Lease | None:
         now = utcnow()
@@ -84,6 +97,7 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
                 .where(
                     chunks.c.id == chunk_id,
                     chunks.c.attempts < max_attempts,
+                    same_model,
                     or_(
                         chunks.c.status == "queued",
                         and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now),
@@ -123,6 +137,23 @@ def claim_chunk(db: Engine, chunk_id: int, owner: str, *, lease_seconds: float, 
     if lease is not None:
         mark_running(db, lease.job_id)  # its own transaction: a claim never waits on the job row
     return lease
+
+
+def queued_for_model(db: Engine, chunk_id: int) -> tuple[ChunkRef, str] | None:
+    """A queued chunk of an active job that records the exact model it must be scored with: its
+    ref and that model (`model_ref`); None otherwise."""
+    with reading(db) as conn:
+        row = conn.execute(
+            select(chunks.c.id, chunks.c.job_id, chunks.c.model, chunks.c.n_items, chunks.c.model_ref)
+            .join(jobs, jobs.c.id == chunks.c.job_id)
+            .where(
+                chunks.c.id == chunk_id,
+                chunks.c.status == "queued",
+                chunks.c.model_ref.is_not(None),
+                jobs.c.status.in_(JOB_ACTIVE),
+            )
+        ).first()
+    return None if row is None else (ChunkRef(row.id, row.job_id, row.model, row.n_items), row.model_ref)
 
 
 def load_items(db: Engine, lease: Lease) -> list[Item]:
@@ -181,15 +212,19 @@ def complete_chunk(db: Engine, lease: Lease, records: list[dict[str, Any]], iden
     return retrying(run, what=f"storing chunk {lease.chunk_id}")
 
 
-def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int) -> str:
-    """Give a chunk back after scoring raised: 'queued' (to retry), 'failed' (attempts used up), or 'lost'."""
+def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int, refund: bool = False) -> str:
+    """Give a chunk back after scoring raised: 'queued' (to retry), 'failed' (attempts used up), or 'lost'.
+
+    `refund`: the failure was the infrastructure's (the database or broker was unreachable), not the
+    items': the chunk goes back to `queued` without using up the attempt, and is never failed.
+    """
 
     def run() -> str:
         now = utcnow()
         mine = and_(chunks.c.status == "leased", chunks.c.lease_owner == lease.owner)
         try:
             with writing(db) as conn:
-                if lease.attempts >= max_attempts:
+                if lease.attempts >= max_attempts and not refund:
                     _fail_chunk(conn, lease.chunk_id, mine, error, now)
                     return "failed"
                 res = conn.execute(
@@ -199,6 +234,7 @@ def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int) ->
                         status="queued",
                         lease_owner=None,
                         lease_expires_at=None,
+                        attempts=chunks.c.attempts - (1 if refund else 0),
                         error=error[:4000],
                         enqueued_at=now,
                         updated_at=now,
@@ -314,38 +350,42 @@ def reap_expired_leases(db: Engine, *, max_attempts: int, now: datetime | None =
 
 
 def _reap_one(db: Engine, chunk_id: int, now: datetime, max_attempts: int) -> ChunkRef | str | None:
+    expired = and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now)
     try:
-        return _reap_one_tx(db, chunk_id, now, max_attempts)
+        return _take_back_tx(db, chunk_id, expired, now, max_attempts, "lease expired after attempt {attempts}")
     except LeaseLost:  # rolled back: someone else moved the chunk first
         return None
 
 
-def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) -> ChunkRef | str | None:
-    expired = and_(chunks.c.status == "leased", chunks.c.lease_expires_at < now)
+def _take_back_tx(
+    db: Engine, chunk_id: int, guard: Any, now: datetime, max_attempts: int, why: str
+) -> ChunkRef | str | None:
+    """Take a chunk away from a worker that stopped (if `guard` still holds): re-queue it, fail it when
+    its attempts are used up, or cancel it when its job is being cancelled. `why` may name {attempts}."""
     with writing(db) as conn:
         _lock_job_of_chunk(conn, chunk_id)
         c = conn.execute(
             select(chunks, jobs.c.status.label("job_status"))
             .join(jobs, jobs.c.id == chunks.c.job_id)
-            .where(chunks.c.id == chunk_id, expired)
+            .where(chunks.c.id == chunk_id, guard)
         ).first()
         if c is None:
             return None
         if c.job_status in ("cancelling", "cancelled"):
             conn.execute(
                 update(chunks)
-                .where(chunks.c.id == chunk_id, expired)
+                .where(chunks.c.id == chunk_id, guard)
                 .values(status="cancelled", updated_at=now, error="job cancelled")
             )
             finish_job(conn, c.job_id, now)
             return "cancelled"
-        lost = f"lease expired after attempt {c.attempts}: the worker {c.lease_owner} stopped (killed or lost)"
+        lost = f"{why.format(attempts=c.attempts)}: the worker {c.lease_owner} stopped (killed or lost)"
         if c.attempts >= max_attempts:
-            _fail_chunk(conn, chunk_id, expired, c.error or lost, now)
+            _fail_chunk(conn, chunk_id, guard, c.error or lost, now)
             return "failed"
         conn.execute(
             update(chunks)
-            .where(chunks.c.id == chunk_id, expired)
+            .where(chunks.c.id == chunk_id, guard)
             .values(
                 status="queued",
                 lease_owner=None,
@@ -356,6 +396,68 @@ def _reap_one_tx(db: Engine, chunk_id: int, now: datetime, max_attempts: int) ->
             )
         )
         return ChunkRef(c.id, c.job_id, c.model, c.n_items)
+
+
+@dataclass(frozen=True)
+class HeldLease:
+    """A live (unexpired) lease, as the reconciler sees it when asking whether its worker still runs."""
+
+    chunk_id: int
+    owner: str
+
+    @property
+    def worker(self) -> str:
+        """The worker name inside the owner string (`new_owner`): what its heartbeat key is named by."""
+        return owner_worker(self.owner)
+
+
+def owner_worker(owner: str) -> str:
+    return owner.rsplit("/", 1)[0]
+
+
+def leases_not_renewed(db: Engine, *, since: datetime) -> list[HeldLease]:
+    """Unexpired leases whose worker has not claimed or renewed them since `since` (`updated_at`:
+    a claim and every renewal set it, nothing else touches a leased chunk)."""
+    with reading(db) as conn:
+        rows = conn.execute(
+            select(chunks.c.id, chunks.c.lease_owner)
+            .where(chunks.c.status == "leased", chunks.c.updated_at < since, chunks.c.lease_owner.is_not(None))
+            .order_by(chunks.c.id)
+        ).all()
+    return [HeldLease(r.id, r.lease_owner) for r in rows]
+
+
+def reclaim_leases(db: Engine, held: list[HeldLease], *, since: datetime, max_attempts: int) -> Reaped:
+    """Take back leases whose worker is gone (the caller checked its heartbeat), as the reaper does
+    with expired ones: back to `queued`, or failed when used up.
+
+    Guarded on the same owner still holding it without a renewal since `since`, so a worker that
+    renews, completes or releases at the same moment wins, and a chunk is never taken twice.
+    """
+    out = Reaped([])
+    now = utcnow()
+    for lease in held:
+        guard = and_(
+            chunks.c.status == "leased",
+            chunks.c.lease_owner == lease.owner,
+            chunks.c.updated_at < since,
+        )
+
+        def run(lease: HeldLease = lease, guard: Any = guard) -> ChunkRef | str | None:
+            try:
+                why = "worker gone during attempt {attempts} (no heartbeat holds its lease)"
+                return _take_back_tx(db, lease.chunk_id, guard, now, max_attempts, why)
+            except LeaseLost:
+                return None
+
+        action = retrying(run, what="reclaiming a lease")
+        if isinstance(action, ChunkRef):
+            out.requeued.append(action)
+        elif action == "failed":
+            out.failed += 1
+        elif action == "cancelled":
+            out.cancelled += 1
+    return out
 
 
 def queued_chunks(db: Engine, *, enqueued_before: datetime | None = None, job_id: str | None = None) -> list[ChunkRef]:

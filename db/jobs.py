@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -215,14 +215,17 @@ def create_job(
     max_items: int | None = None,
     models: Sequence[str] | None = None,
     fingerprint: Fingerprint = None,
+    model_refs: Mapping[str, str] | None = None,
 ) -> CreatedJob:
     """Store a job from parsed lines (`rmscore.formats.iter_parsed` / `parse_object` output).
 
     `model` is a short name (see `resolve_model`); `models` names more to compare it with (each
     item is then scored once per model, on each model's own queue; `total` counts results: lines
-    times models). Bad lines are stored as items with an error
-    result and counted as failed. The job starts `queued` with its chunks queued but not yet sent
-    to the broker: call `worker.enqueue.enqueue_job` next (or use `worker.enqueue.submit`).
+    times models). `model_refs` (`Settings.model_refs`) maps each short name to the exact model its
+    chunks must be scored with; without it any worker of the name may. Bad lines are stored as
+    items with an error result and counted as failed. The job starts `queued` with its chunks
+    queued but not yet sent to the broker: call `worker.enqueue.enqueue_job` next (or use
+    `worker.enqueue.submit`).
     `fingerprint` identifies the request for idempotency (see `replay`): with an `idempotency_key`
     already used, the earlier job is returned if the fingerprints match.
     Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines),
@@ -308,7 +311,7 @@ def create_job(
         }
         if not planner.plans:  # every line failed to parse: nothing to score
             job_row.update(status="failed", failed_at=now, error="no line of the input could be scored")
-        retrying(lambda: _insert_job(db, job_row, planner.plans, scored_by), what="storing the job")
+        retrying(lambda: _insert_job(db, job_row, planner.plans, scored_by, model_refs), what="storing the job")
     except IntegrityError:
         _discard(db, job_id)
         assert idempotency_key is not None
@@ -350,7 +353,13 @@ def _insert_batch(db: Engine, item_rows: list[dict[str, Any]], error_rows: list[
             insert_missing_results(conn, error_rows)
 
 
-def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int, int]], models: list[str]) -> None:
+def _insert_job(
+    db: Engine,
+    job_row: dict[str, Any],
+    plans: list[tuple[int, int, int]],
+    models: list[str],
+    model_refs: Mapping[str, str] | None = None,
+) -> None:
     now = job_row["created_at"]
     with writing(db) as conn:
         if conn.execute(select(jobs.c.id).where(jobs.c.id == job_row["id"])).first():
@@ -360,6 +369,7 @@ def _insert_job(db: Engine, job_row: dict[str, Any], plans: list[tuple[int, int,
             {
                 "job_id": job_row["id"],
                 "model": m,
+                "model_ref": (model_refs or {}).get(m),
                 "first_line": a,
                 "last_line": b,
                 "n_items": n,

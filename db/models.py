@@ -124,6 +124,10 @@ class Chunk(Base):
     id: Mapped[int] = mapped_column(ChunkId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(128))
+    # The exact model (`rmscore.settings.model_ref`: absolute directory or hub id) the producer
+    # resolved `model` to; a worker serving another model of the same name must not claim it.
+    # NULL (chunks stored before migration 0004): any worker of the queue may. Migration 0004.
+    model_ref: Mapped[str | None] = mapped_column(String(1024))
     first_line: Mapped[int] = mapped_column(Integer)
     last_line: Mapped[int] = mapped_column(Integer)
     n_items: Mapped[int] = mapped_column(Integer)  # items to score (lines that parsed) in the range

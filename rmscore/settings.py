@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,26 @@ def model_name(model: str) -> str:
     if not slug:
         raise ValueError(f"cannot derive a model name from {model!r}")
     return slug
+
+
+def model_ref(model: str) -> str:
+    """What a chunk records of the model it must be scored with: a local directory as an absolute
+    path, a hub id as given. Two directories with the same basename share a queue (`model_name`),
+    so the worker compares this, never the name (worker/runner.py)."""
+    path = os.path.expanduser(model)
+    if os.path.isdir(path) or model.startswith(("/", "./", "../", "~")):
+        return os.path.abspath(path)
+    return model
+
+
+def model_refs_served(model: str) -> set[str]:
+    """Every `model_ref` a producer may have recorded for the model a worker loaded from `model`:
+    as given, absolute, and with symlinks resolved (the producer may see the directory differently)."""
+    refs = {model, model_ref(model)}
+    path = os.path.expanduser(model)
+    if os.path.isdir(path):
+        refs.add(os.path.realpath(path))
+    return refs
 
 
 class Settings(BaseSettings):
@@ -148,6 +169,11 @@ class Settings(BaseSettings):
     def model_names(self) -> dict[str, str]:
         """Short name -> model id or path, for every model jobs may name."""
         return {model_name(m): m for m in self.allowed_models}
+
+    @property
+    def model_refs(self) -> dict[str, str]:
+        """Short name -> `model_ref`, for every model jobs may name: what their chunks record."""
+        return {name: model_ref(m) for name, m in self.model_names.items()}
 
     @property
     def backend_url(self) -> str:

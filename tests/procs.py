@@ -114,3 +114,70 @@ def stop_proc(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+PG_BIN = _pg_bin()
+
+
+@dataclass
+class PostgresServer:
+    """A private PostgreSQL cluster (initdb in a temporary directory, a free port, trust auth) that a
+    test may stop and start: an outage of the database alone, never of the machine's shared server.
+
+    PostgreSQL refuses to run as root; as root the cluster runs as the `postgres` user.
+    """
+
+    port: int = field(default_factory=free_port)
+    root: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        import os
+
+        assert PG_BIN is not None and self.root is not None
+        cmd = [str(PG_BIN / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+    def init(self) -> PostgresServer:
+        import os
+        import tempfile
+
+        # Under /tmp, not pytest's tmp_path: the postgres user cannot enter root's 0700 pytest dirs.
+        self.root = Path(tempfile.mkdtemp(prefix="rmscore-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+        return self
+
+    def start(self) -> PostgresServer:
+        assert self.root is not None
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-o", opts, "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        """Fast shutdown: clients are disconnected at once and new connections are refused."""
+        assert self.root is not None
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        if self.root is None:
+            return
+        import contextlib
+
+        with contextlib.suppress(RuntimeError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None

@@ -134,6 +134,7 @@ def submit(
         idempotency_key=idempotency_key,
         max_items=s.max_items_per_job,
         models=others,
+        model_refs=s.model_refs,
     )
     if created.created and created.job.status == "queued":
         from worker.app import get_app

@@ -4,6 +4,8 @@ A chunk that raised on every attempt but its last is, on that last attempt, scor
 (recursively), so one input the model chokes on ends with a `scoring_failed` error (the cause in the
 worker's log, not in the tenant's result), and its neighbours get their scores. A chunk that failed
 only transiently scores whole.
+Only an item's own failure marks it: an infrastructure error (worker/failures.py) met while
+bisecting stops the bisection and is raised, so the worker gives the whole chunk back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from db.chunks import SCORING_FAILED
 from rmscore import failures
 from rmscore.formats import Item, error_record
+from worker.failures import is_infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,14 @@ def bisect_scores(score: ScoreFn, items: Sequence[Item], *, first_error: BaseExc
     so that call is not repeated."""
     if not items:
         return []
+    if first_error is not None and is_infrastructure(first_error):
+        raise first_error
     if first_error is None:
         try:
             return score(items)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is narrowed down below
+            if is_infrastructure(exc):
+                raise  # the database or broker failed, not these items: the worker gives the chunk back
             first_error = exc
     if len(items) == 1:
         item = items[0]

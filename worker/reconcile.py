@@ -1,8 +1,14 @@
 """The reconciler: the database can always bring a job to its end, whatever the broker forgot.
 
 One pass (under a Redis lock, so a fleet runs one at a time):
-1. leases that expired (worker killed, machine lost) go back to `queued` and are re-sent, or end
-   failed after `max_attempts` with the error on their items;
+1. leases whose worker is gone go back to `queued` and are re-sent, or end failed after
+   `max_attempts` with the error on their items. A worker is gone when no live heartbeat of it
+   names the lease (killed, machine lost, hung, or it gave the chunk up while the database was
+   down) and the lease has not been renewed for `heartbeat_ttl`: both signals must fail, so a
+   worker whose Redis writes hiccup (it still renews in the database) or whose database is down
+   (its heartbeat still names the lease) keeps its chunk. That takes a dead worker's chunk back
+   within about `heartbeat_ttl` + `reconcile_interval` (~1 minute with defaults); the lease's own
+   expiry (`lease_seconds`) stays as the backstop;
 2. queued chunks the broker no longer knows (their `chunk_enqueued` key is gone: FLUSHALL, a Redis
    restart without persistence) are re-sent;
 3. jobs whose chunks have all ended are moved to their end state; `cancelling` -> `cancelled`;
@@ -15,6 +21,7 @@ Every worker runs one in a background thread; `rmscore reconcile --once` runs on
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -25,13 +32,82 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine
 
-from db.chunks import ChunkRef, finish_jobs, mark_enqueued, queued_chunks, reap_expired_leases
+from db.chunks import (
+    ChunkRef,
+    HeldLease,
+    finish_jobs,
+    leases_not_renewed,
+    mark_enqueued,
+    queued_chunks,
+    reap_expired_leases,
+    reclaim_leases,
+)
 from db.session import utcnow
 from rmscore import keys
 from rmscore.settings import Settings
 from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
+
+
+def abandon_grace(settings: Settings) -> float:
+    """A lease not renewed for this long, with no heartbeat naming it, belongs to a worker that is gone.
+
+    A live worker renews every third of this (`renew_interval`), so only a worker that also missed
+    three renewals in a row can lose its chunk this way.
+    """
+    return settings.heartbeat_ttl
+
+
+def renew_interval(settings: Settings) -> float:
+    """How often a worker renews the lease in hand: three times per lease and per `abandon_grace`."""
+    return min(settings.lease_seconds, abandon_grace(settings)) / 3
+
+
+def held_by_live_worker(r: redis.Redis, leases: list[HeldLease]) -> set[str]:
+    """The owners among `leases` that a live heartbeat names as the lease it holds now.
+
+    A heartbeat from a worker that predates `lease_owner` in heartbeats counts as holding every
+    lease of its name (a rolling upgrade must not rob old workers).
+    """
+    names = sorted({lease.worker for lease in leases})
+    if not names:
+        return set()
+    beats = r.mget([keys.worker_heartbeat(n) for n in names])
+    holding: dict[str, str | None] = {}
+    legacy: set[str] = set()
+    for name, raw in zip(names, beats, strict=True):
+        if raw is None:
+            continue  # no heartbeat: the worker stopped (or Redis lost it; its renewals decide then)
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            legacy.add(name)
+            continue
+        if not isinstance(beat, dict) or "lease_owner" not in beat:
+            legacy.add(name)
+        else:
+            holding[name] = beat["lease_owner"]
+    return {lease.owner for lease in leases if lease.worker in legacy or holding.get(lease.worker) == lease.owner}
+
+
+def reclaim_abandoned(db: Engine, r: redis.Redis, settings: Settings) -> tuple[list[ChunkRef], int, int]:
+    """Take back leases of workers that are gone (see the module docstring): (re-queued, failed, cancelled)."""
+    since = utcnow() - timedelta(seconds=abandon_grace(settings))
+    stale = leases_not_renewed(db, since=since)
+    if not stale:
+        return [], 0, 0
+    alive = held_by_live_worker(r, stale)
+    gone = [lease for lease in stale if lease.owner not in alive]
+    if not gone:
+        return [], 0, 0
+    log.warning(
+        "reconcile: taking back %d lease(s) of stopped workers: %s",
+        len(gone),
+        ", ".join(f"chunk {g.chunk_id} ({g.owner})" for g in gone),
+    )
+    out = reclaim_leases(db, gone, since=since, max_attempts=settings.max_attempts)
+    return out.requeued, out.failed, out.cancelled
 
 
 def lost_grace(settings: Settings) -> float:
@@ -47,6 +123,7 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 class ReconcileReport:
     ran: bool = True  # False: another process held the lock
     requeued_expired: list[int] = field(default_factory=list)
+    requeued_abandoned: list[int] = field(default_factory=list)  # leases of workers that are gone
     resent_lost: list[int] = field(default_factory=list)
     failed_chunks: int = 0
     cancelled_chunks: int = 0
@@ -56,6 +133,7 @@ class ReconcileReport:
     def __bool__(self) -> bool:
         return bool(
             self.requeued_expired
+            or self.requeued_abandoned
             or self.resent_lost
             or self.failed_chunks
             or self.cancelled_chunks
@@ -67,7 +145,8 @@ class ReconcileReport:
         if not self.ran:
             return "skipped: another reconciler holds the lock"
         return (
-            f"re-queued {len(self.requeued_expired)} expired lease(s), re-sent {len(self.resent_lost)} lost "
+            f"re-queued {len(self.requeued_expired)} expired lease(s) and {len(self.requeued_abandoned)} of "
+            f"stopped workers, re-sent {len(self.resent_lost)} lost "
             f"chunk(s), failed {self.failed_chunks}, cancelled {self.cancelled_chunks}, "
             f"finished {self.jobs_finished} job(s), pruned {self.cache_pruned} score cache row(s)"
         )
@@ -121,6 +200,13 @@ def reconcile_once(
         if reaped.requeued:
             send_chunks(app, r, reaped.requeued)
             report.requeued_expired = [c.id for c in reaped.requeued]
+
+        taken, failed, cancelled = reclaim_abandoned(db, r, settings)
+        report.failed_chunks += failed
+        report.cancelled_chunks += cancelled
+        if taken:
+            send_chunks(app, r, taken)
+            report.requeued_abandoned = [c.id for c in taken]
 
         now = utcnow()
         grace = lost_grace(settings) if grace_s is None else grace_s

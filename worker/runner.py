@@ -16,20 +16,35 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 from sqlalchemy import Engine as DbEngine
 
-from db.chunks import ChunkRef, Lease, claim_chunk, complete_chunk, load_items, new_owner, release_chunk
+from db.chunks import (
+    ChunkRef,
+    Lease,
+    claim_chunk,
+    complete_chunk,
+    load_items,
+    mark_enqueued,
+    new_owner,
+    queued_for_model,
+    release_chunk,
+)
 from rmscore import keys
-from rmscore.settings import Settings
-from worker import faults, poison
+from rmscore.settings import Settings, model_refs_served
+from worker import failures, faults, poison
 from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Pause before re-sending a chunk of another model of the same name; below the reconciler's lost-chunk
+# grace (2-30 s), so the reconciler does not send a second copy meanwhile.
+REFUSED_RESEND_S = 1.5
 
 
 def node_name(model_name: str, device: str, *, host: str | None = None, suffix: str | None = None) -> str:
@@ -55,6 +70,11 @@ class WorkerRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def model_refs(self) -> set[str]:
+        """The `model_ref`s a chunk may record to be ours: the exact model loaded, never just its name."""
+        return model_refs_served(self.engine.model)
+
+    @property
     def queue(self) -> str:
         return keys.score_queue(self.engine.name)
 
@@ -68,8 +88,12 @@ class WorkerRuntime:
             new_owner(self.name),
             lease_seconds=s.lease_seconds,
             max_attempts=s.max_attempts,
+            model_refs=self.model_refs,
         )
         if lease is None:
+            other = queued_for_model(self.db, chunk_id)
+            if other is not None and other[1] not in self.model_refs:
+                return self._leave_for_its_model(*other)
             log.info("chunk %s: skipped (done, taken, cancelled or out of attempts)", chunk_id)
             return "skipped"
         self.current = lease
@@ -81,17 +105,28 @@ class WorkerRuntime:
             faults.before_scoring(items)
             records = self._score(items, lease.options, lease.tenant)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
+            if failures.is_infrastructure(exc):
+                return self._hand_back(lease, exc)
             if not poison.should_bisect(lease.attempts, s.max_attempts, items):
                 self.current = None
                 return self._give_back(lease, exc)
             # Last attempt: fail only the items that make scoring raise (worker/poison.py).
             score = functools.partial(self._score, tenant=lease.tenant)
-            records = poison.bisect_scores(poison.scorer(score, lease.options), items, first_error=exc)
+            try:
+                records = poison.bisect_scores(poison.scorer(score, lease.options), items, first_error=exc)
+            except Exception as infra:
+                if not failures.is_infrastructure(infra):
+                    raise
+                return self._hand_back(lease, infra)
         try:
-            ok = complete_chunk(self.db, lease, records, self.engine.identity)
+            # A database outage while storing is waited out with the lease in hand (the heartbeat
+            # names it, so nobody takes it): failing here on a last attempt would fail every item.
+            ok = self._through_outage(
+                lambda: complete_chunk(self.db, lease, records, self.engine.identity), f"storing chunk {chunk_id}"
+            )
         finally:
-            # Even when storing failed past its retries (a long database outage): the lease keeper
-            # must stop renewing this lease, so it expires and the reconciler re-queues the chunk.
+            # Even when storing failed past all that (an outage longer than the lease): the lease keeper
+            # and the heartbeat must let go of this lease, so the reconciler re-queues the chunk.
             self.current = None
         if not ok:
             log.warning("chunk %s: lease lost before it was stored; another worker owns it", chunk_id)
@@ -138,6 +173,65 @@ class WorkerRuntime:
             if self.engine.max_batch_tokens >= budget:
                 self.engine.max_batch_tokens = saved
 
+    def _leave_for_its_model(self, ref: ChunkRef, wanted: str) -> str:
+        """A chunk of another model that shares this one's name (and queue): never score it.
+
+        It stays queued, no attempt used, and goes back to the queue for a worker of its model; after
+        a pause, so a fleet with no such worker re-sends it every few seconds, not in a busy loop.
+        (Re-sent here, not left to the reconciler: its `chunk_enqueued` key may have been set by the
+        producer after this worker took the message, and would then hide it for a week.)
+        """
+        log.warning(
+            "chunk %s is for model %s; this worker serves %s: left for a worker of that model",
+            ref.id,
+            wanted,
+            self.engine.model,
+        )
+        mark_enqueued(self.db, [ref.id])  # the reconciler's grace starts again: it does not send it too
+        time.sleep(REFUSED_RESEND_S)
+        send_chunks(self.app, self.redis, [ref])
+        return "skipped"
+
+    def _through_outage(self, call: Callable[[], T], what: str) -> T:
+        """Run a database call for the chunk in hand, waiting out an outage for up to `lease_seconds`.
+
+        Meanwhile the chunk stays ours: the heartbeat names its lease, so the reconciler does not
+        take it as abandoned (only the lease's own expiry, about as far off, could). Anything else
+        than an outage is raised at once.
+        """
+        deadline = time.monotonic() + self.settings.lease_seconds
+        delay = 1.0
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not failures.is_infrastructure(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s: %s: %s; trying again in %.0fs", what, type(exc).__name__, exc, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 15.0)
+
+    def _hand_back(self, lease: Lease, exc: BaseException) -> str:
+        """The database or broker failed, not the items: re-queue the chunk without using up an attempt
+        (so no outage, however timed, can fail healthy items), once the database answers again."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("chunk %s: infrastructure error, handing it back (attempt not counted): %s", lease.chunk_id, error)
+        try:
+            outcome = self._through_outage(
+                lambda: release_chunk(self.db, lease, error, max_attempts=self.settings.max_attempts, refund=True),
+                f"handing back chunk {lease.chunk_id}",
+            )
+        finally:
+            self.current = None
+        if outcome == "queued":
+            ref = ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)
+            try:
+                send_chunks(self.app, self.redis, [ref])
+            except Exception as send_exc:  # noqa: BLE001 - the reconciler re-sends a queued chunk the broker lacks
+                log.warning("chunk %s: re-queued, but not re-sent (%s); the reconciler will", lease.chunk_id, send_exc)
+            return "retry"
+        return outcome
+
     def _give_back(self, lease: Lease, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("chunk %s failed on attempt %d: %s", lease.chunk_id, lease.attempts, error)
@@ -168,16 +262,20 @@ class WorkerRuntime:
             "engine_items": stats.items,  # conversations through the model (warm-up included)
             "current_chunk": cur.chunk_id if cur else None,
             "current_job": cur.job_id if cur else None,
+            # The lease in hand: the reconciler takes a lease back only from a worker whose heartbeat
+            # no longer names it (worker/reconcile.py), so it must be exactly the claim's owner.
+            "lease_owner": cur.owner if cur else None,
             "max_batch_tokens": self.engine.max_batch_tokens,
             "padding_efficiency": stats.padding_efficiency,
         }
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease of the chunk in hand every third of `lease_seconds`.
+    """Renews the lease of the chunk in hand every `renew_interval` (a third of `heartbeat_ttl`).
 
-    A lease then expires only when its worker stops (killed, machine lost, hung hard), however long
-    a chunk takes; the reconciler re-queues it `lease_seconds` later.
+    A lease then stays fresh however long a chunk takes, and goes stale only when its worker stops
+    (killed, machine lost, hung hard): the reconciler takes a stale lease back once no heartbeat
+    names it either (worker/reconcile.py), or at the latest when it expires after `lease_seconds`.
     """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
@@ -187,9 +285,10 @@ class LeaseKeeper(threading.Thread):
 
     def run(self) -> None:
         from db.chunks import renew_lease
+        from worker.reconcile import renew_interval
 
         seconds = self.runtime.settings.lease_seconds
-        while not self.stopping.wait(seconds / 3):
+        while not self.stopping.wait(renew_interval(self.runtime.settings)):
             lease = self.runtime.current
             if lease is None:
                 continue

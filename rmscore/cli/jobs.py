@@ -301,7 +301,7 @@ def reconcile(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit (the only mode).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Run even if another reconciler holds the lock.")] = False,
 ) -> None:
-    """Re-send chunks the broker lost, re-queue expired leases, finish jobs whose chunks all ended."""
+    """Re-send chunks the broker lost, re-queue chunks of stopped workers, finish jobs whose chunks all ended."""
     with _user_errors():
         from rmscore.settings import get_settings
         from worker.app import get_app

@@ -18,6 +18,9 @@ POISON_ID = "poison-me"
 POISON_LINE = 14
 LEASE_SECONDS = 5
 MODEL = "tiny"
+# What FaultEnv sets to make recovery quick, and every setting that times recovery.
+FAST_TIMINGS = ("RMSCORE_LEASE_SECONDS", "RMSCORE_RECONCILE_INTERVAL", "RMSCORE_HEARTBEAT_INTERVAL")
+TIMING_SETTINGS = (*FAST_TIMINGS, "RMSCORE_HEARTBEAT_TTL", "RMSCORE_MAX_ATTEMPTS")
 
 
 @dataclass
@@ -71,6 +74,17 @@ class FaultEnv:
         client = redis.Redis.from_url(server.url, socket_timeout=5)
         pipe = Pipeline(backend, db_url, server.url, env, settings, db, client, tmp, model_dir, model_dir)
         return cls(pipe, server, start_worker)
+
+    def with_default_timings(self) -> FaultEnv:
+        """Drop this suite's fast lease/reconcile/heartbeat settings: workers then run what users run."""
+        from rmscore.settings import Settings
+
+        for var in FAST_TIMINGS:
+            self.pipe.env.pop(var, None)
+        assert not [k for k in self.pipe.env if k in TIMING_SETTINGS], "a timing setting is still overridden"
+        p = self.pipe
+        p.settings = Settings(database_url=p.db_url, broker_url=p.broker_url, model=str(p.model_dir), _env_file=None)
+        return self
 
     def worker(self, name: str, **extra: str) -> WorkerProc:
         w = self.start_worker({**self.pipe.env, **extra}, f"{MODEL}@{name}", ["--model", str(self.pipe.model_dir)])
