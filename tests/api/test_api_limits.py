@@ -82,6 +82,8 @@ def test_line_hardening(limited: httpx.Client, stack: Stack) -> None:
         json.dumps(
             {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 600}
         ).encode(),
+        b'{"prompt": "p", "response": "\\ud800"}',  # a lone surrogate: valid JSON, no UTF-8 form
+        b'{"custom_id": "a\\u0000b", "prompt": "p", "response": "r"}',  # NUL: PostgreSQL cannot store it
     ]
     r = limited.post(
         "/v1/jobs/upload?kind=chat&model=ghost",
@@ -93,7 +95,15 @@ def test_line_hardening(limited: httpx.Client, stack: Stack) -> None:
     with stack.client("erin") as c:
         errors = [json.loads(x) for x in c.get(f"/v1/jobs/{job['id']}/errors").text.splitlines()]
     codes = {e["line"]: e["error"]["code"] for e in errors}
-    assert codes == {1: "line_too_long", 2: "invalid_utf8", 3: "invalid_field", 4: "invalid_json", 7: "too_many_turns"}
+    assert codes == {
+        1: "line_too_long",
+        2: "invalid_utf8",
+        3: "invalid_text",
+        4: "invalid_json",
+        7: "too_many_turns",
+        8: "invalid_text",
+        9: "invalid_text",
+    }
 
 
 def test_back_pressure_429_and_nothing_dropped(limited: httpx.Client, stack: Stack) -> None:
