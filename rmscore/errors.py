@@ -57,6 +57,13 @@ class Unauthorized(RmscoreError):
     http_status = 401
 
 
+class ReadTimeout(RmscoreError):
+    """The client stopped sending its request body (a stalled upload holds a slot others need)."""
+
+    code = "read_timeout"
+    http_status = 408
+
+
 class Timeout(RmscoreError):
     """Not done in time (a synchronous scoring request)."""
 
