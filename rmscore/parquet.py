@@ -44,7 +44,7 @@ def _clean(value: Any) -> Any:
 
 # Decoded bytes one batch of rows may take before it becomes Python objects, and the per-value
 # overhead counted for each (a list of a million empty strings is not free).
-BATCH_BYTES = 32 * 1024**2
+BATCH_BYTES = 16 * 1024**2
 _VALUE_BYTES = 8
 
 
@@ -134,15 +134,29 @@ def iter_rows(
     A row over `max_row_bytes` (as decoded) comes back as its size, undecoded; all rows together over
     `max_bytes` raise TooLarge (`job_too_large`).
     """
+    import pyarrow as pa
+
+    try:
+        yield from _rows(source, max_row_bytes, max_bytes)
+    finally:
+        # Arrow's allocator keeps freed pages for reuse; a long-lived API gives them back now.
+        pa.default_memory_pool().release_unused()
+
+
+def _rows(source: str | Path | IO[bytes], max_row_bytes: int | None, max_bytes: int | None) -> Iterator[Any]:
     pf = _open(source)
     bounds = _decoded_bounds(pf)
     if max_bytes is not None and sum(bounds) > max_bytes:
         raise _limits_error("this Parquet file", sum(bounds), max_bytes)
     md = pf.metadata
     rows = BATCH_ROWS
-    for i, bound in enumerate(bounds):
-        if bound:
-            rows = min(rows, max(1, md.row_group(i).num_rows * BATCH_BYTES // bound))
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        # Sizing a batch costs ~64 bytes of temporaries a value (the strings stay encoded), so a batch
+        # holds ~BATCH_BYTES/64 values: one row at a time where a single row holds a huge list.
+        cost = sum(rg.column(j).total_uncompressed_size + 64 * rg.column(j).num_values for j in range(rg.num_columns))
+        if cost:
+            rows = min(rows, max(1, rg.num_rows * BATCH_BYTES // cost))
     if max_bytes is not None:
         # A first pass sizes every row (strings still dictionary-encoded, nothing becomes Python
         # objects), so a file over the limit is refused before any of its rows is stored.
