@@ -20,7 +20,14 @@ PG_URL = os.environ.get("RMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@12
 REDIS_URL = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # One Redis database per suite, so a suite never flushes another's keys (tests/api uses 13 and 14).
 # Each suite owns a Redis database, so suites never flush each other's: api 13-14, monitoring 12.
-REDIS_DB = {"db": 11, "pipeline-sqlite": 9, "pipeline-postgresql": 10, "monitoring": 12}
+REDIS_DB = {
+    "db": 11,
+    "pipeline-sqlite": 9,
+    "pipeline-postgresql": 10,
+    "monitoring": 12,
+    "hostile-sqlite": 7,
+    "hostile-postgresql": 8,
+}
 
 
 def redis_url(suite: str) -> str:
