@@ -98,7 +98,7 @@ class RequestGuard:
         budget = PARSED_BUDGET_FACTOR * limit
         if estimate > budget:
             raise TooLarge(
-                f"this body would parse into more than {budget // 1024**2:,} MiB of objects (it is dense in "
+                f"this body would parse into more than {budget:,} bytes of objects (it is dense in "
                 "tiny values); send fewer items per request, or upload the items as a JSONL file",
                 code="body_too_complex",
             )
