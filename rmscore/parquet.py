@@ -161,12 +161,12 @@ def _rows(source: str | Path | IO[bytes], max_row_bytes: int | None, max_bytes: 
         # A first pass sizes every row (strings still dictionary-encoded, nothing becomes Python
         # objects), so a file over the limit is refused before any of its rows is stored.
         total = 0
-        for batch in pf.iter_batches(batch_size=rows):
+        for batch in pf.iter_batches(batch_size=rows, use_threads=False):
             total += int(row_sizes(batch).sum())
             if total > max_bytes:
                 raise _limits_error("this Parquet file", total, max_bytes)
     total = 0
-    for batch in pf.iter_batches(batch_size=rows):
+    for batch in pf.iter_batches(batch_size=rows, use_threads=False):
         sizes = row_sizes(batch)
         start = 0
         while start < batch.num_rows:
