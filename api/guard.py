@@ -18,6 +18,8 @@ The upload route streams its own body (its limits are in `api.upload`), so only 
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,6 +32,11 @@ from rmscore.errors import BadRequest, ReadTimeout, TooLarge
 
 if TYPE_CHECKING:
     from api.state import ApiState
+
+# Keys are checked on two threads of their own. A key not in the cache costs a scrypt with 16 MiB
+# of memory (db/keys.py), and glibc keeps that memory in the arena of the thread that ran it: on
+# the shared thread pool, 40 threads and 640 MB for a burst of wrong keys; here, 32 MB at most.
+_KEY_CHECKS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rmscore-key-check")
 
 # A parsed JSON body may take this many times the body limit in Python objects, as estimated (a
 # chat body is estimated at ~4x its size, `[{},{},…]` at 80x): with the 8 MiB default, 32 MiB. With
@@ -71,8 +78,8 @@ class RequestGuard:
     async def _authenticate(self, scope: Scope) -> object:
         s = self.state
         header = Headers(scope=scope).get("authorization")
-        return await anyio.to_thread.run_sync(
-            lambda: authenticate(s.db, s.key_cache, header, enabled=s.settings.auth == "enabled")
+        return await asyncio.get_running_loop().run_in_executor(
+            _KEY_CHECKS, lambda: authenticate(s.db, s.key_cache, header, enabled=s.settings.auth == "enabled")
         )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> list[bytes]:

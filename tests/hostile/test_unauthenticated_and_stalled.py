@@ -8,6 +8,7 @@ import json
 import select
 import socket
 
+import httpx
 import pytest
 from hostilekit import MIB, RSS_TARGET_MB, Hostile, error_code, raw_request, request_head
 
@@ -107,3 +108,19 @@ def test_one_tenants_stalled_uploads_leave_room_for_others(hostile: Hostile) -> 
     # And alice can upload again.
     with hostile.client("alice") as c:
         assert c.post("/v1/jobs/upload", files={"file": ("a.jsonl", GOOD)}).status_code == 202
+
+
+def test_a_burst_of_wrong_keys_stays_bounded(hostile: Hostile) -> None:
+    """Each unknown key costs a scrypt of 16 MiB; 40 at once must not take 40 x 16 MiB of the API."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> int:
+        key = f"rk_{i:0{len(hostile.keys['alice'].split('_')[1])}x}_{'w' * 30}{i}"  # well-formed, unknown
+        with httpx.Client(base_url=hostile.url, headers={"Authorization": f"Bearer {key}"}) as c:
+            return c.get("/v1/jobs", timeout=120).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(one, range(40)))
+    hostile.record("40 concurrent requests, each with its own wrong key", max(statuses))
+    assert statuses == [401] * 40
+    assert hostile.rss_mb() < RSS_TARGET_MB, hostile.summary()
