@@ -30,6 +30,7 @@ from rmscore.errors import BadRequest, TooLarge
 
 ReadChunk = Callable[[], bytes | None]  # next body chunk, None at the end
 _MAX_FIELD_BYTES = 64 * 1024
+_MAX_PARTS = 32
 _BUFFER = 1024 * 1024
 
 
@@ -171,10 +172,14 @@ def receive_multipart(read_chunk: ReadChunk, boundary: bytes, upload: Upload, de
     current: _Part | None = None
     value = b""
     seen_file = False
+    parts = 0
     with open(dest, "wb") as out:
         for ev, arg in Multipart(_Body(read_chunk, max_bytes).chunks(), boundary):
             if ev == "part":
                 current, value = arg, b""
+                parts += 1
+                if parts > _MAX_PARTS:  # each field is bounded; so is their number
+                    raise BadRequest(f"a multipart body holds at most {_MAX_PARTS} parts", code="invalid_multipart")
                 if current.name == "file":
                     if seen_file:
                         raise BadRequest("send one file per upload", code="invalid_multipart")

@@ -78,6 +78,7 @@ def test_without_a_kind_the_first_valid_line_decides(stack: Stack) -> None:
         ([("file", CHAT, "a.jsonl"), ("file", CHAT, "b.jsonl")], "invalid_multipart"),
         ([("file", CHAT, "a.jsonl"), ("kind", b"chat", None), ("kind", b"pairwise", None)], "invalid_multipart"),
         ([("file", CHAT, "a.jsonl"), ("kind", b"images", None)], "invalid_kind"),
+        ([("file", CHAT, "a.jsonl")] + [(f"f{i}", b"x", None) for i in range(40)], "invalid_multipart"),
     ],
 )
 def test_bad_forms(stack: Stack, parts: list[tuple[str, bytes, str | None]], code: str) -> None:
