@@ -27,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import authenticate
+from api.auth import authenticate, known_caller
 from rmscore.errors import BadRequest, ReadTimeout, TooLarge
 
 if TYPE_CHECKING:
@@ -78,8 +78,12 @@ class RequestGuard:
     async def _authenticate(self, scope: Scope) -> object:
         s = self.state
         header = Headers(scope=scope).get("authorization")
+        enabled = s.settings.auth == "enabled"
+        caller = known_caller(s.key_cache, header, enabled=enabled)
+        if caller is not None:  # the common case, without a thread: a wrong-key flood cannot delay it
+            return caller
         return await asyncio.get_running_loop().run_in_executor(
-            _KEY_CHECKS, lambda: authenticate(s.db, s.key_cache, header, enabled=s.settings.auth == "enabled")
+            _KEY_CHECKS, lambda: authenticate(s.db, s.key_cache, header, enabled=enabled)
         )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> list[bytes]:
