@@ -15,7 +15,7 @@ class ApiConfig:
     max_queued_items_per_tenant: int | None = None
     # `POST /v1/score` requests waiting in a model's sync queue before new ones get 429.
     max_sync_queue: int | None = 256
-    max_json_body_bytes: int = 64 * 1024**2
+    max_json_body_bytes: int = 8 * 1024**2
     max_metadata_bytes: int = 16 * 1024
     max_metadata_depth: int = 8
     # Browser origins allowed to call the API; none (CORS off) by default.

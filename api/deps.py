@@ -33,9 +33,14 @@ def get_db(state: StateDep) -> Engine:
 
 
 def get_caller(
+    request: Request,
     state: StateDep,
     authorization: Annotated[str | None, Header(description="Bearer API key", include_in_schema=False)] = None,
 ) -> Caller:
+    # `api.guard.RequestGuard` authenticated every /v1/* request before its body was read.
+    caller = request.scope.get("state", {}).get("caller")
+    if isinstance(caller, Caller):
+        return caller
     # A plain def: FastAPI runs it in a thread, so the key's slow hash never blocks the event loop.
     return authenticate(state.db, state.key_cache, authorization, enabled=state.settings.auth == "enabled")
 

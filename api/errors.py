@@ -96,6 +96,19 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; the server log has the details")
 
 
+async def respond(request: Request, exc: Exception) -> JSONResponse:
+    """The error response for `exc`, for code that runs outside FastAPI's handlers (ASGI middleware)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, RmscoreError):
+        return await _rmscore_error(request, exc)
+    if isinstance(exc, OperationalError | RedisConnectionError | RedisTimeoutError):
+        return await _backend_down(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RmscoreError, _rmscore_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -117,6 +130,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong API key",
         403: "A tenant key on an operator endpoint (needs an admin key)",
         404: "No such job (or not yours)",
+        408: "The request body stopped arriving (RMSCORE_UPLOAD_READ_TIMEOUT)",
         409: "Conflict with the job's state",
         413: "Too large (body, upload, or item count)",
         415: "Unsupported content type",

@@ -13,7 +13,8 @@ from fastapi_offline import FastAPIOffline
 from api import errors
 from api.auth import KeyCache
 from api.config import ApiConfig, get_api_config
-from api.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
+from api.guard import RequestGuard
+from api.metrics import LatencyMiddleware, Metrics
 from api.state import ApiState
 from rmscore.http import CLIENT_HEADER
 from rmscore.settings import Settings, get_settings
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.include_router(report.router, dependencies=secured)
     app.include_router(health.router)
 
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_json_body_bytes, exempt=(UPLOAD_PATH,))
+    # Innermost, so CORS preflights and latency metrics still see every request it refuses.
+    app.add_middleware(RequestGuard, state=state, streamed=(UPLOAD_PATH,))
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -35,20 +35,23 @@ def check_metadata(meta: dict[str, Any] | None, config: ApiConfig) -> dict[str, 
         raise BadRequest(
             "metadata holds a number JSON cannot carry (NaN or infinity)", code="invalid_metadata"
         ) from None
-    if len(blob.encode()) > config.max_metadata_bytes:
+    if len(blob.encode("utf-8", "surrogatepass")) > config.max_metadata_bytes:
         raise BadRequest(f"metadata is over {config.max_metadata_bytes:,} bytes", code="invalid_metadata")
-    if "\x00" in blob:
-        raise BadRequest("metadata holds a NUL character", code="invalid_metadata")
     return meta
 
 
 def _check_depth(value: Any, limit: int) -> None:
+    """Depth, finite numbers, and text every database can store (keys too: PostgreSQL JSONB holds no NUL)."""
     stack = [(value, 1)]
     while stack:
         v, depth = stack.pop()
         if depth > limit:
             raise BadRequest(f"metadata is nested deeper than {limit} levels", code="invalid_metadata")
-        if isinstance(v, dict):
+        if isinstance(v, str):
+            _check_text(v)
+        elif isinstance(v, dict):
+            for k in v:
+                _check_text(str(k))
             stack.extend((x, depth + 1) for x in v.values())
         elif isinstance(v, list):
             stack.extend((x, depth + 1) for x in v)
@@ -56,6 +59,12 @@ def _check_depth(value: Any, limit: int) -> None:
             raise BadRequest(
                 "metadata holds a number JSON cannot carry (NaN or infinity)", code="invalid_metadata"
             ) from None
+
+
+def _check_text(value: str) -> None:
+    problem = formats.text_problem(value)
+    if problem is not None:
+        raise BadRequest(f"a metadata string {problem}", code="invalid_metadata")
 
 
 def check_backlog(db: Any, config: ApiConfig, tenant: str, incoming: int = 0) -> None:
@@ -77,6 +86,20 @@ def check_backlog(db: Any, config: ApiConfig, tenant: str, incoming: int = 0) ->
             )
 
 
+def within_backlog(
+    parsed: Iterable[formats.Parsed], db: Any, config: ApiConfig, tenant: str, every: int = 5000
+) -> Iterator[formats.Parsed]:
+    """`parsed`, counted against the backlog caps as it streams (an upload's size is unknown until its
+    last line): 429 as soon as the lines so far do not fit, and once more before the job is stored."""
+    n = 0
+    for p in parsed:
+        n += 1
+        if n % every == 0:
+            check_backlog(db, config, tenant, n)
+        yield p
+    check_backlog(db, config, tenant, n)
+
+
 def earlier_job(db: Any, tenant: str, idempotency_key: str | None, fingerprint: str | None) -> CreatedJob | None:
     """The job of an earlier submission with this key and the same request (`fingerprint`); None
     if the key is new; IdempotencyMismatch if it was used for a different request."""
@@ -96,18 +119,12 @@ def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Itera
 
     `kind="auto"`: the first valid item fixes the kind, as in a file; None: each item any kind.
     """
-    fixed: formats.Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
-    for n, obj in enumerate(items, start=1):
-        size = len(json.dumps(obj, ensure_ascii=False, default=str).encode())
-        if size > settings.max_line_bytes:
-            parsed: formats.Parsed = formats.LineError(
-                n, None, "line_too_long", f"item is {size} bytes; the limit is {settings.max_line_bytes}"
-            )
-        else:
-            parsed = formats.parse_object(obj, n, fixed, max_turns=settings.max_turns)
-        if kind == "auto" and fixed is None and not isinstance(parsed, formats.LineError):
-            fixed = parsed.kind
-        yield parsed
+    return formats.iter_objects(
+        items,
+        kind,  # type: ignore[arg-type]
+        max_line_bytes=settings.max_line_bytes,
+        max_turns=settings.max_turns,
+    )
 
 
 def store(

@@ -1,20 +1,21 @@
-"""Turn an upload's body, as it arrives, into parsed lines: memory stays flat on any file size.
+"""Turn an upload's body into parsed lines, with every size bounded whatever the file holds.
 
 Runs in a worker thread (the job store is synchronous). Body chunks are pulled from the event loop
-one at a time (`read_chunk`), parsed as multipart on the fly (only the `file` part is kept, form
-fields before it are read as options), un-gzipped when the file starts with gzip's magic bytes,
-and cut into lines of at most `max_line_bytes` (a longer line is not buffered: it becomes a
-`line_too_long` error). Parquet and single-document `.json` files need the whole file, so they
-are spooled to a temporary file first (disk, not memory).
+one at a time (`read_chunk`) and written, as sent, to a temporary file: the multipart body is parsed
+on the fly, form fields are kept in any order (before or after the file), and only the `file` part
+is written. Nothing is parsed until the whole body is in, so `kind` may come last.
+
+Then the file is checked before a line is stored: what it expands to (a .gz decompressed, a
+Parquet file decoded) is held to `max_job_bytes`, and a `.json` document, parsed whole, to the
+JSON body limits. Lines are cut at `max_line_bytes` (a longer line is never buffered: it becomes a
+`line_too_long` error), Parquet rows and `.json` items are held to the same limit.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import shutil
-import tempfile
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from rmscore import parquet as pq
 from rmscore.errors import BadRequest, TooLarge
 
 ReadChunk = Callable[[], bytes | None]  # next body chunk, None at the end
-FORM_FIELDS = ("kind", "model", "metadata")
 _MAX_FIELD_BYTES = 64 * 1024
+_MAX_PARTS = 32
 _BUFFER = 1024 * 1024
 
 
@@ -123,28 +124,6 @@ class Multipart:
             raise BadRequest("the multipart body ends before its closing boundary", code="invalid_multipart")
 
 
-class _PartReader(io.RawIOBase):
-    """A file-like view of one part's data events (stops at the part's end)."""
-
-    def __init__(self, data: Iterator[bytes]) -> None:
-        self._data = data
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            try:
-                self._buf = next(self._data)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
 class BoundedLines:
     """Lines of a byte stream without their newline; a line over `limit` bytes comes back cut at
     `limit + 1` bytes (so the parser reports it as too long) and the rest of it is skipped unread."""
@@ -166,140 +145,155 @@ class BoundedLines:
 
 @dataclass
 class Upload:
-    """What came with the file: form fields sent before it, and its name."""
+    """What came with the file: the form fields (any order), and its name."""
 
     fields: dict[str, str] = field(default_factory=dict)
     filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int  # on the wire
+    max_job_bytes: int  # decompressed or decoded
+    max_json_bytes: int  # a `.json` document, parsed whole
+    max_line_bytes: int
+    max_turns: int
 
 
 def _is_gzip(head: bytes) -> bool:
     return head[:2] == b"\x1f\x8b"
 
 
-def parse_stream(
-    stream: io.BufferedIOBase,
-    filename: str | None,
-    kind: str,
-    *,
-    max_line_bytes: int,
-    max_turns: int,
-) -> Iterator[formats.Parsed]:
-    """Parsed lines of an uploaded file (JSONL, .jsonl.gz, Parquet, or one .json document)."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, _BUFFER)  # type: ignore[arg-type]
-    head = buffered.peek(4)[:4]
-    name = (filename or "").lower()
-    if head == pq.MAGIC or name.endswith(".parquet"):
-        yield from _spooled(buffered, ".parquet", lambda p: pq.iter_parsed(p, kind, max_turns=max_turns))  # type: ignore[arg-type]
-        return
-    source: Any = buffered
-    if _is_gzip(head):
-        source = gzip.GzipFile(fileobj=buffered, mode="rb")
-    if name.removesuffix(".gz").endswith(".json"):
-        yield from _spooled(
-            source,
-            ".json",
-            lambda p: formats.iter_parsed(p, kind, max_line_bytes=max_line_bytes, max_turns=max_turns),  # type: ignore[arg-type]
-        )
-        return
-    try:
-        yield from formats.iter_parsed(
-            BoundedLines(source, max_line_bytes),  # type: ignore[arg-type]
-            kind,  # type: ignore[arg-type]
-            max_line_bytes=max_line_bytes,
-            max_turns=max_turns,
-        )
-    except (gzip.BadGzipFile, EOFError, OSError) as e:
-        raise BadRequest(f"the file is not valid gzip: {e}", code="invalid_gzip") from None
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, OSError)
 
 
-def _spooled(source: Any, suffix: str, parse: Callable[[Path], Iterator[formats.Parsed]]) -> Iterator[formats.Parsed]:
-    with tempfile.TemporaryDirectory(prefix="rmscore-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        try:
-            with open(path, "wb") as f:
-                shutil.copyfileobj(source, f, _BUFFER)
-        except (gzip.BadGzipFile, EOFError) as e:
-            raise BadRequest(f"the file is not valid gzip: {e}", code="invalid_gzip") from None
-        yield from parse(path)
-
-
-def multipart_lines(
-    read_chunk: ReadChunk,
-    boundary: bytes,
-    upload: Upload,
-    kind_of: Callable[[Upload], str],
-    *,
-    max_bytes: int,
-    max_line_bytes: int,
-    max_turns: int,
-) -> Iterator[formats.Parsed]:
-    """Parsed lines of the `file` part of a multipart body.
-
-    Form fields before the file fill `upload.fields`; `kind_of(upload)` is asked for the kind once
-    the file starts. A `kind`, `model` or `metadata` field after the file is refused (raised
-    before the job is stored) rather than silently ignored.
-    """
-    events = iter(Multipart(_Body(read_chunk, max_bytes).chunks(), boundary))
+def receive_multipart(read_chunk: ReadChunk, boundary: bytes, upload: Upload, dest: Path, max_bytes: int) -> None:
+    """Write the `file` part of a multipart body to `dest`; its other fields go to `upload.fields`."""
     current: _Part | None = None
     value = b""
-    for ev, arg in events:
-        if ev == "part":
-            current, value = arg, b""
-            if current.name == "file":
-                break
-        elif ev == "data" and current is not None:
-            value += arg
-            if len(value) > _MAX_FIELD_BYTES:
-                raise BadRequest(f"form field {current.name!r} is too long", code="invalid_multipart")
-        elif ev == "end" and current is not None:
-            if current.name:
-                upload.fields[current.name] = value.decode("utf-8", "replace")
-            current = None
-    else:
+    seen_file = False
+    parts = 0
+    with open(dest, "wb") as out:
+        for ev, arg in Multipart(_Body(read_chunk, max_bytes).chunks(), boundary):
+            if ev == "part":
+                current, value = arg, b""
+                parts += 1
+                if parts > _MAX_PARTS:  # each field is bounded; so is their number
+                    raise BadRequest(f"a multipart body holds at most {_MAX_PARTS} parts", code="invalid_multipart")
+                if current.name == "file":
+                    if seen_file:
+                        raise BadRequest("send one file per upload", code="invalid_multipart")
+                    seen_file = True
+                    upload.filename = current.filename
+            elif ev == "data" and current is not None:
+                if current.name == "file":
+                    out.write(arg)
+                    continue
+                value += arg
+                if len(value) > _MAX_FIELD_BYTES:
+                    raise BadRequest(f"form field {current.name!r} is too long", code="invalid_multipart")
+            elif ev == "end" and current is not None:
+                if current.name and current.name != "file":
+                    if current.name in upload.fields:
+                        raise BadRequest(f"form field {current.name!r} is sent twice", code="invalid_multipart")
+                    upload.fields[current.name] = value.decode("utf-8", "replace")
+                current = None
+    if not seen_file:
         raise BadRequest("the multipart body has no 'file' field", code="missing_file")
-    assert current is not None
-    upload.filename = current.filename
-    kind = kind_of(upload)
-
-    def file_data() -> Iterator[bytes]:
-        for ev2, arg2 in events:
-            if ev2 == "data":
-                yield arg2
-            elif ev2 == "end":
-                return
-
-    reader = io.BufferedReader(_PartReader(file_data()), _BUFFER)
-    yield from parse_stream(reader, upload.filename, kind, max_line_bytes=max_line_bytes, max_turns=max_turns)
-    # The rest of the body: only fields that change nothing are allowed after the file.
-    late = _Part()
-    for ev, arg in events:
-        if ev == "part":
-            late = arg
-            if late.name in FORM_FIELDS:
-                raise BadRequest(
-                    f"form field {late.name!r} comes after the file; send it before, or as a query parameter",
-                    code="invalid_multipart",
-                )
-            if late.name == "file":
-                raise BadRequest("send one file per upload", code="invalid_multipart")
 
 
-def raw_lines(
-    read_chunk: ReadChunk,
-    filename: str | None,
-    kind: str,
-    *,
-    max_bytes: int,
-    max_line_bytes: int,
-    max_turns: int,
-) -> Iterator[formats.Parsed]:
-    """Parsed lines of a body that is the file itself (`Content-Type: application/x-ndjson`, …)."""
+def receive_raw(read_chunk: ReadChunk, dest: Path, max_bytes: int) -> None:
+    """Write a body that is the file itself (`Content-Type: application/x-ndjson`, …) to `dest`."""
+    with open(dest, "wb") as out:
+        for chunk in _Body(read_chunk, max_bytes).chunks():
+            out.write(chunk)
 
-    def data() -> Iterator[bytes]:
-        yield from _Body(read_chunk, max_bytes).chunks()
 
-    reader = io.BufferedReader(_PartReader(data()), _BUFFER)
-    yield from parse_stream(reader, filename, kind, max_line_bytes=max_line_bytes, max_turns=max_turns)
+def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> Iterator[formats.Parsed]:
+    """Parsed lines of an uploaded file (JSONL, .jsonl.gz, Parquet, or one .json document).
+
+    Raises before the first line when the file expands beyond the limits, so a bomb stores nothing.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    name = (filename or "").lower()
+    if head == pq.MAGIC or name.endswith(".parquet"):
+        yield from pq.iter_parsed(
+            path,
+            kind,  # type: ignore[arg-type]
+            max_turns=limits.max_turns,
+            max_line_bytes=limits.max_line_bytes,
+            max_bytes=limits.max_job_bytes,
+        )
+        return
+    gz = _is_gzip(head)
+    document = name.removesuffix(".gz").endswith(".json")
+    # Counted up to the limit that applies (a document's is smaller), then stopped: never more work.
+    limit = min(limits.max_job_bytes, limits.max_json_bytes) if document else limits.max_job_bytes
+    size = _gunzipped_size(path, limit) if gz else path.stat().st_size
+    if document:
+        yield from _document(path, gz, size, kind, limits)
+        return
+    if size > limits.max_job_bytes:
+        raise _expanded_too_large(limits.max_job_bytes)
+    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw as source:
+        try:
+            yield from formats.iter_parsed(
+                BoundedLines(source, limits.max_line_bytes),  # type: ignore[arg-type]
+                kind,  # type: ignore[arg-type]
+                max_line_bytes=limits.max_line_bytes,
+                max_turns=limits.max_turns,
+            )
+        except _GZIP_ERRORS as e:
+            raise BadRequest(f"the file is not valid gzip: {e}", code="invalid_gzip") from None
+
+
+def _expanded_too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the file expands to more than the {limit:,}-byte limit of a job", code="job_too_large")
+
+
+def _gunzipped_size(path: Path, limit: int) -> int:
+    """Bytes the gzip file decompresses to, counted (not kept) and stopped just past `limit`."""
+    n = 0
+    try:
+        with gzip.open(path, "rb") as g:
+            while chunk := g.read(_BUFFER):
+                n += len(chunk)
+                if n > limit:
+                    break
+    except _GZIP_ERRORS as e:
+        raise BadRequest(f"the file is not valid gzip: {e}", code="invalid_gzip") from None
+    return n
+
+
+def _document(path: Path, gz: bool, size: int, kind: str, limits: Limits) -> Iterator[formats.Parsed]:
+    """A `.json` document is parsed whole, so it is held to the JSON body limits (use JSONL for more)."""
+    from api.guard import PARSED_BUDGET_FACTOR, parsed_size_estimate
+
+    limit = limits.max_json_bytes
+    if size > limit:
+        raise TooLarge(
+            f"a .json document is parsed whole, so it may be at most {limit:,} bytes; send JSONL for more",
+            code="document_too_large",
+        )
+    blob = gzip.decompress(path.read_bytes()) if gz else path.read_bytes()
+    if parsed_size_estimate(blob) > PARSED_BUDGET_FACTOR * limit:
+        raise TooLarge(
+            "this .json document is too dense in tiny values to parse whole; send it as JSONL",
+            code="document_too_large",
+        )
+    try:
+        doc = json.loads(blob)
+    except (ValueError, RecursionError) as e:
+        yield formats.LineError(1, None, "invalid_json", f"file is not valid JSON: {e}")
+        return
+    del blob
+    yield from formats.iter_objects(
+        formats.document_rows(doc),
+        kind,  # type: ignore[arg-type]
+        max_line_bytes=limits.max_line_bytes,
+        max_turns=limits.max_turns,
+    )
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:

@@ -64,6 +64,13 @@ class Forbidden(RmscoreError):
     http_status = 403
 
 
+class ReadTimeout(RmscoreError):
+    """The client stopped sending its request body (a stalled upload holds a slot others need)."""
+
+    code = "read_timeout"
+    http_status = 408
+
+
 class Timeout(RmscoreError):
     """Not done in time (a synchronous scoring request)."""
 

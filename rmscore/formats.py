@@ -104,11 +104,28 @@ def content_hash(item: Item) -> str:
 # --------------------------------------------------------------------------- object -> item
 
 
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text, or None.
+
+    JSON can carry what neither UTF-8 nor PostgreSQL can hold: a lone surrogate escape (`"\\ud800"`)
+    has no UTF-8 encoding, and PostgreSQL text and JSONB refuse NUL. Every string that is stored
+    (contents, custom_id, subset, metadata) goes through this one check, whatever format it came in.
+    """
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"contains a lone surrogate (character {e.start}), which UTF-8 cannot encode"
+    return None
+
+
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise _Bad("invalid_field", f"{what} must be a string, got {_type(value)}")
-    if "\x00" in value:
-        raise _Bad("invalid_field", f"{what} contains a NUL character")
+    problem = text_problem(value)
+    if problem is not None:
+        raise _Bad("invalid_text", f"{what} {problem}")
     return value
 
 
@@ -116,6 +133,13 @@ def _type(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
+
+
+def _show(value: Any) -> str:
+    """A user value echoed in a message: repr escapes NUL and surrogates (so the message is storable)
+    and the cut keeps a huge value from being copied into its error."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _messages(value: Any, what: str, max_turns: int) -> Conversation:
@@ -133,7 +157,7 @@ def _messages(value: Any, what: str, max_turns: int) -> Conversation:
         if role not in ROLES:
             raise _Bad(
                 "unknown_role",
-                f"{what}[{i}].role is {role!r}; expected one of {', '.join(ROLES)}",
+                f"{what}[{i}].role is {_show(role)}; expected one of {', '.join(ROLES)}",
             )
         out.append({"role": role, "content": _text(m.get("content"), f"{what}[{i}].content")})
     return out
@@ -174,7 +198,7 @@ def _custom_id(obj: dict[str, Any]) -> str | None:
         return None
     if isinstance(cid, bool) or not isinstance(cid, str | int):
         raise _Bad("invalid_field", f"custom_id must be a string, got {_type(cid)}")
-    cid = str(cid)
+    cid = _text(str(cid), "custom_id")
     if len(cid) > MAX_CUSTOM_ID:
         raise _Bad("invalid_field", f"custom_id is longer than {MAX_CUSTOM_ID} characters")
     return cid
@@ -234,7 +258,7 @@ def _pair(obj: dict[str, Any], max_turns: int) -> tuple[Conversation, Conversati
     if "response1" in obj:  # EvalBiasBench row
         label = str(obj.get("label", "")).strip()
         if label not in ("1", "2"):
-            raise _Bad("invalid_field", f"label must be '1' or '2', got {obj.get('label')!r}")
+            raise _Bad("invalid_field", f"label must be '1' or '2', got {_show(obj.get('label'))}")
         prompt: Conversation = [{"role": "user", "content": _text(obj.get("instruction"), "instruction")}]
         r1 = _reply(obj["response1"], "response1", max_turns)
         r2 = _reply(obj["response2"], "response2", max_turns)
@@ -324,7 +348,7 @@ def iter_parsed(
     if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
         from rmscore import parquet  # pyarrow only when a Parquet file comes in
 
-        yield from parquet.iter_parsed(source, kind, max_turns=max_turns)
+        yield from parquet.iter_parsed(source, kind, max_turns=max_turns, max_line_bytes=max_line_bytes)
         return
     stream = open_input(source) if isinstance(source, str | Path) else source
     fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
@@ -353,24 +377,50 @@ def _iter_json_document(path: Path, kind: Kind | Literal["auto"] | None, max_tur
         except (ValueError, RecursionError) as e:
             yield LineError(1, None, "invalid_json", f"file is not valid JSON: {e}")
             return
-    rows: Iterable[Any]
+    yield from iter_objects(document_rows(doc), kind, max_turns=max_turns)
+
+
+def document_rows(doc: Any) -> Iterable[Any]:
+    """The items of one `.json` document: a list, EvalBiasBench's `{bias: [rows]}`, or one object."""
     if isinstance(doc, dict) and doc and all(isinstance(v, list) for v in doc.values()):
         # EvalBiasBench layout: {bias: [rows]}; the bias becomes the subset.
-        rows = (
+        return (
             {**row, "subset": bias} if isinstance(row, dict) and "subset" not in row else row
             for bias, group in doc.items()
             for row in group
         )
-    elif isinstance(doc, list):
-        rows = doc
-    else:
-        rows = [doc]
+    if isinstance(doc, list):
+        return doc
+    return [doc]
+
+
+def iter_objects(
+    objs: Iterable[Any],
+    kind: Kind | Literal["auto"] | None = "auto",
+    *,
+    max_line_bytes: int | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
+) -> Iterator[Parsed]:
+    """Decoded JSON values (request items, a document's rows) as lines 1..n.
+
+    An item is held to `max_line_bytes` as its JSON text, however it arrived, as a file's line is.
+    `kind="auto"`: the first valid item fixes the kind; None: each item may be either kind.
+    """
     fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
-    for n, obj in enumerate(rows, start=1):
-        parsed = parse_object(obj, n, fixed, max_turns=max_turns)
-        if fixed is None and not isinstance(parsed, LineError):
+    for n, obj in enumerate(objs, start=1):
+        size = json_size(obj) if max_line_bytes is not None else 0
+        if max_line_bytes is not None and size > max_line_bytes:
+            parsed: Parsed = LineError(n, None, "line_too_long", f"item is {size} bytes; the limit is {max_line_bytes}")
+        else:
+            parsed = parse_object(obj, n, fixed, max_turns=max_turns)
+        if kind == "auto" and fixed is None and not isinstance(parsed, LineError):
             fixed = parsed.kind
         yield parsed
+
+
+def json_size(obj: Any) -> int:
+    """Bytes of `obj` as compact-ish JSON text; surrogatepass so a lone surrogate is measured, not raised."""
+    return len(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
 
 
 # --------------------------------------------------------------------------- results -> records

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from rmscore.errors import BadRequest
-from rmscore.formats import DEFAULT_MAX_TURNS, Kind, LineError, Parsed, parse_object
+from rmscore.errors import BadRequest, TooLarge
+from rmscore.formats import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TURNS, Kind, LineError, Parsed, parse_object
 
 MAGIC = b"PAR1"
 BATCH_ROWS = 4096
@@ -42,14 +42,154 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def iter_rows(source: str | Path | IO[bytes]) -> Iterator[dict[str, Any]]:
-    """Rows as dicts, `BATCH_ROWS` at a time (memory bounded by one batch, not the file)."""
+# Decoded bytes one batch of rows may take before it becomes Python objects, and the per-value
+# overhead counted for each (a list of a million empty strings is not free).
+BATCH_BYTES = 16 * 1024**2
+_VALUE_BYTES = 8
+
+
+def _limits_error(what: str, size: int, limit: int) -> TooLarge:
+    return TooLarge(f"{what} decodes to more than {limit:,} bytes (about {size:,})", code="job_too_large")
+
+
+def _decoded_bounds(pf: Any) -> list[int]:
+    """Per row group, what its pages hold uncompressed plus a cost per value, from the footer alone.
+
+    This catches plain and run-length bombs (a zstd page of zeros, a billion-element list) before a
+    byte is decoded. Dictionary-encoded strings can still repeat one large value on every row; the
+    dictionary stays encoded while reading and each row's size is checked before it is decoded.
+    """
+    md = pf.metadata
+    out = []
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        out.append(
+            sum(
+                rg.column(j).total_uncompressed_size + 2 * _VALUE_BYTES * rg.column(j).num_values
+                for j in range(rg.num_columns)
+            )
+        )
+    return out
+
+
+def _sizes(arr: Any) -> Any:
+    """Per element of an Arrow array, about how many bytes it decodes to (numpy int64), without decoding it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(arr)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        values = _sizes(arr.dictionary)
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        out = values[idx] if len(values) else np.zeros(n, dtype=np.int64)
+        return np.where(arr.is_null().to_numpy(zero_copy_only=False), 0, out)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) + _VALUE_BYTES
+    if pa.types.is_struct(t):
+        out = np.full(n, _VALUE_BYTES, dtype=np.int64)
+        for child in arr.flatten():
+            out += _sizes(child)
+        return out
+    if pa.types.is_map(t):
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        child = _sizes(arr.keys) + _sizes(arr.items)
+        return np.bincount(parents, weights=child, minlength=n).astype(np.int64) + _VALUE_BYTES
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        child = _sizes(arr.flatten())
+        return np.bincount(parents, weights=child, minlength=n).astype(np.int64) + _VALUE_BYTES
+    return np.full(n, 2 * _VALUE_BYTES, dtype=np.int64)
+
+
+def row_sizes(batch: Any) -> Any:
+    """About how many bytes each row of a RecordBatch decodes to (dictionaries counted per use)."""
+    import numpy as np
+
+    out = np.zeros(batch.num_rows, dtype=np.int64)
+    for col in batch.columns:
+        out += _sizes(col)
+    return out
+
+
+def _open(source: str | Path | IO[bytes]) -> Any:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(source)
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-        for row in batch.to_pylist():
-            yield {k: _clean(v) for k, v in row.items() if v is not None}
+    strings = [c.path for c in pf.schema if c.physical_type == "BYTE_ARRAY"]
+    # Strings stay dictionary-encoded in Arrow (indices + one copy of each distinct value) until a row
+    # is turned into Python objects, so a value repeated on every row is never copied per row.
+    return pq.ParquetFile(source, read_dictionary=strings) if strings else pf
+
+
+def iter_rows(
+    source: str | Path | IO[bytes],
+    *,
+    max_row_bytes: int | None = None,
+    max_bytes: int | None = None,
+) -> Iterator[dict[str, Any] | int]:
+    """Rows as dicts, in batches whose decoded size is bounded, not the file's.
+
+    A row over `max_row_bytes` (as decoded) comes back as its size, undecoded; all rows together over
+    `max_bytes` raise TooLarge (`job_too_large`).
+    """
+    import pyarrow as pa
+
+    try:
+        yield from _rows(source, max_row_bytes, max_bytes)
+    finally:
+        # Arrow's allocator keeps freed pages for reuse; a long-lived API gives them back now.
+        pa.default_memory_pool().release_unused()
+
+
+def _rows(source: str | Path | IO[bytes], max_row_bytes: int | None, max_bytes: int | None) -> Iterator[Any]:
+    pf = _open(source)
+    bounds = _decoded_bounds(pf)
+    if max_bytes is not None and sum(bounds) > max_bytes:
+        raise _limits_error("this Parquet file", sum(bounds), max_bytes)
+    md = pf.metadata
+    rows = BATCH_ROWS
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        # Sizing a batch costs ~64 bytes of temporaries a value (the strings stay encoded), so a batch
+        # holds ~BATCH_BYTES/64 values: one row at a time where a single row holds a huge list.
+        cost = sum(rg.column(j).total_uncompressed_size + 64 * rg.column(j).num_values for j in range(rg.num_columns))
+        if cost:
+            rows = min(rows, max(1, rg.num_rows * BATCH_BYTES // cost))
+    if max_bytes is not None:
+        # A first pass sizes every row (strings still dictionary-encoded, nothing becomes Python
+        # objects), so a file over the limit is refused before any of its rows is stored.
+        total = 0
+        for batch in pf.iter_batches(batch_size=rows, use_threads=False):
+            total += int(row_sizes(batch).sum())
+            if total > max_bytes:
+                raise _limits_error("this Parquet file", total, max_bytes)
+    total = 0
+    for batch in pf.iter_batches(batch_size=rows, use_threads=False):
+        sizes = row_sizes(batch)
+        start = 0
+        while start < batch.num_rows:
+            # The next run of rows to decode: under the row limit, and together under BATCH_BYTES.
+            end, run = start, 0
+            while end < batch.num_rows and (max_row_bytes is None or sizes[end] <= max_row_bytes):
+                if end > start and run + sizes[end] > BATCH_BYTES:
+                    break
+                run += int(sizes[end])
+                end += 1
+            if end == start:  # a row over the limit: its size, never its content
+                total += int(sizes[start])
+                if max_bytes is not None and total > max_bytes:
+                    raise _limits_error("this Parquet file", total, max_bytes)
+                yield int(sizes[start])
+                start += 1
+                continue
+            total += run
+            if max_bytes is not None and total > max_bytes:
+                raise _limits_error("this Parquet file", total, max_bytes)
+            for row in batch.slice(start, end - start).to_pylist():
+                yield {k: _clean(v) for k, v in row.items() if v is not None}
+            start = end
 
 
 def iter_parsed(
@@ -57,21 +197,35 @@ def iter_parsed(
     kind: Kind | Literal["auto"] | None = "auto",
     *,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+    max_bytes: int | None = None,
 ) -> Iterator[Parsed]:
-    """Like `rmscore.formats.iter_parsed`, for a Parquet file: one item or error per row, in order."""
+    """Like `rmscore.formats.iter_parsed`, for a Parquet file: one item or error per row, in order.
+
+    A row is held to `max_line_bytes` as a JSON line is (`line_too_long`, judged on its decoded size),
+    and the whole file to `max_bytes` decoded.
+    """
     fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
-    rows = iter_rows(source)
     n = 0
+    try:
+        rows = iter_rows(source, max_row_bytes=max_line_bytes, max_bytes=max_bytes)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is both
+        raise BadRequest(f"not a readable Parquet file: {e}", code="invalid_parquet") from None
     while True:
         try:
             row = next(rows)
         except StopIteration:
             return
-        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is both
+        except (OSError, ValueError) as e:
             # A broken file cannot account for its rows one by one: the whole input is refused.
             raise BadRequest(f"not a readable Parquet file (after {n:,} rows): {e}", code="invalid_parquet") from None
         n += 1
-        parsed = parse_object(row, n, fixed, max_turns=max_turns)
+        if isinstance(row, int):
+            parsed: Parsed = LineError(
+                n, None, "line_too_long", f"row decodes to about {row} bytes; the limit is {max_line_bytes}"
+            )
+        else:
+            parsed = parse_object(row, n, fixed, max_turns=max_turns)
         if fixed is None and not isinstance(parsed, LineError):
             fixed = parsed.kind
         yield parsed

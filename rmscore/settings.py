@@ -105,7 +105,15 @@ class Settings(BaseSettings):
     api_url: str | None = None
     api_key: str | None = None
     auth: Literal["enabled", "disabled"] = "enabled"
+    # Bytes on the wire of one upload (compressed as sent).
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    # Bytes one job's input may expand to: a file decompressed, Parquet rows decoded. A 1 MB .gz can
+    # hold a gigabyte; this bounds what any upload costs the API, the disk and the database.
+    max_job_bytes: int = Field(default=1024**3, ge=1024)
+    # Seconds an upload or a JSON body may go without sending a byte before it is refused (408).
+    upload_read_timeout: float = Field(default=30.0, gt=0)
+    # Uploads one tenant may have in flight at once; more answer 429, so no tenant holds every slot.
+    max_uploads_per_tenant: int = Field(default=2, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)
     max_line_bytes: int = Field(default=1_000_000, ge=64)
     max_turns: int = Field(default=512, ge=1)
@@ -116,8 +124,9 @@ class Settings(BaseSettings):
     # Back-pressure: lines accepted but not yet scored, overall and per tenant (0: no cap).
     max_queued_items: int = Field(default=0, ge=0)
     max_queued_items_per_tenant: int = Field(default=0, ge=0)
-    # JSON request bodies (`POST /v1/jobs`, `/v1/score`); files go through `/v1/jobs/upload`.
-    max_json_body_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # JSON request bodies (`POST /v1/jobs`, `/v1/score`) and `.json` documents, which are parsed
+    # whole (JSONL files stream through `/v1/jobs/upload`). Also bounds what a body parses into.
+    max_json_body_bytes: int = Field(default=8 * 1024**2, ge=1024)
     # A job's `metadata` is stored as given, so it is bounded.
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     # Browser origins allowed to call the API (JSON list); none, so CORS is off, by default.

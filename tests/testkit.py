@@ -20,7 +20,17 @@ PG_URL = os.environ.get("RMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@12
 REDIS_URL = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # One Redis database per suite, so a suite never flushes another's keys (tests/api uses 13 and 14).
 # Each suite owns a Redis database, so suites never flush each other's: api 13-14, monitoring 12.
-REDIS_DB = {"cli": 7, "db": 11, "pipeline-sqlite": 9, "pipeline-postgresql": 10, "monitoring": 12}
+# Free databases: 0 (a user's default), 1. Benches use 5-6, the demo test 15, tests/readme 2.
+REDIS_DB = {
+    "cli": 7,
+    "db": 11,
+    "pipeline-sqlite": 9,
+    "pipeline-postgresql": 10,
+    "monitoring": 12,
+    "hostile-sqlite": 3,
+    "hostile-postgresql": 4,
+    "readme": 2,
+}
 
 
 def redis_url(suite: str) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -22,12 +23,12 @@ from api import submission
 from api.deps import CallerDep, ConfigDep, DbDep, IdempotencyKey, SettingsDep, StateDep
 from api.errors import responses
 from api.schemas import Comparison, Job, JobCreate, JobList, JobStatus, KindIn, ResultPage
-from api.upload import Upload, multipart_lines, parse_metadata, raw_lines
+from api.upload import Limits, Upload, parse_file, parse_metadata, receive_multipart, receive_raw
 from db.compare import compare_job
 from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs, resolve_model
 from db.results import iter_results
 from rmscore import cursor as cursors
-from rmscore.errors import BadRequest, TooLarge
+from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -42,8 +43,10 @@ RAW_TYPES = (
     "application/vnd.apache.parquet",
     "text/plain",
 )
-# Uploads run in threads of their own, so a few big files never starve the rest of the API.
-_upload_limiter = anyio.CapacityLimiter(4)
+# Uploads run in threads of their own, so a few big files never starve the rest of the API; each
+# tenant holds at most `max_uploads_per_tenant` of them (per API process).
+_upload_limiter = anyio.CapacityLimiter(16)
+_uploads_in_flight: Counter[str] = Counter()
 _FLUSH_BYTES = 64 * 1024
 CacheQuery = Annotated[
     bool | None,
@@ -174,7 +177,7 @@ async def upload_job(
     state: StateDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-    kind: Annotated[KindIn | None, Query(description="Or as a form field before the file.")] = None,
+    kind: Annotated[KindIn | None, Query(description="Or as a form field, before or after the file.")] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     models: Annotated[
         str | None, Query(max_length=1024, description="Comma-separated: score with each, to compare them.")
@@ -190,8 +193,9 @@ async def upload_job(
     ] = None,
 ) -> Job:
     """Upload a JSONL file (or .jsonl.gz, .parquet, one .json document) as the multipart field
-    `file`, or as the whole body with `Content-Type: application/x-ndjson`. Lines are stored as
-    they arrive, so memory stays flat on any size; the job exists once the last line is stored."""
+    `file` (form fields before or after it), or as the whole body with `Content-Type:
+    application/x-ndjson`. The body goes to a temporary file, is checked against the size limits
+    (compressed, expanded, per line), then stored line by line; memory stays flat on any file."""
     settings, config, db = state.settings, state.config, state.db
     ctype = request.headers.get("content-type", "")
     media = ctype.split(";", 1)[0].strip().lower()
@@ -216,41 +220,52 @@ async def upload_job(
         raise TooLarge(f"the upload is over the {settings.max_upload_bytes:,}-byte limit", code="upload_too_large")
 
     stream = request.stream()
-    # The body streams through the request's fingerprint on its way to the parser (Idempotency-Key).
+    timeout = settings.upload_read_timeout
+    # The body streams through the request's fingerprint on its way to disk (Idempotency-Key).
     params = {"kind": kind, "model": model, "models": models, "metadata": metadata, "overflow": overflow}
-    params.update(cache=cache, filename=filename)
+    params.update(cache=cache, control_tokens=control_tokens, filename=filename)
     fingerprint = fingerprints.UploadFingerprint(params, media, boundary)
 
     async def next_chunk() -> bytes | None:
         try:
-            chunk = await stream.__anext__()
+            with anyio.fail_after(timeout):
+                chunk = await stream.__anext__()
         except StopAsyncIteration:
             return None
+        except TimeoutError:
+            raise ReadTimeout(f"no byte of the upload came for {timeout:g} seconds", code="read_timeout") from None
         fingerprint.update(chunk)
         return chunk
 
     def read_chunk() -> bytes | None:
         return anyio.from_thread.run(next_chunk)
 
-    if await anyio.to_thread.run_sync(submission.used_key, db, caller.tenant, idempotency_key):
-        # A retry, or the key reused: only the whole body tells, so read it (through the fingerprint).
-        try:
-            await _read_rest(next_chunk, fingerprint, settings.max_upload_bytes)
-        except ClientDisconnect:
-            raise BadRequest("the client went away during the upload", code="upload_incomplete") from None
-        earlier = await anyio.to_thread.run_sync(
-            submission.earlier_job, db, caller.tenant, idempotency_key, fingerprint.hexdigest()
-        )
-        if earlier is not None:
-            return await anyio.to_thread.run_sync(created_response, earlier, db, response)
-    await anyio.to_thread.run_sync(submission.check_backlog, db, config, caller.tenant)
+    # A used key is a retry or a reuse: only the whole body tells which, so the backlog is not checked.
+    replay = await anyio.to_thread.run_sync(submission.used_key, db, caller.tenant, idempotency_key)
+    if not replay:
+        await anyio.to_thread.run_sync(submission.check_backlog, db, config, caller.tenant)
 
     def work() -> CreatedJob:
-        job: dict[str, Any] = {}
         upload = Upload(filename=filename)
-
-        def kind_of(u: Upload) -> str:
-            f = u.fields
+        limits = Limits(
+            max_bytes=settings.max_upload_bytes,
+            max_job_bytes=settings.max_job_bytes,
+            max_json_bytes=config.max_json_body_bytes,
+            max_line_bytes=settings.max_line_bytes,
+            max_turns=settings.max_turns,
+        )
+        with tempfile.TemporaryDirectory(prefix="rmscore-upload-") as tmp:
+            path = PathLib(tmp) / "upload"
+            if boundary is not None:
+                receive_multipart(read_chunk, boundary, upload, path, limits.max_bytes)
+            else:
+                receive_raw(read_chunk, path, limits.max_bytes)
+            _read_rest_sync(read_chunk, fingerprint, limits.max_bytes)  # a multipart epilogue, if any
+            if replay:
+                earlier = submission.earlier_job(db, caller.tenant, idempotency_key, fingerprint.hexdigest())
+                if earlier is not None:
+                    return earlier
+            f = upload.fields
             k = kind or f.get("kind") or "auto"
             meta_raw = metadata if metadata is not None else f.get("metadata")
             ovf = overflow or f.get("overflow")
@@ -268,65 +283,49 @@ async def upload_job(
             others = [resolve_model(x.strip(), settings) for x in wanted.split(",") if x.strip()]
             if others and not (model or f.get("model")):
                 m = others[0]
-            job.update(kind=k, model=m, metadata=meta, options=opts, models=others or None)
-            return k
+            lines = parse_file(path, upload.filename, k, limits)
+            return submission.store(
+                db,
+                settings,
+                submission.within_backlog(lines, db, config, caller.tenant),
+                kind=k,
+                model=m,
+                tenant=caller.tenant,
+                metadata=meta,
+                options=opts,
+                idempotency_key=idempotency_key,
+                models=others or None,
+                fingerprint=fingerprint.hexdigest(),
+            )
 
-        limits = {
-            "max_bytes": settings.max_upload_bytes,
-            "max_line_bytes": settings.max_line_bytes,
-            "max_turns": settings.max_turns,
-        }
-        if boundary is not None:
-            lines = multipart_lines(read_chunk, boundary, upload, kind_of, **limits)
-        else:
-            lines = raw_lines(read_chunk, filename, kind_of(upload), **limits)
-        first = next(lines, None)  # reads the form fields and the file's first line
-        if not job:  # empty multipart body: no file part was found before the end
-            kind_of(upload)
-        parsed = lines if first is None else itertools.chain([first], lines)
-        # The job row is written after the last line; by then the fingerprint must have every byte.
-        parsed = _then(parsed, lambda: _read_rest_sync(read_chunk, fingerprint, settings.max_upload_bytes))
-        return submission.store(
-            db,
-            settings,
-            parsed,
-            kind=job["kind"],
-            model=job["model"],
-            tenant=caller.tenant,
-            metadata=job["metadata"],
-            options=job["options"],
-            idempotency_key=idempotency_key,
-            models=job["models"],
-            fingerprint=fingerprint.hexdigest,
+    # One tenant may hold only a few upload slots: its stalled or slow uploads cannot starve the others.
+    if _uploads_in_flight[caller.tenant] >= settings.max_uploads_per_tenant:
+        raise Overloaded(
+            f"you have {settings.max_uploads_per_tenant} uploads in progress (RMSCORE_MAX_UPLOADS_PER_TENANT); "
+            "retry when one ends",
+            retry_after=5,
         )
-
+    _uploads_in_flight[caller.tenant] += 1
     try:
         created = await anyio.to_thread.run_sync(work, limiter=_upload_limiter)
     except ClientDisconnect:
         raise BadRequest("the client went away during the upload", code="upload_incomplete") from None
+    except ReadTimeout:
+        raise
     except Exception:
         # Read (and drop) what the client is still sending, so it gets the error instead of a reset
         # connection; past a bound, closing is cheaper than reading.
         await _drain(next_chunk, _DRAIN_BYTES)
         raise
+    finally:
+        _uploads_in_flight[caller.tenant] -= 1
+        if not _uploads_in_flight[caller.tenant]:
+            del _uploads_in_flight[caller.tenant]
     return await anyio.to_thread.run_sync(created_response, created, db, response)
-
-
-def _then(parsed: Iterator[Any], finish: Any) -> Iterator[Any]:
-    """`parsed`, then `finish()` once it is exhausted (before the consumer sees the end)."""
-    yield from parsed
-    finish()
 
 
 def _over_limit(limit: int) -> TooLarge:
     return TooLarge(f"the upload is over the {limit:,}-byte limit", code="upload_too_large")
-
-
-async def _read_rest(next_chunk: Any, fingerprint: fingerprints.UploadFingerprint, limit: int) -> None:
-    """Read the rest of the body (each chunk goes through the fingerprint); TooLarge past `limit`."""
-    while await next_chunk() is not None:
-        if fingerprint.seen > limit:
-            raise _over_limit(limit)
 
 
 def _read_rest_sync(read_chunk: Any, fingerprint: fingerprints.UploadFingerprint, limit: int) -> None:

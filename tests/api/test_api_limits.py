@@ -82,6 +82,8 @@ def test_line_hardening(limited: httpx.Client, stack: Stack) -> None:
         json.dumps(
             {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 600}
         ).encode(),
+        b'{"prompt": "p", "response": "\\ud800"}',  # a lone surrogate: valid JSON, no UTF-8 form
+        b'{"custom_id": "a\\u0000b", "prompt": "p", "response": "r"}',  # NUL: PostgreSQL cannot store it
     ]
     r = limited.post(
         "/v1/jobs/upload?kind=chat&model=ghost",
@@ -93,7 +95,15 @@ def test_line_hardening(limited: httpx.Client, stack: Stack) -> None:
     with stack.client("erin") as c:
         errors = [json.loads(x) for x in c.get(f"/v1/jobs/{job['id']}/errors").text.splitlines()]
     codes = {e["line"]: e["error"]["code"] for e in errors}
-    assert codes == {1: "line_too_long", 2: "invalid_utf8", 3: "invalid_field", 4: "invalid_json", 7: "too_many_turns"}
+    assert codes == {
+        1: "line_too_long",
+        2: "invalid_utf8",
+        3: "invalid_text",
+        4: "invalid_json",
+        7: "too_many_turns",
+        8: "invalid_text",
+        9: "invalid_text",
+    }
 
 
 def test_back_pressure_429_and_nothing_dropped(limited: httpx.Client, stack: Stack) -> None:
@@ -118,6 +128,23 @@ def test_back_pressure_429_and_nothing_dropped(limited: httpx.Client, stack: Sta
         _err(r, 429, "overloaded")
 
 
+def test_uploads_count_their_lines_against_the_tenant_backlog(limited: httpx.Client, stack: Stack) -> None:
+    """Uploads were checked with no incoming lines, so any upload got in while the queue had room."""
+    from db.keys import create_key
+
+    fresh = {"Authorization": f"Bearer {create_key(stack.db(), 'backlog-uploads')[0]}"}  # nothing queued yet
+
+    def upload(n: int) -> httpx.Response:
+        blob = b"".join(json.dumps({"prompt": f"p{i}", "response": "r"}).encode() + b"\n" for i in range(n))
+        return limited.post("/v1/jobs/upload?model=ghost", files={"file": ("a.jsonl", blob)}, headers=fresh)
+
+    assert upload(6).status_code == 202  # 6 waiting, cap 10
+    _err(upload(5), 429, "overloaded")  # 6 + 5 > 10: refused, though the queue had room for some
+    assert upload(4).status_code == 202  # 6 + 4 = 10 fits
+    listed = limited.get("/v1/jobs", headers=fresh).json()["data"]
+    assert sorted(j["request_counts"]["total"] for j in listed) == [4, 6]  # the refused one left nothing
+
+
 def test_no_worker_and_unknown_model(limited: httpx.Client) -> None:
     item = {"prompt": "p", "response": "r"}
     r = limited.post("/v1/score", json={"model": "ghost", "items": [item]})
@@ -138,7 +165,7 @@ def test_no_worker_and_unknown_model(limited: httpx.Client) -> None:
             "POST",
             "/v1/jobs",
             {"content": b"[" * 100_00 + b"]" * 100_00, "headers": {"Content-Type": "application/json"}},
-            400,
+            413,  # dense: refused as body_too_complex before it is parsed
         ),
         ("POST", "/v1/jobs/upload", {"content": b"x", "headers": {"Content-Type": "text/html"}}, 415),
         ("POST", "/v1/jobs/upload", {"content": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data"}}, 400),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from readme_blocks import Block, extract, script
-from testkit import REDIS_URL, REPO
+from testkit import REPO, redis_url
 
 README = REPO / "README.md"
 DOCKER_README = REPO / "docker" / "README.md"
@@ -56,7 +56,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, tiny_model_dir: Path) ->
         XDG_CACHE_HOME=str(home / ".cache"),
         # The reader has not activated the venv yet: the README must say how to get `rmscore`.
         PATH=os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin),
-        RMSCORE_BROKER_URL=f"{REDIS_URL}/8",
+        RMSCORE_BROKER_URL=redis_url("readme"),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         OMP_NUM_THREADS="1",

@@ -32,7 +32,8 @@ GOOD_CHAT = {
         (b'{"prompt": "p", "chosen": "c"}', "unknown_format"),
         (b'{"chosen": "no transcript", "rejected": "x"}', "invalid_field"),
         (b'{"custom_id": {"x": 1}, "prompt": "p", "response": "r"}', "invalid_field"),
-        (b'{"prompt": "p", "response": "r\\u0000"}', "invalid_field"),
+        (b'{"prompt": "p", "response": "r\\u0000"}', "invalid_text"),
+        (b'{"prompt": "p", "response": "r\\ud800"}', "invalid_text"),
         (b"\xff\xfe{}", "invalid_utf8"),
         (b"[" * 100_000, "invalid_json"),
     ],
@@ -42,6 +43,45 @@ def test_bad_lines_get_documented_codes(line, code):
     assert isinstance(parsed, LineError)
     assert (parsed.line, parsed.code) == (7, code)
     assert parsed.message and len(parsed.message) < 300
+
+
+# Every stored string of every shape, with text JSON carries but UTF-8 (a lone surrogate) or
+# PostgreSQL (NUL) cannot store.
+_SHAPES = [
+    {"custom_id": "X", "messages": [{"role": "user", "content": "X"}, {"role": "assistant", "content": "X"}]},
+    {"custom_id": "X", "prompt": "X", "response": "X"},
+    {"custom_id": "X", "prompt": "X", "chosen": "X", "rejected": "X", "subset": "X"},
+    {
+        "prompt": [{"role": "user", "content": "X"}],
+        "chosen": [{"role": "assistant", "content": "X"}],
+        "rejected": [{"role": "assistant", "content": "X"}],
+    },
+    {"chosen": "\n\nHuman: X\n\nAssistant: X", "rejected": "\n\nHuman: X\n\nAssistant: X"},
+    {"instruction": "X", "response1": "X", "response2": "X", "label": 1, "bias": "X"},
+]
+
+
+def _variants(obj, bad):
+    """`obj` with its n-th "X" replaced by `bad` (and the others by plain text), for every n."""
+    text = json.dumps(obj)
+    n = text.count("X")
+    for i in range(n):
+        parts = text.split("X")
+        yield "".join(p + (bad if j == i else "ok") for j, p in enumerate(parts[:-1])) + parts[-1]
+
+
+@pytest.mark.parametrize("bad", ["\\ud800", "\\udfff\\ud800", "\\u0000", "a\\u0000b"])
+@pytest.mark.parametrize("shape", range(len(_SHAPES)))
+def test_text_no_database_can_store_is_that_lines_error(shape, bad):
+    clean = json.dumps(_SHAPES[shape]).replace("X", "ok")
+    assert not isinstance(parse_line(clean, 1), LineError), clean
+    for line in _variants(_SHAPES[shape], bad):
+        parsed = parse_line(line, 3)
+        assert isinstance(parsed, LineError), line
+        assert (parsed.line, parsed.code) == (3, "invalid_text"), (line, parsed)
+        # The error itself must be storable: no bad text echoed, nor kept as its custom_id or subset.
+        for value in (parsed.message, parsed.custom_id, parsed.subset):
+            assert value is None or ("\x00" not in value and value.encode("utf-8"))
 
 
 def test_line_limit():
