@@ -23,7 +23,11 @@ _VERSION = b"rmscore-fingerprint-1\0"  # changes if what a fingerprint covers ch
 
 
 def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    # surrogatepass: a lone surrogate (valid JSON, not UTF-8) still hashes, to one value; the request
+    # then fails its own validation with a 4xx instead of the fingerprint failing with a 500.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def json_request(route: str, body: dict[str, Any], params: dict[str, Any]) -> str:

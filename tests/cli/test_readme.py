@@ -17,7 +17,10 @@ FIRST_SCREEN = "\n".join(README.splitlines()[:60])
 def code_lines(text: str = README) -> list[str]:
     """Lines of the text's shell blocks that run rmscore."""
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    return [line.strip() for b in blocks for line in b.splitlines() if line.strip().startswith("rmscore ")]
+    lines = [line.strip() for b in blocks for line in b.splitlines()]
+    # A command at the start of a line, or captured: `JOB=$(rmscore submit pairs.jsonl --wait)`.
+    found = [m.group(1) for line in lines if (m := re.match(r"^(?:[A-Z_]+=\$\()?(rmscore [^)]*)", line))]
+    return found
 
 
 def resolve(words: list[str]) -> tuple[Any, list[str]]:
@@ -50,5 +53,9 @@ def test_the_first_screen_says_what_to_type() -> None:
     for must in ("make demo", "source .venv/bin/activate", ".venv/bin/rmscore", "rmscore up", "rmscore submit",
                  "rmscore jobs", "rmscore report", "RMSCORE_MODEL="):  # fmt: skip
         assert must in FIRST_SCREEN, f"README's first screen does not say {must!r}"
-    for path in re.findall(r"^rmscore submit (\S+)", "\n".join(code_lines(FIRST_SCREEN)), flags=re.M):
-        assert (REPO / path).is_file(), f"README's first screen submits {path}, which is not in the repository"
+    shown = "\n".join(code_lines(FIRST_SCREEN))
+    written = set(re.findall(r"^rmscore \S+ .*-o (\S+)", shown, flags=re.M))  # e.g. `rmscore sample -o pairs.jsonl`
+    for path in re.findall(r"^rmscore submit (\S+)", shown, flags=re.M):
+        assert path in written or (REPO / path).is_file(), (
+            f"README's first screen submits {path}, which neither ships with the repository nor is written before"
+        )
