@@ -314,10 +314,12 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         return Job.from_dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
-    def results(self, job_id: str, *, errors_only: bool = False) -> Iterator[dict[str, Any]]:
-        """The job's result records in input order, streamed (the shapes `rmscore score` writes)."""
+    def results(self, job_id: str, *, errors_only: bool = False, model: str | None = None) -> Iterator[dict[str, Any]]:
+        """The job's result records in input order, streamed (the shapes `rmscore score` writes);
+        `model`: whose, for a job scored by several models [the job's own model]."""
         url = f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}"
-        with self.http.stream("GET", url, params={"format": "jsonl"}, timeout=httpx.Timeout(None, connect=10.0)) as r:
+        params = {"format": "jsonl", **({"model": model} if model else {})}
+        with self.http.stream("GET", url, params=params, timeout=httpx.Timeout(None, connect=10.0)) as r:
             raise_for_error(r)
             for line in r.iter_lines():
                 if line:
