@@ -24,6 +24,12 @@ def accuracy_table(acc: dict[str, Any]) -> Table:
     return t
 
 
+def rate_unit(models: list[str]) -> str:
+    """What a job's rate counts: lines, or results when each line is scored by several models. The
+    progress bars and `status` say the same, so the figure reads the same everywhere."""
+    return "results/s" if len(models) > 1 else "lines/s"
+
+
 def print_job(s: dict[str, Any]) -> None:
     """A job summary (`db.jobs.job_summary` / `GET /v1/jobs/{id}`) as tables on stderr."""
     t = Table(title=f"job {s['id']}", show_header=False)
@@ -43,7 +49,7 @@ def print_job(s: dict[str, Any]) -> None:
         if s.get(k):
             t.add_row(k.replace("_", " "), s[k])
     if s.get("items_per_second"):
-        t.add_row("results/s" if len(models) > 1 else "lines/s", f"{s['items_per_second']:,.1f}")
+        t.add_row(rate_unit(models), f"{s['items_per_second']:,.1f}")
     err.print(t)
     if s.get("accuracy"):
         err.print(accuracy_table(s["accuracy"]))

@@ -185,7 +185,7 @@ def submit(
 
 
 def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
-    """Follow a job with a progress bar (lines done / total, items/s, ETA) until it ends."""
+    """Follow a job with a progress bar (lines done / total, lines/s, ETA) until it ends."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -197,6 +197,7 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
 
     from db.jobs import get_job, job_models
     from rmscore.cli import waiting
+    from rmscore.cli.display import rate_unit
 
     job = get_job(db, job_id)
     models = job_models(db, job)
@@ -216,7 +217,8 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
             job = get_job(db, job_id)
             rate = job.items_per_second()
             status = watch.status(job.status, job.terminal)
-            progress.update(task, completed=job.done, status=status, rate=f"{rate:,.1f} items/s" if rate else "")
+            shown = f"{rate:,.1f} {rate_unit(models)}" if rate else ""
+            progress.update(task, completed=job.done, status=status, rate=shown)
             if job.terminal:
                 return job
             time.sleep(poll)

@@ -110,7 +110,7 @@ def submit(
 
 
 def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
-    """A progress bar (lines done / total, items/s, ETA) until the job ends."""
+    """A progress bar (lines done / total, lines/s, ETA) until the job ends."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -130,6 +130,7 @@ def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
         console=err,
     )
     from rmscore.cli import waiting
+    from rmscore.cli.display import rate_unit
 
     models: list[str] = []  # the job's, filled in from the first poll
     watch = waiting.Watch(lambda: waiting.unserved_remote(c, models))
@@ -144,7 +145,7 @@ def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
                 total=job.total,
                 completed=job.done,
                 status=watch.status(job.status, job.terminal),
-                rate=f"{rate:,.1f} items/s" if rate else "",
+                rate=f"{rate:,.1f} {rate_unit(models)}" if rate else "",
             )
 
         return c.wait(job_id, poll=poll, on_progress=show)

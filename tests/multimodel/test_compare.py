@@ -208,9 +208,13 @@ def test_cli_shows_and_exports_every_model(stack: tuple[Any, dict[str, str]], pa
 
     _, env = stack
     env = {**env, "COLUMNS": "200"}  # rich tables on one line each
-    job = run_cli(["submit", str(pairs_file), "--models", "tiny,tiny-b", "--wait"], env).stdout.strip()
+    submitted = run_cli(["submit", str(pairs_file), "--models", "tiny,tiny-b", "--wait"], env)
+    job = submitted.stdout.strip()
+    # One unit for the rate everywhere (the progress bar and the summary): results, one per line and model.
+    assert "results/s" in submitted.stderr and "items/s" not in submitted.stderr
 
     status = run_cli(["status", job], env).stderr
+    assert "results/s" in status
     assert f"{PAIRS}, each scored by 2 models" in status
     assert f"{2 * PAIRS} / 0 of {2 * PAIRS} results" in status
     assert f"rmscore compare {job}" in status and "GET /v1/jobs" not in status
