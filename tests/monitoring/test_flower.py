@@ -77,15 +77,14 @@ def test_flower_worker_page_shows_rmscore_stats_as_rows(fleet: Fleet) -> None:
 def test_flower_shows_chunks_of_a_cancelled_job_as_revoked_not_succeeded(fleet: Fleet) -> None:
     """Messages of chunks whose job was cancelled before they started reach the worker, which runs
     nothing: Flower must not list them as SUCCESS."""
+    from celery import Celery
     from sqlalchemy import select
 
-    from db.chunks import ChunkRef
     from db.jobs import cancel_job, create_job
     from db.models import chunks
     from db.session import get_engine
+    from rmscore import keys
     from rmscore.formats import iter_parsed
-    from worker.app import get_app
-    from worker.enqueue import send_chunks
 
     db = get_engine(fleet.settings.database_url)
     # Stored, cancelled, and only then sent: as if the cancel came while its messages sat in the queue.
@@ -94,7 +93,13 @@ def test_flower_shows_chunks_of_a_cancelled_job_as_revoked_not_succeeded(fleet: 
     with db.connect() as conn:
         rows = conn.execute(select(chunks).where(chunks.c.job_id == job.id)).all()
     assert rows and {r.status for r in rows} == {"cancelled"}
-    send_chunks(get_app(fleet.settings), fleet.redis, [ChunkRef(r.id, r.job_id, r.model, r.n_items) for r in rows])
+    # The messages a producer sends (worker.enqueue.send_chunks), from a plain Celery app on the broker.
+    sender = Celery("sender", broker=fleet.settings.broker_url, set_as_current=False)
+    queue = keys.score_queue("tiny")
+    for r in rows:
+        kwargs = {"job": r.job_id, "chunk": r.id, "items": r.n_items}
+        sender.send_task(keys.TASK_SCORE_CHUNK, kwargs=kwargs, queue=queue, exchange="", routing_key=queue)
+    sender.close()
 
     def of_job(state: str) -> list[dict[str, Any]]:
         found = fleet.flower("/api/tasks", taskname="rmscore.score_chunk", state=state).json()
