@@ -156,6 +156,12 @@ def queued_for_model(db: Engine, chunk_id: int) -> tuple[ChunkRef, str] | None:
     return None if row is None else (ChunkRef(row.id, row.job_id, row.model, row.n_items), row.model_ref)
 
 
+def chunk_status(db: Engine, chunk_id: int) -> str | None:
+    """The chunk's status (queued, leased, done, failed, cancelled); None for an unknown chunk."""
+    with reading(db) as conn:
+        return conn.execute(select(chunks.c.status).where(chunks.c.id == chunk_id)).scalar_one_or_none()
+
+
 def load_items(db: Engine, lease: Lease) -> list[Item]:
     """The chunk's items in line order (lines that failed to parse are not part of any chunk)."""
     with reading(db) as conn:

@@ -15,6 +15,7 @@ a submission retried after a dropped connection returns the same job, never a se
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import time
@@ -133,11 +134,6 @@ class _ProgressFile:
 
     def fileno(self) -> int:
         return self._f.fileno()
-
-
-def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    return {".parquet": "parquet", ".csv": "csv", ".json": "json"}.get(suffix, "jsonl")
 
 
 class Client:
@@ -314,10 +310,12 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         return Job.from_dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
-    def results(self, job_id: str, *, errors_only: bool = False) -> Iterator[dict[str, Any]]:
-        """The job's result records in input order, streamed (the shapes `rmscore score` writes)."""
+    def results(self, job_id: str, *, errors_only: bool = False, model: str | None = None) -> Iterator[dict[str, Any]]:
+        """The job's result records in input order, streamed (the shapes `rmscore score` writes);
+        `model`: whose, for a job scored by several models [the job's own model]."""
         url = f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}"
-        with self.http.stream("GET", url, params={"format": "jsonl"}, timeout=httpx.Timeout(None, connect=10.0)) as r:
+        params = {"format": "jsonl", **({"model": model} if model else {})}
+        with self.http.stream("GET", url, params=params, timeout=httpx.Timeout(None, connect=10.0)) as r:
             raise_for_error(r)
             for line in r.iter_lines():
                 if line:
@@ -341,17 +339,21 @@ class Client:
         errors_only: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write results to `path` as jsonl, csv or parquet (default: from the suffix). Returns bytes."""
+        """Write results to `path` as jsonl, jsonl.gz, csv or parquet (default: the format its suffix
+        names; any other suffix is refused with BadRequest before anything is asked or written).
+        Returns the bytes received."""
+        from rmscore.export import format_of
+
         path = Path(path)
-        fmt = format or _format_of(path)
-        if fmt == "json":
-            fmt = "jsonl"
+        fmt = format or format_of(path)
+        gz = fmt == "jsonl.gz"  # the API sends JSON lines; they are compressed here, as the name says
         url = f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}"
         n = 0
         tmp = path.with_name(path.name + ".part")
-        with self.http.stream("GET", url, params={"format": fmt}, timeout=httpx.Timeout(None, connect=10.0)) as r:
+        params = {"format": "jsonl" if gz else fmt}
+        with self.http.stream("GET", url, params=params, timeout=httpx.Timeout(None, connect=10.0)) as r:
             raise_for_error(r)
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") if gz else raw as f:
                 for chunk in r.iter_bytes():
                     f.write(chunk)
                     n += len(chunk)

@@ -251,7 +251,14 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _schema(kind: str) -> Any:
+def result_columns(kind: str, *, with_model: bool = False) -> tuple[str, ...]:
+    """The columns of a results file; `with_model` (a job scored by several models) adds `model`
+    after `line`, since each line then appears once per model."""
+    cols = RESULT_COLUMNS[kind]
+    return (cols[0], "model", *cols[1:]) if with_model else cols
+
+
+def _schema(kind: str, with_model: bool = False) -> Any:
     import pyarrow as pa
 
     types = {
@@ -264,7 +271,7 @@ def _schema(kind: str) -> Any:
         "truncated": pa.bool_(),
         "cached": pa.bool_(),  # the score came from the score cache (null on an error line)
     }
-    return pa.schema([pa.field(c, types.get(c, pa.string())) for c in RESULT_COLUMNS[kind]])
+    return pa.schema([pa.field(c, types.get(c, pa.string())) for c in result_columns(kind, with_model=with_model)])
 
 
 def flat_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -276,16 +283,18 @@ def flat_record(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_results(records: Iterable[dict[str, Any]], sink: str | Path | IO[bytes], kind: str) -> int:
+def write_results(
+    records: Iterable[dict[str, Any]], sink: str | Path | IO[bytes], kind: str, *, with_model: bool = False
+) -> int:
     """Write result records (the `rmscore score` shapes) as Parquet, in row groups of `BATCH_ROWS`.
 
-    Returns the number of rows written. Columns are fixed per kind, so every file of a kind has
-    the same schema whatever its rows hold.
+    Returns the number of rows written. Columns are fixed per kind (plus `model` with
+    `with_model`), so every file of a kind has the same schema whatever its rows hold.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _schema(kind)
+    schema = _schema(kind, with_model)
     names = schema.names
     n = 0
     with pq.ParquetWriter(sink, schema) as writer:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rmscore.logmux import LogMux
 from rmscore.settings import model_name
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -85,8 +86,11 @@ class Stack:
     workers: int | None = None  # None: one per GPU, one CPU worker without a GPU
     # Further models jobs may name (RMSCORE_MODELS): one worker each, or their jobs would wait forever.
     extra_models: list[str] = field(default_factory=list)
-    log_dir: Path | None = None  # None: children share this terminal
+    log_dir: Path | None = None  # None: children share this terminal, through `mux`
     say: Callable[[str], None] = print
+    # Where the children's lines go when they share this terminal (`rmscore.logmux`): raw text, no markup.
+    write_log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    mux: LogMux | None = field(default=None, init=False, repr=False)
     children: list[Child] = field(default_factory=list)
     # user:password Flower runs with; generated at start unless RMSCORE_FLOWER_BASIC_AUTH is set.
     flower_auth: str | None = field(default=None, repr=False)
@@ -113,6 +117,10 @@ class Stack:
     # ------------------------------------------------------------------ start
 
     def start(self, ready_timeout: float = 600.0) -> None:
+        """Start everything and wait until it is ready. Sharing this terminal, the children stay quiet
+        until then (unless one reports an error); if the start fails, what they said is printed."""
+        if self.log_dir is None:
+            self.mux = LogMux((), self.write_log)
         try:
             self._ensure_redis()
             self._run_once("migrate", "db", "upgrade")
@@ -121,9 +129,13 @@ class Stack:
             if self.flower_port:
                 self._spawn("flower", "flower", "--port", str(self.flower_port), env=self._flower_env())
             self._wait_ready(ready_timeout)
-        except BaseException:
+        except BaseException as e:
+            if self.mux is not None and not isinstance(e, KeyboardInterrupt):
+                self.mux.replay()
             self.stop()
             raise
+        if self.mux is not None:
+            self.mux.release()
 
     def _ensure_redis(self) -> None:
         url = self.env.get("RMSCORE_BROKER_URL", "redis://127.0.0.1:6379/0")
@@ -186,13 +198,22 @@ class Stack:
     def _spawn(self, name: str, *args: str, exe: bool = True, env: dict[str, str] | None = None) -> None:
         argv = [*rmscore_exe(), *args] if exe else list(args)
         log: IO[bytes] | None = None
+        child_env = env or self.env
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        elif self.mux is not None:
+            self.mux.add(name)
+            # Python children buffer a pipe by blocks: unbuffered, each line reaches the terminal as written.
+            child_env = {**child_env, "PYTHONUNBUFFERED": "1"}
+        piped = log is None and self.mux is not None
         proc = subprocess.Popen(
-            argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT if log else None,
+            argv, env=child_env, stdout=subprocess.PIPE if piped else log,
+            stderr=subprocess.STDOUT if (log or piped) else None,
             stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        )  # fmt: skip
+        if piped and self.mux is not None and proc.stdout is not None:
+            self.mux.pump(name, proc.stdout)
         self.children.append(Child(name, proc, log))
 
     def _wait_ready(self, timeout: float) -> None:

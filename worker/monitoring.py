@@ -1,7 +1,7 @@
 """What a worker tells Flower about itself: a Celery bootstep whose `info()` joins the worker's stats.
 
-Celery's `WorkController.stats()` merges `info(parent)` of every worker bootstep, so the `rmscore`
-entry below shows in `celery inspect stats` and in Flower's worker page (and `/api/workers`): the
+Celery's `WorkController.stats()` merges `info(parent)` of every worker bootstep, so the `rmscore.*`
+entries below show in `celery inspect stats` and on Flower's worker page, tab Other (and `/api/workers`): the
 model the worker holds (id, revision, dtype, device, GPU), its batch budget, what it has scored and
 its throughput over the last minute. `install()` (called by `rmscore worker` once the engine is
 loaded and warmed up) also starts the Prometheus endpoint of `worker.metrics` when a port is set.
@@ -174,6 +174,22 @@ def gpu_info(device: str) -> dict[str, Any] | None:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def flower_stats(info: dict[str, Any], prefix: str = "rmscore.") -> dict[str, Any]:
+    """`info` as flat `rmscore.<key>` entries of scalars (a nested dict as `rmscore.gpu.name`, ...).
+
+    Flower's worker page puts stats it does not know under its **Other** tab, one row per top-level
+    key, printing each value with `str()`: one nested `rmscore` dict read as a raw Python dict. Flat
+    keys read as one row each, grouped by their common prefix (also in `/api/workers` and
+    `celery inspect stats`)."""
+    flat: dict[str, Any] = {}
+    for key, value in info.items():
+        if isinstance(value, dict):
+            flat.update(flower_stats(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def make_step(monitor: Monitor) -> type[bootsteps.StartStopStep]:
     """A worker bootstep bound to `monitor` (Celery instantiates steps itself, so bind by closure)."""
 
@@ -181,7 +197,7 @@ def make_step(monitor: Monitor) -> type[bootsteps.StartStopStep]:
         label = "rmscore monitoring"
 
         def info(self, parent: Any) -> dict[str, Any]:
-            return {"rmscore": monitor.info()}
+            return flower_stats(monitor.info())
 
         def start(self, parent: Any) -> None:
             monitor.start()

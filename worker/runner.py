@@ -27,6 +27,7 @@ from sqlalchemy import Engine as DbEngine
 from db.chunks import (
     ChunkRef,
     Lease,
+    chunk_status,
     claim_chunk,
     complete_chunk,
     load_items,
@@ -79,7 +80,8 @@ class WorkerRuntime:
         return keys.score_queue(self.engine.name)
 
     def process(self, chunk_id: int) -> str:
-        """Run one chunk to its end. Outcomes: done, skipped (not ours to run), lost, retry, failed."""
+        """Run one chunk to its end. Outcomes: done, skipped (not ours to run), cancelled (its job was
+        cancelled before it started), lost, retry, failed."""
         s = self.settings
         self.redis.delete(keys.chunk_enqueued(chunk_id))  # the broker handed it over
         lease = claim_chunk(
@@ -94,7 +96,11 @@ class WorkerRuntime:
             other = queued_for_model(self.db, chunk_id)
             if other is not None and other[1] not in self.model_refs:
                 return self._leave_for_its_model(*other)
-            log.info("chunk %s: skipped (done, taken, cancelled or out of attempts)", chunk_id)
+            if chunk_status(self.db, chunk_id) == "cancelled":
+                # Told apart from "skipped" so the task can end as not run (worker.tasks), not as a success.
+                log.info("chunk %s: not run, its job was cancelled", chunk_id)
+                return "cancelled"
+            log.info("chunk %s: skipped (done, taken or out of attempts)", chunk_id)
             return "skipped"
         self.current = lease
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from celery import Celery
+from celery.exceptions import Ignore
 
 from rmscore import keys
 
@@ -32,6 +33,11 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
     def score_chunk(job: str, chunk: int, items: int = 0) -> str:
         """Claim, score and store chunk `chunk` of job `job` (`items` items). Returns the outcome."""
         assert _runtime is not None
-        if _profiler is None:
-            return _runtime.process(chunk)
-        return _profiler.runcall(_runtime.process, chunk)
+        outcome = _runtime.process(chunk) if _profiler is None else _profiler.runcall(_runtime.process, chunk)
+        if outcome == "cancelled":
+            # Flower shows the task REVOKED (what a cancelled task is), not SUCCESS: nothing was scored.
+            # Ignore then ends it with no success or failure event (logged at INFO, no traceback) and
+            # acknowledges the message: the job is over, there is nothing to run again.
+            score_chunk.send_event("task-revoked", terminated=False, expired=False, signum=None)
+            raise Ignore(f"chunk {chunk} of job {job} was not run: the job was cancelled")
+        return outcome

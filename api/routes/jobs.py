@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import tempfile
@@ -420,20 +418,10 @@ def _jsonl(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def _csv(records: Iterator[dict[str, Any]], kind: str) -> Iterator[bytes]:
-    from rmscore.parquet import RESULT_COLUMNS, flat_record
+    from rmscore.export import csv_chunks
 
-    cols = RESULT_COLUMNS[kind]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for rec in records:
-        writer.writerow(flat_record(rec))
-        if out.tell() >= _FLUSH_BYTES:
-            yield out.getvalue().encode()
-            out.seek(0)
-            out.truncate()
-    if out.tell():
-        yield out.getvalue().encode()
+    for piece in csv_chunks(records, kind):
+        yield piece.encode()
 
 
 def _results(
@@ -532,9 +520,12 @@ def job_errors(
     format: Annotated[ResultFormat, Query()] = "jsonl",
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    model: Annotated[
+        str | None, Query(max_length=256, description="Whose errors, for a job scored by several models.")
+    ] = None,
 ) -> Any:
     job = get_job(db, job_id, tenant=caller.scope)
-    return _results(db, job, caller.scope, format, cursor, limit, errors_only=True)
+    return _results(db, job, caller.scope, format, cursor, limit, errors_only=True, model=model)
 
 
 @router.get(

@@ -69,7 +69,13 @@ def _db(command: str):  # type: ignore[no-untyped-def]
 def keys_create(
     name: Annotated[str, typer.Argument(help="What the key is for (letters, digits, . _ @ -).")],
     admin: Annotated[bool, typer.Option("--admin", help="Sees every tenant's jobs.")] = False,
-    tenant: Annotated[str | None, typer.Option(help="Tenant whose jobs the key sees [default: NAME].")] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Tenant whose jobs the key sees; `local` is the tenant of jobs submitted without RMSCORE_API_URL "
+            "[default: NAME]."
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print it, alone, on stdout. It is shown once: only its hash is stored."""
     from db.keys import create_key

@@ -12,6 +12,11 @@ from rich.markup import escape
 err = Console(stderr=True)
 
 
+def _text(value: object) -> str:
+    """A cell for an optional field: a dash when absent (not Python's `None`), markup shown as text."""
+    return "—" if value is None else escape(str(value))
+
+
 def print_comparison(c: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -25,18 +30,22 @@ def print_comparison(c: dict[str, Any]) -> None:
         t.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
     for s in c["subsets"]:
         t.add_row(escape(s["subset"]), f"{s['n']:,}", pct(s["accuracy"][a]), pct(s["accuracy"][b]), pct(s["agreement"]))
-    t.add_row(
-        "[b]all[/b]", f"{c['n']:,}", pct(c["accuracy"][a]), pct(c["accuracy"][b]), f"[b]{pct(c['agreement'])}[/b]"
-    )
+    # A job without subsets has one row already, "all" (db.compare): a total under it would repeat it.
+    if len(c["subsets"]) != 1:
+        t.add_row(
+            "[b]overall[/b]",
+            f"{c['n']:,}",
+            pct(c["accuracy"][a]),
+            pct(c["accuracy"][b]),
+            f"[b]{pct(c['agreement'])}[/b]",
+        )
     err.print(t)
     d = Table(title=f"pairs they disagree on: {c['disagreements_total']:,} (first {len(c['disagreements'])})")
     for name in ("line", "custom_id", "subset", f"{a} margin", f"{b} margin"):
         d.add_column(escape(name))
     for row in c["disagreements"]:
         margins = [row["scores"][m]["chosen_score"] - row["scores"][m]["rejected_score"] for m in (a, b)]
-        d.add_row(
-            str(row["line"]), escape(str(row["custom_id"])), escape(str(row["subset"])), *(f"{x:+.3f}" for x in margins)
-        )
+        d.add_row(str(row["line"]), _text(row["custom_id"]), _text(row["subset"]), *(f"{x:+.3f}" for x in margins))
     err.print(d)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -121,7 +120,8 @@ def demo(
 
 
 def _follow(client: Any, job_id: str, total: int) -> Any:
-    started = time.monotonic()
+    """A progress bar until the job ends. Its rate is the job's own (`items_per_second`, pairs scored
+    since the first chunk started), the figure the summary prints after it: one unit, one number."""
     with Progress(
         TextColumn("scoring"),
         BarColumn(),
@@ -133,8 +133,8 @@ def _follow(client: Any, job_id: str, total: int) -> Any:
         task = progress.add_task("job", total=total, rate="")
 
         def update(job: Any) -> None:
-            elapsed = max(time.monotonic() - started, 1e-9)
-            progress.update(task, completed=job.done, rate=f"{job.done / elapsed:,.1f} items/s")
+            rate = job.items_per_second
+            progress.update(task, completed=job.done, rate=f"{rate:,.1f} pairs/s" if rate else "")
 
         return client.wait(job_id, poll=0.5, timeout=600, on_progress=update)
 

@@ -24,26 +24,39 @@ def accuracy_table(acc: dict[str, Any]) -> Table:
     return t
 
 
+def rate_unit(models: list[str]) -> str:
+    """What a job's rate counts: lines, or results when each line is scored by several models. The
+    progress bars and `status` say the same, so the figure reads the same everywhere."""
+    return "results/s" if len(models) > 1 else "lines/s"
+
+
 def print_job(s: dict[str, Any]) -> None:
     """A job summary (`db.jobs.job_summary` / `GET /v1/jobs/{id}`) as tables on stderr."""
     t = Table(title=f"job {s['id']}", show_header=False)
     counts = s["request_counts"]
     t.add_row("status", s["status"] + (f" ({s['error']})" if s.get("error") else ""))
-    t.add_row("kind / model", f"{s['kind']} / {s['model']}")
-    t.add_row("lines", f"{counts['total']:,}")
-    t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
+    models = s.get("models") or [s["model"]]
+    if len(models) > 1:
+        # `total` counts results, one per line and model: a 50-line file scored by two models has 100.
+        t.add_row("kind / models", escape(f"{s['kind']} / {', '.join(models)}"))
+        t.add_row("lines", f"{counts['total'] // len(models):,}, each scored by {len(models)} models")
+        t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,} of {counts['total']:,} results")
+    else:
+        t.add_row("kind / model", escape(f"{s['kind']} / {s['model']}"))
+        t.add_row("lines", f"{counts['total']:,}")
+        t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
     for k in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at"):
         if s.get(k):
             t.add_row(k.replace("_", " "), s[k])
     if s.get("items_per_second"):
-        t.add_row("items/s", f"{s['items_per_second']:,.1f}")
+        t.add_row(rate_unit(models), f"{s['items_per_second']:,.1f}")
     err.print(t)
     if s.get("accuracy"):
         err.print(accuracy_table(s["accuracy"]))
     for table in evaluation_tables(s.get("evaluation")):
         err.print(table)
     if s.get("by_model"):
-        m = Table(title="models (GET /v1/jobs/{id}/compare for agreement and disagreements)")
+        m = Table(title="models")
         m.add_column("model")
         m.add_column("pairs", justify="right")
         m.add_column("accuracy", justify="right")
@@ -51,6 +64,8 @@ def print_job(s: dict[str, Any]) -> None:
             macc = row.get("accuracy")
             m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
         err.print(m)
+        # On a line of its own: a table title would wrap to the table's narrow width.
+        err.print(f"rmscore compare {escape(s['id'])}: their agreement and the pairs they disagree on", highlight=False)
 
 
 def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -100,7 +100,12 @@ def submit(
         str | None, typer.Option(help=f"Model to score with (its name or id). {env_default('model', DEFAULT_MODEL)}")
     ] = None,
     chunk_size: Annotated[
-        int | None, typer.Option(help=f"Items per chunk of work. {env_default('chunk_size', 256)}", min=1)
+        int | None,
+        typer.Option(
+            help="Items per chunk of work; only without RMSCORE_API_URL (through the API, the server's "
+            f"RMSCORE_CHUNK_SIZE decides). {env_default('chunk_size', 256)}",
+            min=1,
+        ),
     ] = None,
     overflow: Annotated[
         str | None,
@@ -180,7 +185,7 @@ def submit(
 
 
 def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
-    """Follow a job with a progress bar (lines done / total, items/s, ETA) until it ends."""
+    """Follow a job with a progress bar (lines done / total, lines/s, ETA) until it ends."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -192,6 +197,7 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
 
     from db.jobs import get_job, job_models
     from rmscore.cli import waiting
+    from rmscore.cli.display import rate_unit
 
     job = get_job(db, job_id)
     models = job_models(db, job)
@@ -211,7 +217,8 @@ def wait_for_job(db: Any, job_id: str, *, poll: float = 0.5) -> Any:
             job = get_job(db, job_id)
             rate = job.items_per_second()
             status = watch.status(job.status, job.terminal)
-            progress.update(task, completed=job.done, status=status, rate=f"{rate:,.1f} items/s" if rate else "")
+            shown = f"{rate:,.1f} {rate_unit(models)}" if rate else ""
+            progress.update(task, completed=job.done, status=status, rate=shown)
             if job.terminal:
                 return job
             time.sleep(poll)
@@ -260,41 +267,45 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")]
 def results(
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     output: Annotated[
-        str, typer.Option("-o", "--output", metavar="FILE", help="Where to write result lines ('-' = stdout).")
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Where to write: '-' = stdout (JSONL); a file's suffix picks the format: .jsonl, .jsonl.gz, "
+            ".csv or .parquet (any other is refused).",
+        ),
     ] = "-",
     errors_only: Annotated[bool, typer.Option("--errors", help="Only the lines that failed.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="For a job scored by several models: only this model's results [default: every model]."),
+    ] = None,
 ) -> None:
-    """Write a job's results as JSONL in input order, in the format of `rmscore score`."""
+    """Write a job's results in input order, in the format of `rmscore score`.
+
+    A job scored by several models gives each line once per model (each model in input order, the
+    job's own model first), every record naming its `model`."""
     if (remote := _remote()) is not None:
-        return remote.results(job_id, output, errors_only)
+        return remote.results(job_id, output, errors_only, model=model)
     with _user_errors():
-        from db.jobs import get_job, job_summary
+        from db.jobs import get_job, job_models, job_summary
         from db.results import iter_results
+        from rmscore.cli.results import export, print_accuracy
 
         db = _db()
         job = get_job(db, job_id)
         if not job.terminal:
-            err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]")
-        records = iter_results(db, job_id, errors_only=errors_only)
-        if output.lower().endswith(".parquet"):
-            from rmscore.parquet import write_results
-
-            n = write_results(records, output, job.kind)
-        else:
-            out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
-            n = 0
-            try:
-                for record in records:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    n += 1
-            finally:
-                if out is not sys.stdout:
-                    out.close()
-        err.print(f"{n:,} result lines" + ("" if output == "-" else f" written to {output}"))
-        acc = job_summary(db, job_id).get("accuracy")
-        if acc:
-            parts = ", ".join(f"{k} {100 * v['accuracy']:.1f}% ({v['n']})" for k, v in acc["subsets"].items())
-            err.print(f"accuracy: overall {100 * acc['overall']:.1f}% over {acc['n']:,} pairs; {parts}")
+            err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} results done so far[/yellow]")
+        n = export(
+            lambda m: iter_results(db, job_id, errors_only=errors_only, model=m),
+            job_models(db, job),
+            model,
+            output,
+            job.kind,
+        )
+        err.print(f"{n:,} result lines" + ("" if output == "-" else escape(f" written to {output}")))
+        print_accuracy(job_summary(db, job_id), model)
 
 
 def reconcile(

@@ -110,7 +110,7 @@ def submit(
 
 
 def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
-    """A progress bar (lines done / total, items/s, ETA) until the job ends."""
+    """A progress bar (lines done / total, lines/s, ETA) until the job ends."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -130,6 +130,7 @@ def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
         console=err,
     )
     from rmscore.cli import waiting
+    from rmscore.cli.display import rate_unit
 
     models: list[str] = []  # the job's, filled in from the first poll
     watch = waiting.Watch(lambda: waiting.unserved_remote(c, models))
@@ -144,7 +145,7 @@ def follow(c: Any, job_id: str, *, poll: float = 1.0) -> Any:
                 total=job.total,
                 completed=job.done,
                 status=watch.status(job.status, job.terminal),
-                rate=f"{rate:,.1f} items/s" if rate else "",
+                rate=f"{rate:,.1f} {rate_unit(models)}" if rate else "",
             )
 
         return c.wait(job_id, poll=poll, on_progress=show)
@@ -176,22 +177,17 @@ def cancel(job_id: str) -> None:
     typer.echo(job.status)
 
 
-def results(job_id: str, output: str = "-", errors_only: bool = False) -> None:
-    """Results in input order: JSONL on stdout, or to `-o FILE` (.jsonl, .csv or .parquet by suffix)."""
+def results(job_id: str, output: str = "-", errors_only: bool = False, *, model: str | None = None) -> None:
+    """Results in input order, as the local command writes them: read as JSON lines from the API, one
+    model at a time, and written here in the format the suffix names (the same writers)."""
+    from rmscore.cli.results import export, print_accuracy
+
     with _client() as c:
         job = c.job(job_id)
         if not job.terminal:
-            err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} lines done so far[/yellow]")
-        if output == "-":
-            n = 0
-            for record in c.results(job_id, errors_only=errors_only):
-                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-                n += 1
-            err.print(f"{n:,} result lines")
-        else:
-            size = c.download(job_id, output, errors_only=errors_only)
-            err.print(f"results written to {output} ({size:,} bytes)")
-        acc = c.job(job_id).accuracy
-    if acc:
-        parts = ", ".join(f"{k} {100 * v['accuracy']:.1f}% ({v['n']})" for k, v in acc["subsets"].items())
-        err.print(f"accuracy: overall {100 * acc['overall']:.1f}% over {acc['n']:,} pairs; {parts}")
+            err.print(f"[yellow]job {job.id} is {job.status}: writing the {job.done:,} results done so far[/yellow]")
+        models = job.raw.get("models") or [job.model]
+        n = export(lambda m: c.results(job_id, errors_only=errors_only, model=m), models, model, output, job.kind)
+        err.print(f"{n:,} result lines" + ("" if output == "-" else escape(f" written to {output}")))
+        summary = c.job(job_id).raw
+    print_accuracy(summary, model)

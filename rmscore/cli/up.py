@@ -55,6 +55,8 @@ def up(
         workers=workers,
         log_dir=log_dir,
         say=err.print,
+        # The children's lines are text, not rich markup: a "[W …]" or "[tasks]" must print as is.
+        write_log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

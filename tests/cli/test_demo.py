@@ -67,6 +67,9 @@ def test_demo_runs_and_cleans_up(tmp_path, model_dir, redis):
     assert "completed, 8 scored, 0 failed" in out
     assert "overall" in out and "s0" in out and "s1" in out
     assert "random weights" in out and "/docs" in out and "Flower" in out
+    # The progress bar and the summary give the same rate in the same unit.
+    rates = re.findall(r"([\d,]+\.\d) (\w+)/s", out)
+    assert len(rates) >= 2 and len(set(rates)) == 1 and rates[0][1] == "pairs", rates
     # Flower runs behind basic auth: the credentials generated for the run are shown with its URL.
     assert re.search(r"Flower +http://127\.0\.0\.1:\d+\n +login: user rmscore password [\w-]{20,} ", out), out[-2000:]
     if redis == "absent":

@@ -83,3 +83,14 @@ def test_the_installed_command_prints_it() -> None:
     from rmscore import __version__
 
     assert version.returncode == 0 and version.stdout.strip() == f"rmscore {__version__}"
+
+
+def test_help_says_what_options_do_in_each_mode() -> None:
+    """Options whose effect depends on the mode or the file name say so, rather than a run-time note."""
+    submit = help_of(("submit",))
+    assert "only without RMSCORE_API_URL" in submit and "server's RMSCORE_CHUNK_SIZE decides" in submit
+    results = help_of(("results",))
+    for suffix in (".jsonl,", ".jsonl.gz", ".csv", ".parquet"):
+        assert suffix in results, suffix
+    assert "--model MODEL" in results and "every model" in results
+    assert "`local` is the tenant of jobs submitted without RMSCORE_API_URL" in help_of(("keys", "create"))

@@ -59,3 +59,26 @@ def test_the_first_screen_says_what_to_type() -> None:
         assert path in written or (REPO / path).is_file(), (
             f"README's first screen submits {path}, which neither ships with the repository nor is written before"
         )
+
+
+def test_readme_lists_every_code_a_result_line_can_carry() -> None:
+    """The README's list of error codes names each one a line's result can hold, those a job that
+    ended without scoring a line gives it (`db.results.NOT_SCORED`) included."""
+    import ast
+
+    from db.results import NOT_SCORED
+
+    listed = README.split("Error codes:", 1)[1].split("\n\n", 1)[0]
+    # Codes the parser gives a bad line: the code argument of every `_Bad(code, …)` / `LineError(line, id, code, …)`.
+    position = {"_Bad": 0, "LineError": 2}
+    source = ast.parse((REPO / "rmscore" / "formats.py").read_text(encoding="utf-8"))
+    parsing = {
+        node.args[position[node.func.id]].value
+        for node in ast.walk(source)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in position
+        and len(node.args) > position[node.func.id]
+        and isinstance(node.args[position[node.func.id]], ast.Constant)
+    }  # fmt: skip
+    assert {"invalid_json", "kind_mismatch", "line_too_long"} <= parsing
+    for code in sorted(parsing | {code for code, _ in NOT_SCORED.values()}):
+        assert f"`{code}`" in listed, code

@@ -33,7 +33,11 @@ def test_flower_shows_what_the_worker_holds_in_its_stats(fleet: Fleet) -> None:
         # Flower keeps the last stats it got: the ones from before the job until a refresh reaches
         # the worker between two tasks (it answers only then), so wait for the job's to show.
         workers = fleet.flower("/api/workers", refresh="true").json()
-        held = (workers.get(fleet.worker.name) or {}).get("stats", {}).get("rmscore")
+        stats = (workers.get(fleet.worker.name) or {}).get("stats", {})
+        # Flat `rmscore.*` entries of scalars (a row each on Flower's page), no nested dict.
+        assert "rmscore" not in stats
+        held = {k.removeprefix("rmscore."): v for k, v in stats.items() if k.startswith("rmscore.")}
+        assert not any(isinstance(v, dict | list) for v in held.values()), held
         return held if held and held["items_scored"] == fleet.job_items else None
 
     held = wait_until(stats, 60, f"the worker's stats in Flower to count {fleet.job_items} items")
@@ -58,6 +62,52 @@ def test_flower_shows_what_the_worker_holds_in_its_stats(fleet: Fleet) -> None:
     assert held["tokens_per_second_1m"] >= 0
     assert 0 < held["padding_efficiency"] <= 1
     assert held["oom_splits"] == 0 and held["current_job"] is None
+
+
+def test_flower_worker_page_shows_rmscore_stats_as_rows(fleet: Fleet) -> None:
+    """On the worker's page (tab Other) each figure is a row of its own, not one raw Python dict."""
+    page = fleet.flower(f"/worker/{fleet.worker.name}")
+    assert page.status_code == 200
+    html = page.text
+    assert re.search(r"<td>rmscore\.model</td>\s*<td[^>]*>tiny</td>", html), html[-3000:]
+    assert re.search(r"<td>rmscore\.device</td>\s*<td[^>]*>cpu</td>", html)
+    assert "{&#39;worker&#39;" not in html and "{&#x27;worker&#x27;" not in html
+
+
+def test_flower_shows_chunks_of_a_cancelled_job_as_revoked_not_succeeded(fleet: Fleet) -> None:
+    """Messages of chunks whose job was cancelled before they started reach the worker, which runs
+    nothing: Flower must not list them as SUCCESS."""
+    from celery import Celery
+    from sqlalchemy import select
+
+    from db.jobs import cancel_job, create_job
+    from db.models import chunks
+    from db.session import get_engine
+    from rmscore import keys
+    from rmscore.formats import iter_parsed
+
+    db = get_engine(fleet.settings.database_url)
+    # Stored, cancelled, and only then sent: as if the cancel came while its messages sat in the queue.
+    job = create_job(db, iter_parsed(fleet.tmp / "pairs.jsonl"), model="tiny", chunk_size=CHUNK_SIZE).job
+    cancel_job(db, job.id)
+    with db.connect() as conn:
+        rows = conn.execute(select(chunks).where(chunks.c.job_id == job.id)).all()
+    assert rows and {r.status for r in rows} == {"cancelled"}
+    # The messages a producer sends (worker.enqueue.send_chunks), from a plain Celery app on the broker.
+    sender = Celery("sender", broker=fleet.settings.broker_url, set_as_current=False)
+    queue = keys.score_queue("tiny")
+    for r in rows:
+        kwargs = {"job": r.job_id, "chunk": r.id, "items": r.n_items}
+        sender.send_task(keys.TASK_SCORE_CHUNK, kwargs=kwargs, queue=queue, exchange="", routing_key=queue)
+    sender.close()
+
+    def of_job(state: str) -> list[dict[str, Any]]:
+        found = fleet.flower("/api/tasks", taskname="rmscore.score_chunk", state=state).json()
+        return [t for t in found.values() if ast.literal_eval(t["kwargs"]).get("job") == job.id]
+
+    revoked = wait_until(lambda: len(of_job("REVOKED")) == len(rows) and of_job("REVOKED"), 60, "revoked chunks")
+    assert sorted(ast.literal_eval(t["kwargs"])["chunk"] for t in revoked) == sorted(r.id for r in rows)
+    assert of_job("SUCCESS") == [] and of_job("FAILURE") == []
 
 
 def test_flower_lists_the_jobs_chunk_tasks_as_succeeded_with_readable_arguments(fleet: Fleet) -> None:

@@ -166,3 +166,101 @@ def test_two_models_compare_against_rmscore_score(
 
     bad = client.get(f"/v1/jobs/{job_id}/compare", params={"models": "tiny,ghost"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "unknown_model"
+
+
+def _serve_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `rmscore api` process on the stack's database (one local tenant, as `rmscore up`)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*CLI, "api", "--port", str(port)],
+            env={**env, "RMSCORE_AUTH": "disabled"},
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 60, "rmscore api", 0.3)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_cli_shows_and_exports_every_model(stack: tuple[Any, dict[str, str]], pairs_file: Path, tmp_path: Path) -> None:
+    """`rmscore results/status/compare/report` on a job scored by two models, locally and through the
+    API: every model's results with a `model` field (or one model with --model), the file format the
+    suffix names, lines counted once, the compare table without a repeated or `None` row."""
+    import csv
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    _, env = stack
+    env = {**env, "COLUMNS": "200"}  # rich tables on one line each
+    submitted = run_cli(["submit", str(pairs_file), "--models", "tiny,tiny-b", "--wait"], env)
+    job = submitted.stdout.strip()
+    # One unit for the rate everywhere (the progress bar and the summary): results, one per line and model.
+    assert "results/s" in submitted.stderr and "items/s" not in submitted.stderr
+
+    status = run_cli(["status", job], env).stderr
+    assert "results/s" in status
+    assert f"{PAIRS}, each scored by 2 models" in status
+    assert f"{2 * PAIRS} / 0 of {2 * PAIRS} results" in status
+    assert f"rmscore compare {job}" in status and "GET /v1/jobs" not in status
+
+    html = tmp_path / "report.html"
+    run_cli(["report", job, "-o", str(html)], env)
+    assert f'<div class="v">{PAIRS}</div><div class="k">lines × 2 models = {2 * PAIRS} results' in html.read_text()
+
+    shown = run_cli(["compare", job], env).stderr
+    rows = [line.split("│")[1].strip() for line in shown.splitlines() if line.count("│") >= 5]
+    assert rows.count("all") == 1 and "overall" not in rows  # no subsets: one row, not repeated as a total
+    assert "None" not in shown  # these pairs have no custom_id and no subset
+
+    api, url = _serve_api(env, tmp_path / "api.log")
+    remote_env = {**env, "RMSCORE_API_URL": url}
+    try:
+        for mode, e in (("local", env), ("api", remote_env)):
+            every = [json.loads(x) for x in run_cli(["results", job], e).stdout.splitlines()]
+            assert [(r["model"], r["line"]) for r in every] == [
+                (m, n) for m in ("tiny", "tiny-b") for n in range(1, PAIRS + 1)
+            ], mode
+            by_model = {m: [r for r in every if r["model"] == m] for m in ("tiny", "tiny-b")}
+            assert [r["chosen_score"] for r in by_model["tiny"]] != [r["chosen_score"] for r in by_model["tiny-b"]]
+            only_b = [json.loads(x) for x in run_cli(["results", job, "--model", "tiny-b"], e).stdout.splitlines()]
+            assert only_b == by_model["tiny-b"], mode
+
+            gz, csv_path, pq_path = (tmp_path / f"{mode}.{suffix}" for suffix in ("jsonl.gz", "csv", "parquet"))
+            for path in (gz, csv_path, pq_path):
+                run_cli(["results", job, "-o", str(path)], e)
+            with gzip.open(gz, "rt", encoding="utf-8") as f:
+                assert [json.loads(x) for x in f] == every, mode
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                table = list(csv.DictReader(f))
+            assert [(r["model"], int(r["line"]), float(r["chosen_score"])) for r in table] == [
+                (r["model"], r["line"], pytest.approx(r["chosen_score"])) for r in every
+            ], mode
+            rows_pq = pq.read_table(pq_path).to_pylist()
+            assert [(r["model"], r["line"], r["chosen_score"]) for r in rows_pq] == [
+                (r["model"], r["line"], r["chosen_score"]) for r in every
+            ], mode
+
+            bad = run_cli(["results", job, "-o", str(tmp_path / f"{mode}.txt")], e, check=False)
+            assert bad.returncode == 2 and "unknown_output_format" in bad.stderr, (mode, bad.stderr)
+            assert not (tmp_path / f"{mode}.txt").exists()
+            ghost = run_cli(["results", job, "--model", "ghost"], e, check=False)
+            assert ghost.returncode == 2 and "unknown_model" in ghost.stderr, (mode, ghost.stderr)
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
