@@ -217,7 +217,7 @@ def create_job(
     fingerprint: Fingerprint = None,
     model_refs: Mapping[str, str] | None = None,
 ) -> CreatedJob:
-    """Store a job from parsed lines (`rmscore.formats.iter_parsed` / `parse_object` output).
+    """Store a job from parsed lines (`rmscore.inputs.iter_parsed` / `parse_object` output).
 
     `model` is a short name (see `resolve_model`); `models` names more to compare it with (each
     item is then scored once per model, on each model's own queue; `total` counts results: lines

@@ -23,7 +23,8 @@ from db.chunks import ChunkRef, mark_enqueued, queued_chunks
 from db.jobs import CreatedJob, create_job, resolve_model
 from db.session import get_engine
 from rmscore import keys
-from rmscore.formats import Parsed, iter_parsed
+from rmscore.formats import Parsed
+from rmscore.inputs import iter_parsed
 from rmscore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
