@@ -224,7 +224,7 @@ def test_what_the_api_image_runs_needs_no_worker_package() -> None:
     code = (
         "import sys\n"
         "sys.modules['worker'] = None  # any `import worker...` now fails, as in the API image\n"
-        "import api.main, api.submission, db.migrate, db.producer, rmscore.broker, rmscore.cli\n"
+        "import api.main, api.submission, db.migrate, db.producer, db.report, rmscore.broker, rmscore.cli\n"
         "api.main.create_app()\n"
         "rmscore.broker.app\n"
     )
