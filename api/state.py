@@ -34,7 +34,7 @@ class ApiState:
         """The Celery app (sending only; no task is registered here)."""
         with self._lock:
             if self._celery is None:
-                from worker.app import get_app
+                from rmscore.broker import get_app
 
                 self._celery = get_app(self.settings)
             return self._celery
@@ -44,7 +44,7 @@ class ApiState:
         """A synchronous client for the broker's Redis (queue depths, heartbeats)."""
         with self._lock:
             if self._redis is None:
-                from worker.enqueue import get_redis
+                from rmscore.broker import get_redis
 
                 self._redis = get_redis(self.settings.broker_url)
             return self._redis

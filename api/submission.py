@@ -1,6 +1,6 @@
-"""Accepting a job over HTTP: limits, back-pressure, then `db.jobs.create_job` and the broker.
+"""Accepting a job over HTTP: limits, back-pressure, then the producer's store-then-enqueue.
 
-The job store and producer are the pipeline's (`db.jobs`, `worker.enqueue`); this adds what only
+The job store and producer are the pipeline's (`db.jobs`, `db.producer`); this adds what only
 a shared service needs: caps on metadata and queued work, and a broker outage that does not lose
 an accepted job (its chunks stay queued in the database and the reconciler sends them later).
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from api.config import ApiConfig
-from db.jobs import CreatedJob, Fingerprint, check_options, create_job, find_by_idempotency_key, replay, resolve_model
+from db.jobs import CreatedJob, Fingerprint, check_options, find_by_idempotency_key, replay, resolve_model
 from db.scores import queued_items
 from rmscore import formats
 from rmscore.errors import BadRequest, Overloaded, TooLarge
@@ -142,36 +142,28 @@ def store(
     fingerprint: Fingerprint = None,
 ) -> CreatedJob:
     """Store the job (`model` already resolved; `models`: more to compare it with, resolved too)
-    and hand its chunks to the broker. `fingerprint`: the request's, for `Idempotency-Key` replays."""
-    created = create_job(
+    and hand its chunks to the broker. `fingerprint`: the request's, for `Idempotency-Key` replays.
+
+    The sequence is the producer's (`db.producer.store_and_enqueue`, as `rmscore submit` runs it);
+    what is the API's own is that no error after the store fails the request: the job is accepted,
+    and the reconciler re-sends its chunks.
+    """
+    from db.producer import store_and_enqueue  # Celery and Redis clients load on the first job, not at start-up
+
+    return store_and_enqueue(
         db,
+        settings,
         parsed,
         model=model,
         kind=kind,
         tenant=tenant,
-        chunk_size=settings.chunk_size,
-        chunk_max_tokens=settings.chunk_max_tokens,
         metadata=metadata,
         options=options,
         idempotency_key=idempotency_key,
-        max_items=settings.max_items_per_job,
         models=models,
         fingerprint=fingerprint,
-        model_refs=settings.model_refs,  # the exact model each chunk must be scored with
+        tolerate=(Exception,),
     )
-    if created.created and created.job.status == "queued":
-        send(db, settings, created.job.id)
-    return created
-
-
-def send(db: Any, settings: Settings, job_id: str) -> None:
-    from worker.app import get_app
-    from worker.enqueue import enqueue_job, get_redis
-
-    try:
-        enqueue_job(db, job_id, app=get_app(settings), r=get_redis(settings.broker_url))
-    except Exception as e:  # noqa: BLE001 - the job is stored; the reconciler re-sends its chunks
-        log.warning("job %s stored, but the broker did not take its chunks (%s); the reconciler will", job_id, e)
 
 
 def prepare(

@@ -238,7 +238,7 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
         raise _expanded_too_large(limits.max_job_bytes)
     with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw as source:
         try:
-            yield from formats.iter_parsed(
+            yield from formats.iter_json(
                 BoundedLines(source, limits.max_line_bytes),  # type: ignore[arg-type]
                 kind,  # type: ignore[arg-type]
                 max_line_bytes=limits.max_line_bytes,

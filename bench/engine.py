@@ -75,7 +75,7 @@ def main() -> int:
     import torch
     from transformers import AutoConfig, AutoTokenizer, pipeline
 
-    from rmscore.formats import iter_parsed
+    from rmscore.inputs import iter_parsed
     from worker.engine import Engine
     from worker.scoring import score_items
     from worker.tiny_model import make_tiny_model

@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from rmscore.formats import LineError, iter_parsed
+    from rmscore.formats import LineError
+    from rmscore.inputs import iter_parsed
     from worker.engine import DEFAULT_BUDGET
 
     hf_logging.set_verbosity_error()

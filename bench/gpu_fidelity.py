@@ -35,7 +35,7 @@ def main() -> int:
     import torch
     from transformers import pipeline
 
-    from rmscore.formats import iter_parsed
+    from rmscore.inputs import iter_parsed
     from worker.engine import Engine
     from worker.tiny_model import make_tiny_model
 

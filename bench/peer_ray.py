@@ -70,7 +70,7 @@ def main() -> int:
 
     from system import hh_lines
 
-    from rmscore.formats import iter_parsed
+    from rmscore.inputs import iter_parsed
     from worker.tiny_model import make_tiny_model
 
     model = str(ROOT / "models" / args.size)

@@ -69,7 +69,7 @@ def engine_rate(model: str, data: Path, threads: int) -> float:
     """Items/s of the engine in this process on the lines in `data` (after a warm-up)."""
     import torch
 
-    from rmscore.formats import iter_parsed
+    from rmscore.inputs import iter_parsed
     from worker.engine import Engine
     from worker.scoring import score_items
 

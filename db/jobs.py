@@ -217,15 +217,15 @@ def create_job(
     fingerprint: Fingerprint = None,
     model_refs: Mapping[str, str] | None = None,
 ) -> CreatedJob:
-    """Store a job from parsed lines (`rmscore.formats.iter_parsed` / `parse_object` output).
+    """Store a job from parsed lines (`rmscore.inputs.iter_parsed` / `parse_object` output).
 
     `model` is a short name (see `resolve_model`); `models` names more to compare it with (each
     item is then scored once per model, on each model's own queue; `total` counts results: lines
     times models). `model_refs` (`Settings.model_refs`) maps each short name to the exact model its
     chunks must be scored with; without it any worker of the name may. Bad lines are stored as
     items with an error result and counted as failed. The job starts `queued` with its chunks
-    queued but not yet sent to the broker: call `worker.enqueue.enqueue_job` next (or use
-    `worker.enqueue.submit`).
+    queued but not yet sent to the broker: call `db.producer.enqueue_job` next (or use
+    `db.producer.submit`).
     `fingerprint` identifies the request for idempotency (see `replay`): with an `idempotency_key`
     already used, the earlier job is returned if the fingerprints match.
     Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines),

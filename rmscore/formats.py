@@ -330,7 +330,7 @@ def _is_json_document(path: Path) -> bool:
     return name.endswith(".json")
 
 
-def iter_parsed(
+def iter_json(
     source: str | Path | IO[bytes],
     kind: Kind | Literal["auto"] | None = "auto",
     *,
@@ -341,14 +341,11 @@ def iter_parsed(
 
     With `kind="auto"` the first line that names a kind fixes it for the rest of the input.
     Blank lines are skipped but still counted, so line numbers match what an editor shows.
+    JSON only: a file of any type (Parquet too) goes through `rmscore.inputs.iter_parsed`, which
+    picks the reader; this module never imports `rmscore.parquet`, which builds on it.
     """
     if isinstance(source, str | Path) and _is_json_document(Path(source)):
         yield from _iter_json_document(Path(source), kind, max_turns)
-        return
-    if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
-        from rmscore import parquet  # pyarrow only when a Parquet file comes in
-
-        yield from parquet.iter_parsed(source, kind, max_turns=max_turns, max_line_bytes=max_line_bytes)
         return
     stream = open_input(source) if isinstance(source, str | Path) else source
     fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]

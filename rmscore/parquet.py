@@ -200,7 +200,7 @@ def iter_parsed(
     max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
     max_bytes: int | None = None,
 ) -> Iterator[Parsed]:
-    """Like `rmscore.formats.iter_parsed`, for a Parquet file: one item or error per row, in order.
+    """Like `rmscore.formats.iter_json`, for a Parquet file: one item or error per row, in order.
 
     A row is held to `max_line_bytes` as a JSON line is (`line_too_long`, judged on its decoded size),
     and the whole file to `max_bytes` decoded.

@@ -42,10 +42,10 @@ from db.chunks import (
     reap_expired_leases,
     reclaim_leases,
 )
+from db.producer import send_chunks
 from db.session import utcnow
 from rmscore import keys
 from rmscore.settings import Settings
-from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from db.chunks import (
     queued_for_model,
     release_chunk,
 )
+from db.producer import send_chunks
 from rmscore import keys
 from rmscore.settings import Settings, model_refs_served
 from worker import failures, faults, poison
-from worker.enqueue import send_chunks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -367,9 +367,8 @@ def run_worker(
     """Load, warm up, then consume the model's queue until shut down. Returns the exit code."""
     from db.migrate import ensure_schema
     from db.session import get_engine
-    from worker.app import create_app
+    from rmscore.broker import create_app, get_redis
     from worker.engine import Engine
-    from worker.enqueue import get_redis
     from worker.reconcile import Reconciler
 
     db = get_engine(settings.database_url)

@@ -29,7 +29,8 @@ def job_report(job_id: JobId, caller: CallerDep, db: DbDep) -> HTMLResponse:
 
     A plain def: the database reads and the drawing run in FastAPI's thread pool.
     """
-    from rmscore.report import CSP, build_report
+    from db.report import build_report
+    from rmscore.report import CSP
 
     html = build_report(db, job_id, tenant=caller.scope)
     # The page's own CSP is repeated as a header: conversations in it are untrusted text.

@@ -65,7 +65,7 @@ def flower(
         )
     env.setdefault("FLOWER_PURGE_OFFLINE_WORKERS", "300")
     argv = [
-        sys.executable, "-m", "celery", "--app", "worker.app:app", "flower",
+        sys.executable, "-m", "celery", "--app", "rmscore.broker:app", "flower",
         f"--port={port}", f"--address={address}",
     ]
     os.execve(sys.executable, argv, env)

@@ -144,7 +144,7 @@ def submit(
     if not cache:
         options = {**(options or {}), "cache": False}
     with _user_errors():
-        from worker.enqueue import submit as submit_job
+        from db.producer import submit as submit_job
 
         db = _db()
         t0 = time.perf_counter()
@@ -314,9 +314,8 @@ def reconcile(
 ) -> None:
     """Re-send chunks the broker lost, re-queue chunks of stopped workers, finish jobs whose chunks all ended."""
     with _user_errors():
+        from rmscore.broker import get_app, get_redis
         from rmscore.settings import get_settings
-        from worker.app import get_app
-        from worker.enqueue import get_redis
         from worker.reconcile import reconcile_once
 
         local_only("reconcile")

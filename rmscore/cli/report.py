@@ -32,7 +32,7 @@ def report(
             html = client.report(job_id)
     else:
         with _user_errors():
-            from rmscore.report import build_report
+            from db.report import build_report
 
             html = build_report(_db(), job_id)
     if str(output) == "-":

@@ -24,7 +24,8 @@ from rich.progress import (
 from rich.table import Table
 
 from rmscore.cli.helptext import DEFAULT_MODEL, env_default
-from rmscore.formats import LineError, Parsed, error_record, iter_parsed, open_input
+from rmscore.formats import LineError, Parsed, error_record, open_input
+from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
 
 err = Console(stderr=True)

@@ -49,7 +49,7 @@ def worker(
     s = get_settings()
     model_id = model or s.model
     if check:
-        from worker.enqueue import get_redis
+        from rmscore.broker import get_redis
         from worker.runner import check_heartbeat
 
         live = check_heartbeat(get_redis(s.broker_url), name=name, model_name=model_name(model_id))

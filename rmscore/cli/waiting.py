@@ -24,9 +24,9 @@ def unserved_local(models: list[str]) -> dict[str, str]:
     """Model -> problem, for the models without a live worker, read from the broker's Redis."""
     import redis
 
+    from rmscore.broker import get_redis
     from rmscore.liveness import model_liveness
     from rmscore.settings import get_settings
-    from worker.enqueue import get_redis
 
     try:
         r = get_redis(get_settings().broker_url)

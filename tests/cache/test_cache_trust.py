@@ -147,8 +147,8 @@ def test_the_reconciler_prunes_the_cache_once_per_interval(tmp_path: Path) -> No
     from db.migrate import upgrade
     from db.session import make_engine
     from rmscore import keys
+    from rmscore.broker import create_app
     from rmscore.settings import Settings
-    from worker.app import create_app
     from worker.reconcile import reconcile_once
 
     url = f"sqlite:///{tmp_path / 'prune.db'}"

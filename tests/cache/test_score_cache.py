@@ -75,7 +75,7 @@ class Stack:
     def run_job(self, worker: WorkerProc, tag: str, tenant: str = "local", **options: Any) -> str:
         from db.chunks import chunk_counts
         from db.jobs import get_job
-        from worker.enqueue import submit
+        from db.producer import submit
 
         job_id = submit(
             iter_parsed_items(pairs(tag)),

@@ -44,8 +44,8 @@ def broker(db: Engine):  # type: ignore[no-untyped-def]
     """(settings, redis client, celery app) on this suite's own Redis database, emptied first."""
     import redis
 
+    from rmscore.broker import create_app
     from rmscore.settings import Settings
-    from worker.app import create_app
 
     url = redis_url("db")
     client = redis.Redis.from_url(url)

@@ -12,10 +12,10 @@ from sqlalchemy import Engine, update
 from db.chunks import chunk_counts, claim_chunk, mark_enqueued, new_owner, queued_chunks
 from db.jobs import create_job
 from db.models import chunks
+from db.producer import enqueue_job, send_chunks
 from db.session import utcnow, writing
 from rmscore import keys
 from rmscore.formats import parse_object
-from worker.enqueue import enqueue_job, send_chunks
 from worker.reconcile import reconcile_once
 
 
@@ -112,8 +112,8 @@ def test_one_reconciler_at_a_time(db: Engine, broker: Any) -> None:
 
 
 def test_a_job_is_kept_when_the_broker_is_down(db: Engine, tmp_path: Any) -> None:
+    from db.producer import submit
     from rmscore.settings import Settings
-    from worker.enqueue import submit
 
     down = "redis://127.0.0.1:9/0"  # nothing listens on port 9
     settings = Settings(broker_url=down, database_url=str(db.url), model="tiny-model", _env_file=None)

@@ -14,7 +14,8 @@ from db.models import chunks, items, jobs, results
 from db.results import iter_results
 from db.session import reading
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
-from rmscore.formats import iter_parsed, parse_line, parse_object
+from rmscore.formats import parse_line, parse_object
+from rmscore.inputs import iter_parsed
 from rmscore.settings import Settings
 
 

@@ -212,6 +212,27 @@ def test_dockerfiles_pin_base_images_and_run_as_a_user() -> None:
         assert deps < first_source, f"{dockerfile.name}: install dependencies before copying the source"
 
 
+def test_the_api_image_ships_without_the_worker() -> None:
+    """The API image is torch-free by construction: it neither copies `worker/` nor sends it to the build."""
+    text = (DOCKER / "Dockerfile.api").read_text()
+    assert not re.search(r"^COPY\s+worker\b", text, re.MULTILINE), "Dockerfile.api copies worker/"
+    assert "!worker" not in (DOCKER / "Dockerfile.api.dockerignore").read_text().splitlines()
+
+
+def test_what_the_api_image_runs_needs_no_worker_package() -> None:
+    """The API app, its job submission path, migrations and Flower's Celery app, with `worker` unimportable."""
+    code = (
+        "import sys\n"
+        "sys.modules['worker'] = None  # any `import worker...` now fails, as in the API image\n"
+        "import api.main, api.submission, db.migrate, db.producer, db.report, rmscore.broker, rmscore.cli\n"
+        "api.main.create_app()\n"
+        "rmscore.broker.app\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_compose_builds_each_image_from_its_dockerfile() -> None:
     dockerfiles = {s["build"]["dockerfile"] for s in services().values() if "build" in s}
     assert dockerfiles == {"docker/Dockerfile.api", "docker/Dockerfile.worker"}
@@ -290,10 +311,10 @@ SETTING_PROPERTIES = {
 }
 # The code each rmscore service runs that reads settings (`settings.x` / `s.x`).
 SERVICE_CODE = {
-    "api": [*sorted((ROOT / "api").rglob("*.py")), ROOT / "worker" / "app.py"],
-    "worker": [ROOT / "worker" / n for n in ("runner.py", "reconcile.py", "app.py")]
-    + [ROOT / "rmscore" / "cli" / "serve_worker.py"],
-    "flower": [ROOT / "rmscore" / "cli" / "flower.py", ROOT / "worker" / "app.py"],
+    "api": [*sorted((ROOT / "api").rglob("*.py")), ROOT / "rmscore" / "broker.py", ROOT / "db" / "producer.py"],
+    "worker": [ROOT / "worker" / n for n in ("runner.py", "reconcile.py")]
+    + [ROOT / "rmscore" / "broker.py", ROOT / "rmscore" / "cli" / "serve_worker.py"],
+    "flower": [ROOT / "rmscore" / "cli" / "flower.py", ROOT / "rmscore" / "broker.py"],
 }
 # Variables a service gets besides RMSCORE_* settings, and why.
 OTHER_VARIABLES = {

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from rmscore.formats import PairItem, iter_parsed
+from rmscore.formats import PairItem
+from rmscore.inputs import iter_parsed
 from worker import cpu_linear
 from worker.engine import Engine
 from worker.scoring import score_items

@@ -121,9 +121,8 @@ def test_tls_urls_for_redis_and_postgresql_are_accepted() -> None:
     from pydantic import ValidationError
 
     from db.session import make_engine
+    from rmscore.broker import create_app, get_redis
     from rmscore.settings import Settings
-    from worker.app import create_app
-    from worker.enqueue import get_redis
 
     broker = "rediss://:s3cret@redis.internal:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/ca.pem"
     database = "postgresql+psycopg://rmscore:s3cret@db.internal:5432/rmscore?sslmode=verify-full&sslrootcert=/etc/ca.pem"

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import lines, no_newline
 
-from rmscore.formats import LineError, item_from_payload, iter_parsed, parse_line
+from rmscore.formats import LineError, item_from_payload, parse_line
+from rmscore.inputs import iter_parsed
 
 EXAMPLES = 200
 LINES_PER_EXAMPLE = 50  # 10,000 lines in all

@@ -94,9 +94,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, shared
     import redis
 
     from db.migrate import upgrade
+    from db.producer import submit
     from db.session import get_engine
     from rmscore.settings import Settings
-    from worker.enqueue import submit
     from worker.runner import node_name
 
     tmp = tmp_path_factory.mktemp("monitoring")

@@ -28,7 +28,7 @@ class Pipeline:
     faults_model_dir: Path
 
     def submit(self, source: Any, *, model: str = "tiny", chunk_size: int = 25, **kw: Any) -> str:
-        from worker.enqueue import submit
+        from db.producer import submit
 
         return submit(source, model=model, chunk_size=chunk_size, settings=self.settings, db=self.db, **kw).job.id
 

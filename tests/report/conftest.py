@@ -53,7 +53,7 @@ def cancelled_job(report_db: Any, tiny_engine: Any) -> str:
 
 @pytest.fixture(scope="session")
 def pairwise_report(tmp_path_factory: pytest.TempPathFactory, report_db: Any, pairwise_job: str) -> Path:
-    from rmscore.report import build_report
+    from db.report import build_report
 
     out = tmp_path_factory.mktemp("reports") / "pairwise.html"
     out.write_text(build_report(report_db, pairwise_job), encoding="utf-8")

@@ -60,7 +60,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browsed(shots: Path, pairwise_report: Path, report_db: Any, chat_job: str) -> dict[str, Any]:
-    from rmscore.report import build_report
+    from db.report import build_report
 
     chat = pairwise_report.with_name("chat.html")
     chat.write_text(build_report(report_db, chat_job), encoding="utf-8")

@@ -11,11 +11,12 @@ import pytest
 from report_jobs import XSS, Page, pct, tallies_from_results
 
 from db.jobs import create_job, get_job
+from db.report import build_report, collect
 from db.results import iter_results
 from rmscore.errors import NotFound
 from rmscore.evaluation import evaluate
 from rmscore.formats import parse_object
-from rmscore.report import CSP, build_report, collect
+from rmscore.report import CSP
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +76,14 @@ def test_untrusted_text_is_escaped(report_db: Any, pairwise_job: str, page: Page
     assert html.escape(XSS, quote=False) in source
     assert f"hostile {XSS}" in [row[0] for row in page.tables["accuracy"]]
     # Its conversation is shown when the pair is among the examples (the chat report always shows it).
-    shown = [e for rows in collect(report_db, pairwise_job, charts_=False).examples.values() for e in rows]
+    shown = [e for rows in collect(report_db, pairwise_job).examples.values() for e in rows]
     if any(e.subset == f"hostile {XSS}" for e in shown):
         assert f"I will not run {XSS}" in text and f"xss {XSS}" in text
         assert "<img src=x" not in source and "&lt;img src=x onerror=alert(2)&gt;" in source
 
 
 def test_histograms_and_examples_agree_with_the_results(report_db: Any, pairwise_job: str) -> None:
-    data = collect(report_db, pairwise_job, charts_=False)
+    data = collect(report_db, pairwise_job)
     records = [r for r in iter_results(report_db, pairwise_job) if "correct" in r]
     margins = {r["line"]: r["chosen_score"] - r["rejected_score"] for r in records}
 
@@ -117,7 +118,7 @@ def test_chat_report(report_db: Any, chat_job: str) -> None:
     assert "accuracy" not in page.tables and "rewardbench" not in page.tables
     assert page.tags.get("svg", 0) >= 2 and page.svg_paths > 5
     scores = {r["line"]: r["score"] for r in iter_results(report_db, chat_job)}
-    data = collect(report_db, chat_job, charts_=False)
+    data = collect(report_db, chat_job)
     assert [e.line for e in data.examples["highest"]] == sorted(scores, key=lambda k: (-scores[k], k))[:10]
     assert [e.line for e in data.examples["lowest"]] == sorted(scores, key=lambda k: (scores[k], k))[:10]
     (only,) = data.histograms

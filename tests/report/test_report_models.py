@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from report_jobs import SHARED, Page, make_job, pairwise_lines, pct
 
+from db.report import build_report, collect
 from db.results import result_row, upsert_results
 from db.session import utcnow, writing
 from rmscore.evaluation import evaluate
 from rmscore.formats import LineError, parse_object
-from rmscore.report import build_report, collect
 
 LINES = 30
 
@@ -37,7 +37,7 @@ def two_model_job(tmp_path_factory: pytest.TempPathFactory, report_db: Any, tiny
 
 def test_two_models_side_by_side(report_db: Any, tiny_engine: Any, two_model_job: tuple[str, str]) -> None:
     job_id, second = two_model_job
-    data = collect(report_db, job_id, charts_=False)
+    data = collect(report_db, job_id)
     assert data.models == [tiny_engine.name, second]
     evs = data.evaluations
     assert all(ev is not None and ev["overall"]["n"] == LINES for ev in evs.values())

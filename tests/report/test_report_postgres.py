@@ -12,8 +12,8 @@ import pytest
 from report_jobs import SHARED, make_job, pairwise_lines
 from sqlalchemy import text
 
+from db.report import build_report, collect
 from db.results import iter_results
-from rmscore.report import build_report, collect
 
 PG_URL = os.environ.get("RMSCORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -45,7 +45,7 @@ def pg_db() -> Iterator[Any]:
 def test_histograms_on_postgresql(pg_db: Any, tiny_engine: Any) -> None:
     job_id = make_job(pg_db, tiny_engine, pairwise_lines(SHARED)[:40], kind="pairwise", chunk_size=16)
     margins = [r["chosen_score"] - r["rejected_score"] for r in iter_results(pg_db, job_id) if "correct" in r]
-    data = collect(pg_db, job_id, charts_=False)
+    data = collect(pg_db, job_id)
     total = data.histograms[0]
     want = [0] * (len(total.edges) - 1)
     for m in margins:

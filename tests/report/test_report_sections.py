@@ -19,10 +19,11 @@ from sqlalchemy import select
 
 from db.jobs import get_job
 from db.models import results
+from db.report import MAX_BUCKETS, build_report, collect
 from db.results import iter_results
 from db.session import reading
 from rmscore.evaluation import EVALBIASBENCH_REFERENCE, EVALBIASBENCH_REFERENCE_MODEL, evaluate
-from rmscore.report import MAX_BUCKETS, build_report, collect, render
+from rmscore.report import render
 
 CARD = EVALBIASBENCH_REFERENCE_MODEL
 
@@ -88,7 +89,7 @@ def test_throughput_average_and_peak(report_db: Any, pages: dict[str, tuple[str,
     # Scored by workers: results stamped after the start (bad lines are written at submission).
     elapsed = sorted((t - start).total_seconds() for t in stored_times(report_db, job_id) if t >= start)
     n, span = len(elapsed), max(elapsed[-1], 1e-3)
-    width = collect(report_db, job_id, charts_=False).throughput["bucket_seconds"]  # type: ignore[index]
+    width = collect(report_db, job_id).throughput["bucket_seconds"]  # type: ignore[index]
     bins = round(span / width)
     assert math.isclose(bins * width, span, rel_tol=1e-9) and 1 <= bins <= MAX_BUCKETS, (span, width)
     counts = Counter(min(int(e / width), bins - 1) for e in elapsed)

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from rmscore.formats import ChatItem, LineError, PairItem, iter_parsed, parse_line, split_hh
+from rmscore.formats import ChatItem, LineError, PairItem, parse_line, split_hh
+from rmscore.inputs import iter_parsed
 
 GOOD_CHAT = {
     "custom_id": "a",

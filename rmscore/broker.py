@@ -1,7 +1,11 @@
-"""The Celery app, configured from settings. Importing it never imports torch: producers and the API
-send tasks with it by name, and only `rmscore worker` registers the task that needs the model.
+"""The broker, as every process sees it: the Celery app configured from settings, and the Redis client.
 
-`celery -A worker.app flower` (and any other `celery -A worker.app …`) finds the configured app here.
+In the shared core (not in `worker/`) because the producers (the API, `rmscore submit`, the
+reconciler) send tasks with the app by name and never need the model: importing this never imports
+torch, and the API image ships without `worker/`. Only `rmscore worker` registers the task that
+needs the model, on an app made here.
+
+`celery -A rmscore.broker flower` (and any other `celery -A rmscore.broker …`) finds the configured app here.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import redis
 from celery import Celery
 
 from rmscore import keys
@@ -20,6 +25,7 @@ VISIBILITY_MARGIN_S = 600
 
 _apps: dict[str, Celery] = {}
 _lock = threading.Lock()
+_redis: dict[str, redis.Redis] = {}
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -71,8 +77,19 @@ def get_app(settings: Settings | None = None) -> Celery:
         return app
 
 
+def get_redis(url: str | None = None) -> redis.Redis:
+    """A client for the broker's Redis (where the `rmscore:*` keys live beside Celery's)."""
+    url = url or get_settings().broker_url
+    client = _redis.get(url)
+    if client is None:
+        client = _redis[url] = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, retry_on_timeout=True
+        )
+    return client
+
+
 def __getattr__(name: str) -> Any:
-    # `celery -A worker.app` looks for `app` (or `celery`): build it only when asked.
+    # `celery -A rmscore.broker` looks for `app` (or `celery`): build it only when asked.
     if name in ("app", "celery"):
         return get_app()
     raise AttributeError(name)

@@ -1,4 +1,9 @@
-"""Producers: store a job and hand its chunks to the broker. No torch here.
+"""Producing work = store, then enqueue: a job goes into the database, then its chunks to the broker.
+
+Here in `db/` (not `worker/`) because every producer runs it — the API, `rmscore submit`, and the
+workers' reconciler re-sending lost chunks — and none of them needs the model: `db/` may use the
+shared core's broker (`rmscore.broker`), and the API and CLI may use `db/`. No torch here.
+`store_and_enqueue` is the one sequence; `submit` and the API's `api.submission.store` both call it.
 
 Each message names a chunk (`job=`, `chunk=`, `items=`, readable in Flower), never its payload.
 It is published to the model's queue through Redis' default exchange (routing key = queue name),
@@ -20,10 +25,12 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import Engine
 
 from db.chunks import ChunkRef, mark_enqueued, queued_chunks
-from db.jobs import CreatedJob, create_job, resolve_model
+from db.jobs import CreatedJob, Fingerprint, create_job, resolve_model
 from db.session import get_engine
 from rmscore import keys
-from rmscore.formats import Parsed, iter_parsed
+from rmscore.broker import get_app, get_redis
+from rmscore.formats import Parsed
+from rmscore.inputs import iter_parsed
 from rmscore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,19 +38,8 @@ log = logging.getLogger(__name__)
 # Long enough for any queue backlog; only a guard against keys of chunks nobody will ever take.
 ENQUEUED_KEY_TTL_S = 7 * 24 * 3600
 SEND_BATCH = 500
-
-_redis: dict[str, redis.Redis] = {}
-
-
-def get_redis(url: str | None = None) -> redis.Redis:
-    """A client for the broker's Redis (where the `rmscore:*` keys live beside Celery's)."""
-    url = url or get_settings().broker_url
-    client = _redis.get(url)
-    if client is None:
-        client = _redis[url] = redis.Redis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, retry_on_timeout=True
-        )
-    return client
+# A broker that does not answer after the job is stored: logged, not raised (the reconciler sends the chunks).
+BROKER_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, KombuOperationalError, OSError)
 
 
 def send_chunks(app: Celery, r: redis.Redis, refs: Sequence[ChunkRef]) -> int:
@@ -78,8 +74,6 @@ def send_chunks(app: Celery, r: redis.Redis, refs: Sequence[ChunkRef]) -> int:
 
 def enqueue_job(db: Engine, job_id: str, *, app: Celery | None = None, r: redis.Redis | None = None) -> int:
     """Send every queued chunk of the job to its model's queue. Returns the number sent."""
-    from worker.app import get_app
-
     refs = queued_chunks(db, job_id=job_id)
     mark_enqueued(db, [c.id for c in refs])
     return send_chunks(app or get_app(), r or get_redis(), refs)
@@ -121,31 +115,71 @@ def submit(
         )
     else:
         parsed = source  # type: ignore[assignment]
-    created = create_job(
+    return store_and_enqueue(
         db,
+        s,
         parsed,
         model=short,
         kind=kind,
         tenant=tenant,
-        chunk_size=chunk_size or s.chunk_size,
-        chunk_max_tokens=s.chunk_max_tokens,
+        chunk_size=chunk_size,
         metadata=metadata,
         options=options,
         idempotency_key=idempotency_key,
-        max_items=s.max_items_per_job,
         models=others,
-        model_refs=s.model_refs,
+        app=app,
+        r=r,
+    )
+
+
+def store_and_enqueue(
+    db: Engine,
+    settings: Settings,
+    parsed: Iterable[Parsed],
+    *,
+    model: str,
+    kind: str,
+    tenant: str,
+    chunk_size: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    models: Sequence[str] | None = None,
+    fingerprint: Fingerprint = None,
+    app: Celery | None = None,
+    r: redis.Redis | None = None,
+    tolerate: tuple[type[Exception], ...] = BROKER_ERRORS,
+) -> CreatedJob:
+    """Store the job (`model`, `models` already resolved), then hand its chunks to the broker.
+
+    Written once so every producer stores and sends the same way. Sending failures of the kinds in
+    `tolerate` are logged, not raised: the job is stored and its chunks queued in the database, so
+    the workers' reconciler sends them once the broker answers again, and failing here would invite
+    a duplicate job. (The API tolerates any error after the store: an accepted job keeps its 202.)
+    `fingerprint`: the request's, for `Idempotency-Key` replays.
+    """
+    created = create_job(
+        db,
+        parsed,
+        model=model,
+        kind=kind,
+        tenant=tenant,
+        chunk_size=chunk_size or settings.chunk_size,
+        chunk_max_tokens=settings.chunk_max_tokens,
+        metadata=metadata,
+        options=options,
+        idempotency_key=idempotency_key,
+        max_items=settings.max_items_per_job,
+        models=models,
+        fingerprint=fingerprint,
+        model_refs=settings.model_refs,  # the exact model each chunk must be scored with
     )
     if created.created and created.job.status == "queued":
-        from worker.app import get_app
-
         try:
-            enqueue_job(db, created.job.id, app=app or get_app(s), r=r or get_redis(s.broker_url))
-        except (redis.RedisError, KombuOperationalError, OSError) as exc:
-            # The job is stored and its chunks queued in the database: the workers' reconciler
-            # sends them once the broker answers again. Failing here would invite a duplicate job.
+            enqueue_job(db, created.job.id, app=app or get_app(settings), r=r or get_redis(settings.broker_url))
+        except tolerate as exc:
             log.warning(
-                "job %s stored, but the broker is unreachable (%s): workers will pick it up once it is back",
+                "job %s stored, but the broker did not take its chunks (%s): the reconciler sends them once it is back",
                 created.job.id,
                 exc,
             )

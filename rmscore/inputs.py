@@ -1,0 +1,33 @@
+"""Any input file into parsed lines: the reader is picked by the file's type.
+
+This is the one module that knows both readers. `rmscore.formats` reads JSON (JSONL, `.gz`, one
+`.json` document) and `rmscore.parquet` reads Parquet on top of `formats`' line parser; keeping the
+dispatch here, above both, is what keeps the two free of an import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal
+
+from rmscore import parquet
+from rmscore.formats import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TURNS, Kind, Parsed, iter_json
+
+
+def iter_parsed(
+    source: str | Path | IO[bytes],
+    kind: Kind | Literal["auto"] | None = "auto",
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_turns: int = DEFAULT_MAX_TURNS,
+) -> Iterator[Parsed]:
+    """Items and errors, one per input line (or Parquet row), in order, from a path or byte stream.
+
+    A path ending in `.parquet` is read as Parquet (pyarrow is imported only then); anything else as
+    JSON (`rmscore.formats.iter_json`: JSONL, `.jsonl.gz`, or one `.json` document).
+    """
+    if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
+        yield from parquet.iter_parsed(source, kind, max_turns=max_turns, max_line_bytes=max_line_bytes)
+        return
+    yield from iter_json(source, kind, max_line_bytes=max_line_bytes, max_turns=max_turns)
