@@ -84,7 +84,7 @@ def test_flower_shows_chunks_of_a_cancelled_job_as_revoked_not_succeeded(fleet: 
     from db.models import chunks
     from db.session import get_engine
     from rmscore import keys
-    from rmscore.formats import iter_parsed
+    from rmscore.inputs import iter_parsed
 
     db = get_engine(fleet.settings.database_url)
     # Stored, cancelled, and only then sent: as if the cancel came while its messages sat in the queue.
@@ -93,7 +93,7 @@ def test_flower_shows_chunks_of_a_cancelled_job_as_revoked_not_succeeded(fleet: 
     with db.connect() as conn:
         rows = conn.execute(select(chunks).where(chunks.c.job_id == job.id)).all()
     assert rows and {r.status for r in rows} == {"cancelled"}
-    # The messages a producer sends (worker.enqueue.send_chunks), from a plain Celery app on the broker.
+    # The messages a producer sends (db.producer.send_chunks), from a plain Celery app on the broker.
     sender = Celery("sender", broker=fleet.settings.broker_url, set_as_current=False)
     queue = keys.score_queue("tiny")
     for r in rows:
