@@ -92,6 +92,31 @@ def test_pairwise_report_in_chromium(browsed: dict[str, Any]) -> None:
     assert f"hostile {XSS}" in page["text"]
 
 
+def test_the_accuracy_table_a_reader_sees_is_the_jobs_results(
+    browsed: dict[str, Any], report_db: Any, pairwise_job: str
+) -> None:
+    """The numbers as Chromium renders them (pairs, right, accuracy per subset and overall), each
+    recomputed here from the job's stored result records."""
+    from collections import defaultdict
+
+    from db.results import iter_results
+
+    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in iter_results(report_db, pairwise_job):
+        if "correct" in r:
+            for subset in (r.get("subset") or "(none)", "overall"):
+                tally[subset][0] += 1
+                tally[subset][1] += bool(r["correct"])
+    table = {t["id"]: t for t in browsed["pages"][0]["tables"]}["accuracy"]
+    shown = {row[0]: row[1:4] for row in table["cells"]}
+    assert set(shown) == set(tally), (shown, dict(tally))
+    for subset, (n, right) in tally.items():
+        pairs, correct, accuracy = shown[subset]
+        assert int(pairs.replace(",", "")) == n, subset
+        assert int(correct.replace(",", "")) == right, subset
+        assert accuracy.startswith(f"{100 * right / n:.1f}%"), (subset, accuracy)
+
+
 def test_untrusted_conversation_is_shown_not_run(browsed: dict[str, Any]) -> None:
     page = browsed["pages"][1]
     _clean(page)

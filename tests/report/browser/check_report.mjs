@@ -60,6 +60,8 @@ try {
           id: t.id,
           rows: t.querySelectorAll("tbody tr").length,
           visible: visible(t),
+          // What a reader sees in each body cell, so the test can check the numbers, not the markup.
+          cells: [...t.querySelectorAll("tbody tr")].map((tr) => [...tr.cells].map((td) => td.innerText.trim())),
         }));
         const charts = [...document.querySelectorAll("svg")].map((s) => {
           const r = s.getBoundingClientRect();
