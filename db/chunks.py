@@ -325,6 +325,16 @@ class Reaped:
     failed: int = 0
     cancelled: int = 0
 
+    def add(self, action: ChunkRef | str | None) -> None:
+        """Count what taking one lease back did: re-queued it, failed it (attempts used up), or
+        found its job cancelled; None: someone else got there first."""
+        if isinstance(action, ChunkRef):
+            self.requeued.append(action)
+        elif action == "failed":
+            self.failed += 1
+        elif action == "cancelled":
+            self.cancelled += 1
+
 
 def reap_expired_leases(db: Engine, *, max_attempts: int, now: datetime | None = None) -> Reaped:
     """Chunks whose worker stopped renewing (killed, lost): back to `queued`, or failed when used up.
@@ -345,13 +355,7 @@ def reap_expired_leases(db: Engine, *, max_attempts: int, now: datetime | None =
         )
     out = Reaped([])
     for chunk_id in ids:
-        action = retrying(lambda cid=chunk_id: _reap_one(db, cid, now, max_attempts), what="reaping a lease")
-        if isinstance(action, ChunkRef):
-            out.requeued.append(action)
-        elif action == "failed":
-            out.failed += 1
-        elif action == "cancelled":
-            out.cancelled += 1
+        out.add(retrying(lambda cid=chunk_id: _reap_one(db, cid, now, max_attempts), what="reaping a lease"))
     return out
 
 
@@ -456,13 +460,7 @@ def reclaim_leases(db: Engine, held: list[HeldLease], *, since: datetime, max_at
             except LeaseLost:
                 return None
 
-        action = retrying(run, what="reclaiming a lease")
-        if isinstance(action, ChunkRef):
-            out.requeued.append(action)
-        elif action == "failed":
-            out.failed += 1
-        elif action == "cancelled":
-            out.cancelled += 1
+        out.add(retrying(run, what="reclaiming a lease"))
     return out
 
 
