@@ -15,11 +15,12 @@ A block the reader runs in a second terminal (`rmscore up`, which runs until Ctr
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-FENCE = re.compile(r"^```(\S*)\s*$")
-MARK = re.compile(r"^<!--\s*readme-test:\s*(?P<what>skip|background)\s*\((?P<why>[^)]*)\)\s*-->\s*$")
+FENCE = re.compile(r"^\s*```(\S*)\s*$")  # fences may be indented (a block inside a list item)
+MARK = re.compile(r"^\s*<!--\s*readme-test:\s*(?P<what>skip|background)\s*\((?P<why>[^)]*)\)\s*-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def extract(path: Path) -> list[Block]:
                 raise ValueError(f"{path.name}:{start + 1}: a marked example must say why")
             skip = mark.group("why").strip() if mark and mark.group("what") == "skip" else None
             background = bool(mark and mark.group("what") == "background")
-            blocks.append(Block(path, start + 1, "\n".join(lines[start + 1 : end]), skip, background))
+            code = textwrap.dedent("\n".join(lines[start + 1 : end]))
+            blocks.append(Block(path, start + 1, code, skip, background))
         i = end + 1
     return blocks
 
