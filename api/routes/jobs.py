@@ -327,7 +327,8 @@ def _over_limit(limit: int) -> TooLarge:
 
 
 def _read_rest_sync(read_chunk: Any, fingerprint: fingerprints.UploadFingerprint, limit: int) -> None:
-    """The same, from the upload's worker thread: what the parser left (a multipart epilogue)."""
+    """Read what the multipart parser left after the closing boundary (an epilogue), from the upload's
+    worker thread, so the fingerprint covers every byte; TooLarge past `limit`."""
     while read_chunk() is not None:
         if fingerprint.seen > limit:
             raise _over_limit(limit)
