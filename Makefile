@@ -24,6 +24,7 @@ tiny-model: $(TINY)/config.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Debian's chromium + playwright-core for the report's browser test; fast when already there.
 browser-setup:
@@ -31,6 +32,7 @@ browser-setup:
 
 test: $(STAMP) browser-setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 demo: $(STAMP) $(TINY)/config.json

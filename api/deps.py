@@ -14,7 +14,7 @@ from rmscore.settings import Settings
 
 
 def get_state(request: Request) -> ApiState:
-    return request.app.state.rmscore  # type: ignore[no-any-return]
+    return request.app.state.rmscore
 
 
 StateDep = Annotated[ApiState, Depends(get_state)]

@@ -122,7 +122,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def responses(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route: its error statuses, and `ok` for its 200 when it is not JSON."""
     from api.schemas import ErrorBody
 
     descriptions = {
@@ -143,7 +144,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     # The content type is spelled out: on a route whose success is HTML, FastAPI would otherwise
     # document its JSON errors as text/html too.
     schema = {"$ref": "#/components/schemas/ErrorBody"}
-    return {
-        s: {"model": ErrorBody, "description": descriptions[s], "content": {"application/json": {"schema": schema}}}
-        for s in statuses
-    }
+    content = {"application/json": {"schema": schema}}
+    out: dict[int | str, dict[str, Any]] = {} if ok is None else {200: ok}
+    for s in statuses:
+        out[s] = {"model": ErrorBody, "description": descriptions[s], "content": content}
+    return out

@@ -82,7 +82,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
-        self.registry.register(_StoreCollector(state))  # type: ignore[arg-type]
+        self.registry.register(_StoreCollector(state))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

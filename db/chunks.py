@@ -16,6 +16,7 @@ Multi-row transactions touch the job row before the chunk row, so they cannot de
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Collection
@@ -355,7 +356,7 @@ def reap_expired_leases(db: Engine, *, max_attempts: int, now: datetime | None =
         )
     out = Reaped([])
     for chunk_id in ids:
-        out.add(retrying(lambda cid=chunk_id: _reap_one(db, cid, now, max_attempts), what="reaping a lease"))
+        out.add(retrying(functools.partial(_reap_one, db, chunk_id, now, max_attempts), what="reaping a lease"))
     return out
 
 

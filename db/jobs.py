@@ -425,7 +425,7 @@ def _encode_cursor(job: JobInfo) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)  # type: ignore[return-value]
+    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)
 
 
 def list_jobs(

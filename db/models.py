@@ -8,7 +8,7 @@ Timestamps are naive UTC (`db.session.utcnow`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -168,8 +169,9 @@ class CachedScore(Base):
     __table_args__ = (Index("ix_score_cache_created", "created_at"),)  # pruning by age and by rows
 
 
-jobs = Job.__table__
-items = Item.__table__
-results = Result.__table__
-chunks = Chunk.__table__
-score_cache = CachedScore.__table__
+# The Core tables the queries use. Declarative types `__table__` as a FromClause; it is a Table.
+jobs = cast(Table, Job.__table__)
+items = cast(Table, Item.__table__)
+results = cast(Table, Result.__table__)
+chunks = cast(Table, Chunk.__table__)
+score_cache = cast(Table, CachedScore.__table__)

@@ -114,7 +114,7 @@ def submit(
             max_turns=s.max_turns,
         )
     else:
-        parsed = source  # type: ignore[assignment]
+        parsed = source
     return store_and_enqueue(
         db,
         s,

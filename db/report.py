@@ -207,7 +207,7 @@ def _throughput(conn: Connection, job: JobInfo, models: list[str]) -> dict[str, 
         series[index[model]][min(int((at - first).total_seconds() / width), nb - 1)] += int(n)
     combined = [sum(col) for col in zip(*series, strict=True)]
     # Lines that ended before the start (bad input) are already done when the chart begins.
-    before = dict(
+    before: dict[str, int] = dict(
         conn.execute(
             select(results.c.model, func.count())
             .where(results.c.job_id == job.id, results.c.model.in_(models), results.c.scored_at < job.started_at)

@@ -45,7 +45,7 @@ def encode_cursor(job_id: str, line: int, model: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[str, int, str]:
     """(job_id, line, model) of the last row of the previous page; BadRequest for a bad cursor."""
-    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)  # type: ignore[return-value]
+    return cursors.decode(cursor, _CURSOR, _CURSOR_FIELDS)
 
 
 def _score_value() -> Any:

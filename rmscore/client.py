@@ -328,7 +328,7 @@ class Client:
         params: dict[str, Any] = {"format": "json", "limit": limit}
         if cursor:
             params["cursor"] = cursor
-        return self._json("GET", f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}", params=params)  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}", params=params)
 
     def download(
         self,
@@ -389,8 +389,8 @@ class Client:
         if overflow:
             body["options"] = {"overflow": overflow}
         # Not retried: a timed-out request may still be scored, and scoring twice only wastes work.
-        return self._json("POST", "/v1/score", json=body, retry=False)["results"]  # type: ignore[no-any-return]
+        return self._json("POST", "/v1/score", json=body, retry=False)["results"]
 
     def ready(self) -> dict[str, Any]:
         resp = self.http.get("/readyz")
-        return resp.json()  # type: ignore[no-any-return]
+        return resp.json()

@@ -13,7 +13,10 @@ import io
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 # One palette for the whole report (the CSS uses the same values).
 MODEL_COLORS = ("#4f46e5", "#d97706", "#0d9488", "#db2777", "#0284c7", "#65a30d")
@@ -24,7 +27,7 @@ MUTED = "#64748b"
 GRID = "#e2e8f0"
 
 _lock = threading.Lock()
-_RC: dict[str, Any] = {
+_RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text stays text: the page's font, small files
     "font.family": "sans-serif",
     "font.size": 8.5,

@@ -19,23 +19,57 @@ from rmscore.settings import model_name
 class JobFacts(Protocol):
     """The facts of a job the report prints (structurally `db.jobs.JobInfo`)."""
 
-    id: str
-    tenant: str
-    kind: str
-    model: str
-    status: str
-    total: int
-    completed: int
-    failed: int
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    cancelled_at: datetime | None
-    failed_at: datetime | None
-    metadata: dict[str, Any] | None
-    options: dict[str, Any]
-    idempotency_key: str | None
-    error: str | None
+    # Read-only members: a frozen dataclass (JobInfo) satisfies them.
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def completed(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def started_at(self) -> datetime | None: ...
+
+    @property
+    def completed_at(self) -> datetime | None: ...
+
+    @property
+    def cancelled_at(self) -> datetime | None: ...
+
+    @property
+    def failed_at(self) -> datetime | None: ...
+
+    @property
+    def metadata(self) -> dict[str, Any] | None: ...
+
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+    @property
+    def idempotency_key(self) -> str | None: ...
+
+    @property
+    def error(self) -> str | None: ...
 
     @property
     def done(self) -> int: ...

@@ -127,7 +127,7 @@ def time_batches(engine: Any, histogram: Histogram) -> bool:
 def build_registry(monitor: Monitor) -> CollectorRegistry:
     """A registry of this worker's metrics (its own, so nothing else in the process leaks in)."""
     registry = CollectorRegistry()
-    registry.register(_WorkerCollector(monitor))  # type: ignore[arg-type]
+    registry.register(_WorkerCollector(monitor))
     batch_seconds = Histogram(
         "rmscore_worker_batch_seconds",
         "Forward-pass seconds per micro-batch.",

@@ -19,9 +19,10 @@ _runtime: WorkerRuntime | None = None
 # RMSCORE_PROFILE=PATH: cProfile every chunk this process runs and write the stats to PATH at exit
 # (bench/system.py --profile reads it). Off by default: profiling slows the hot path.
 _profile_path = os.environ.get("RMSCORE_PROFILE")
-_profiler = cProfile.Profile() if _profile_path else None
-if _profiler is not None:
-    atexit.register(lambda: _profiler.dump_stats(_profile_path))
+_profiler: cProfile.Profile | None = None
+if _profile_path:
+    _profiler = cProfile.Profile()
+    atexit.register(_profiler.dump_stats, _profile_path)
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:

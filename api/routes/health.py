@@ -79,7 +79,7 @@ def readyz(state: StateDep) -> Any:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}} | responses(401, 403),
+    responses=responses(401, 403, ok={"content": {"text/plain": {"schema": {"type": "string"}}}}),
 )
 def metrics(
     state: StateDep,

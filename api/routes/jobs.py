@@ -220,7 +220,8 @@ async def upload_job(
     stream = request.stream()
     timeout = settings.upload_read_timeout
     # The body streams through the request's fingerprint on its way to disk (Idempotency-Key).
-    params = {"kind": kind, "model": model, "models": models, "metadata": metadata, "overflow": overflow}
+    params: dict[str, Any] = {"kind": kind, "model": model, "models": models, "metadata": metadata}
+    params.update(overflow=overflow)
     params.update(cache=cache, control_tokens=control_tokens, filename=filename)
     fingerprint = fingerprints.UploadFingerprint(params, media, boundary)
 
@@ -488,7 +489,7 @@ def _results(
     "/{job_id}/results",
     response_model=None,
     summary="A job's results in input order",
-    responses={200: _RESULT_CONTENT} | responses(400, 401, 404, 422),
+    responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT),
 )
 def job_results(
     job_id: JobId,
@@ -512,7 +513,7 @@ def job_results(
     "/{job_id}/errors",
     response_model=None,
     summary="Only the lines that failed",
-    responses={200: _RESULT_CONTENT} | responses(400, 401, 404, 422),
+    responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT),
 )
 def job_errors(
     job_id: JobId,

@@ -19,7 +19,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=64, description="The job's 
     "/{job_id}/report",
     response_class=HTMLResponse,
     summary="A job's report as one self-contained HTML page",
-    responses={200: {"content": {"text/html": {}}, "description": "The report"}} | responses(401, 404, 422),
+    responses=responses(401, 404, 422, ok={"content": {"text/html": {}}, "description": "The report"}),
 )
 def job_report(job_id: JobId, caller: CallerDep, db: DbDep) -> HTMLResponse:
     """Job facts, progress, accuracy tables (RewardBench sections and the EvalBiasBench table when

@@ -68,7 +68,7 @@ def command() -> typer.core.TyperGroup:
     """The click command tree `main` runs, with help tidied (`rmscore.cli.helptext`)."""
     from rmscore.cli.helptext import tidy
 
-    return tidy(typer.main.get_command(app))  # type: ignore[return-value]
+    return tidy(typer.main.get_command(app))
 
 
 def main() -> None:

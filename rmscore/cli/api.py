@@ -54,7 +54,7 @@ def api(
     )
 
 
-def _db(command: str):  # type: ignore[no-untyped-def]
+def _db(command: str):
     from db.migrate import ensure_schema
     from db.session import get_engine
     from rmscore.cli.jobs import local_only

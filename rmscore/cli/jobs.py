@@ -175,8 +175,8 @@ def submit(
             from db.jobs import job_models
             from rmscore.cli import waiting
 
-            models = job_models(db, job)
-            waiting.warn(job.id, job.created_at, waiting.unserved_local(models))
+            served = job_models(db, job)
+            waiting.warn(job.id, job.created_at, waiting.unserved_local(served))
         if wait:
             final = wait_for_job(db, job.id)
             _print_job(db, final.id)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -111,7 +111,9 @@ def score(
         raise typer.BadParameter("overflow must be truncate or error", param_hint="--overflow")
     if control_tokens not in (None, "card", "neutralize"):
         raise typer.BadParameter("control-tokens must be card or neutralize", param_hint="--control-tokens")
-    control = control_tokens or settings.control_tokens
+    control: Literal["card", "neutralize"] = (
+        "neutralize" if (control_tokens or settings.control_tokens) == "neutralize" else "card"
+    )
 
     from worker.engine import Engine
     from worker.scoring import score_items
