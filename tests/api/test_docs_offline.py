@@ -73,7 +73,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, log.read_text()
+            if time.monotonic() > deadline:  # a wait limit, not a speed claim
+                pytest.fail(f"the API did not answer /healthz in 60 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
         yield url
     finally:
