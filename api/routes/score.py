@@ -31,41 +31,32 @@ def _send(
     reply_to: str,
     control_tokens: str | None = None,
 ) -> None:
+    """Queue the request for `model`'s workers: 429 past the sync queue's cap, 503 with no live worker
+    or no broker (kombu and redis raise their own connection errors; they all mean the latter)."""
     try:
-        _send_now(state, model, items, overflow, reply_to, control_tokens)
+        r = state.redis
+        queue = keys.sync_queue(model)
+        cap = state.config.max_sync_queue
+        if cap is not None and r.llen(queue) >= cap:
+            raise Overloaded(f"{cap} synchronous requests are already waiting for {model}", retry_after=5)
+        if not any(r.scan_iter(match=keys.worker_heartbeat(f"{model}@*"), count=1000)):
+            raise Unavailable(f"no live worker serves {model}", code="no_worker", retry_after=10)
+        kwargs: dict[str, Any] = {"items": items, "reply_to": reply_to, "overflow": overflow}
+        if control_tokens:  # only when asked: a worker from before the option would refuse the argument
+            kwargs["control_tokens"] = control_tokens
+        state.celery.send_task(
+            keys.TASK_SCORE_SYNC,
+            kwargs=kwargs,
+            queue=queue,
+            exchange="",
+            routing_key=queue,
+            expires=state.settings.sync_timeout,
+            ignore_result=True,
+        )
     except RmscoreError:
         raise
-    except Exception as e:  # noqa: BLE001 - kombu and redis raise their own connection errors
+    except Exception as e:  # noqa: BLE001 - any other failure here is the broker's
         raise Unavailable(f"the broker is unavailable ({type(e).__name__})", code="broker_unavailable") from e
-
-
-def _send_now(
-    state: Any,
-    model: str,
-    items: list[dict[str, Any]],
-    overflow: str | None,
-    reply_to: str,
-    control_tokens: str | None = None,
-) -> None:
-    r = state.redis
-    queue = keys.sync_queue(model)
-    cap = state.config.max_sync_queue
-    if cap is not None and r.llen(queue) >= cap:
-        raise Overloaded(f"{cap} synchronous requests are already waiting for {model}", retry_after=5)
-    if not any(r.scan_iter(match=keys.worker_heartbeat(f"{model}@*"), count=1000)):
-        raise Unavailable(f"no live worker serves {model}", code="no_worker", retry_after=10)
-    kwargs: dict[str, Any] = {"items": items, "reply_to": reply_to, "overflow": overflow}
-    if control_tokens:  # only when asked: a worker from before the option would refuse the argument
-        kwargs["control_tokens"] = control_tokens
-    state.celery.send_task(
-        keys.TASK_SCORE_SYNC,
-        kwargs=kwargs,
-        queue=queue,
-        exchange="",
-        routing_key=queue,
-        expires=state.settings.sync_timeout,
-        ignore_result=True,
-    )
 
 
 @router.post(
