@@ -362,8 +362,15 @@ def iter_json(
             stream.close()
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _lines(stream: IO[bytes]) -> Iterator[bytes]:
-    for raw in stream:
+    """The stream's lines without their line ends; a UTF-8 byte order mark before the first one (what
+    Windows editors write) is dropped, so it cannot turn line 1 into `invalid_json`."""
+    for n, raw in enumerate(stream):
+        if n == 0 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
         yield raw.rstrip(b"\r\n")
 
 

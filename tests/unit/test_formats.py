@@ -153,3 +153,14 @@ def test_hh_file_parses(shared_data):
     assert len(items) == 2312
     assert not [i for i in items if isinstance(i, LineError)]
     assert [i.line for i in items] == list(range(1, 2313))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_byte_order_mark_before_the_first_line_is_not_an_error(tmp_path, suffix):
+    """Editors on Windows save UTF-8 with a BOM; line 1 must still parse (and only line 1 carries one)."""
+    body = b"\xef\xbb\xbf" + b'{"prompt": "a", "response": "b"}\r\n{"prompt": "c", "response": "d"}\r\n'
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(gzip.compress(body) if suffix.endswith(".gz") else body)
+    parsed = list(iter_parsed(path, "auto"))
+    assert [type(p) for p in parsed] == [ChatItem, ChatItem]
+    assert parsed[0].conversations[0][0]["content"] == "a"
