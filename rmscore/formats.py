@@ -377,7 +377,7 @@ def _lines(stream: IO[bytes]) -> Iterator[bytes]:
 def _iter_json_document(path: Path, kind: Kind | Literal["auto"] | None, max_turns: int) -> Iterator[Parsed]:
     with open_input(path) as f:
         try:
-            doc = json.load(io.TextIOWrapper(f, encoding="utf-8"))
+            doc = json.load(io.TextIOWrapper(f, encoding="utf-8-sig"))  # -sig: a BOM is not JSON
         except (ValueError, RecursionError) as e:
             yield LineError(1, None, "invalid_json", f"file is not valid JSON: {e}")
             return

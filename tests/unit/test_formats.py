@@ -164,3 +164,11 @@ def test_a_byte_order_mark_before_the_first_line_is_not_an_error(tmp_path, suffi
     parsed = list(iter_parsed(path, "auto"))
     assert [type(p) for p in parsed] == [ChatItem, ChatItem]
     assert parsed[0].conversations[0][0]["content"] == "a"
+
+
+def test_a_json_document_saved_with_a_byte_order_mark_parses(tmp_path):
+    path = tmp_path / "bias.json"
+    row = {"instruction": "q", "response1": "a", "response2": "b", "label": 1}
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"length": [row]}).encode())
+    (parsed,) = list(iter_parsed(path, "auto"))
+    assert isinstance(parsed, PairItem) and parsed.subset == "length"
