@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rmscore import keys
+from rmscore.vocabulary import JobStatus
 
 if TYPE_CHECKING:
     from api.state import ApiState
@@ -28,7 +29,6 @@ class _StoreCollector:
 
     def collect(self) -> Iterator[Metric]:
         from db.cache import rows_by_model
-        from db.models import JOB_STATUSES
         from db.scores import jobs_by_status, lines_by_outcome
 
         try:
@@ -39,7 +39,7 @@ class _StoreCollector:
             log.warning("metrics: database unavailable: %s", e)
         else:
             g = GaugeMetricFamily("rmscore_jobs", "Jobs by status.", labels=["status"])
-            for status in JOB_STATUSES:
+            for status in JobStatus:
                 g.add_metric([status], counts.get(status, 0))
             yield g
             g = GaugeMetricFamily("rmscore_lines", "Lines with an outcome, over all stored jobs.", labels=["outcome"])

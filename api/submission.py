@@ -14,7 +14,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from api.config import ApiConfig
-from db.jobs import CreatedJob, Fingerprint, check_options, find_by_idempotency_key, replay, resolve_model
+from db.jobs import (
+    CreatedJob,
+    Fingerprint,
+    check_kind,
+    check_options,
+    find_by_idempotency_key,
+    replay,
+    resolve_model,
+)
 from db.scores import queued_items
 from rmscore import formats
 from rmscore.errors import BadRequest, Overloaded, TooLarge
@@ -176,8 +184,7 @@ def prepare(
     options: dict[str, Any] | None,
 ) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
     """Validate what applies to the whole job before any line is read: (model, metadata, options)."""
-    if kind not in ("chat", "pairwise", "auto"):
-        raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
+    check_kind(kind)
     short = resolve_model(model, settings)
     return short, check_metadata(metadata, config), check_options(options)
 

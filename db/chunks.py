@@ -27,11 +27,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, true, update
 
 from db.jobs import finish_job, mark_running
-from db.models import JOB_ACTIVE, chunks, items, jobs
+from db.models import chunks, items, jobs
 from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
 from rmscore import failures
 from rmscore.formats import Item, item_from_payload
+from rmscore.vocabulary import JOB_ACTIVE
 
 log = logging.getLogger(__name__)
 SCORING_FAILED = "scoring_failed"

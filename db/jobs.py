@@ -19,20 +19,19 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from db.models import JOB_ACTIVE, JOB_TERMINAL, chunks, items, jobs, results
+from db.models import chunks, items, jobs, results
 from db.results import BATCH, insert_missing_results, job_accuracy
 from db.session import reading, retrying, utcnow, writing
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
+from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, JOB_TERMINAL, KIND_CHOICES, ControlTokens, Overflow, choices
 
 DEFAULT_TENANT = "local"
-OVERFLOWS = ("truncate", "error")
 # What identifies a submission for idempotency: a digest, or a function that gives it once the input
 # has been read (an upload's digest covers bytes still streaming in when the job is stored).
 Fingerprint = str | Callable[[], str] | None
-CONTROL_TOKENS = ("card", "neutralize")  # worker.render.CONTROL_TOKEN_MODES (db/ never imports worker/)
 
 
 @dataclass(frozen=True)
@@ -120,19 +119,24 @@ def resolve_model(name: str | None, settings: Any = None) -> str:
     )
 
 
+def check_kind(kind: str) -> None:
+    if kind not in KIND_CHOICES:
+        raise BadRequest(f"kind must be {choices(KIND_CHOICES)}", code="invalid_kind")
+
+
 def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(options or {})
     unknown = set(out) - {"overflow", "max_batch_tokens", "cache", "control_tokens"}
     if unknown:
         raise BadRequest(f"unknown job options: {', '.join(sorted(unknown))}", code="invalid_options")
-    if out.get("overflow") not in (None, *OVERFLOWS):
+    if out.get("overflow") not in (None, *Overflow):
         raise BadRequest("options.overflow must be 'truncate' or 'error'", code="invalid_options")
     mbt = out.get("max_batch_tokens")
     if mbt is not None and (isinstance(mbt, bool) or not isinstance(mbt, int) or mbt < 16):
         raise BadRequest("options.max_batch_tokens must be an integer >= 16", code="invalid_options")
     if out.get("cache") not in (None, True, False):
         raise BadRequest("options.cache must be true or false", code="invalid_options")
-    if out.get("control_tokens") not in (None, *CONTROL_TOKENS):
+    if out.get("control_tokens") not in (None, *ControlTokens):
         raise BadRequest("options.control_tokens must be 'card' or 'neutralize'", code="invalid_options")
     return out
 
@@ -231,8 +235,7 @@ def create_job(
     Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines),
     IdempotencyMismatch (the key was used for another request).
     """
-    if kind not in ("chat", "pairwise", "auto"):
-        raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
+    check_kind(kind)
     opts = check_options(options)
     if idempotency_key is not None:
         earlier = find_by_idempotency_key(db, tenant, idempotency_key)
@@ -483,7 +486,7 @@ def job_models(db: Engine | Connection, job: JobInfo) -> list[str]:
 
 
 def _open_chunks(job_id: Any) -> Any:
-    return exists().where(chunks.c.job_id == job_id, chunks.c.status.in_(("queued", "leased")))
+    return exists().where(chunks.c.job_id == job_id, chunks.c.status.in_(CHUNK_OPEN))
 
 
 def finish_job(conn: Connection, job_id: str, now: datetime | None = None) -> None:
@@ -555,6 +558,6 @@ def count_open_chunks(db: Engine, job_id: str) -> int:
             conn.execute(
                 select(func.count())
                 .select_from(chunks)
-                .where(chunks.c.job_id == job_id, chunks.c.status.in_(("queued", "leased")))
+                .where(chunks.c.job_id == job_id, chunks.c.status.in_(CHUNK_OPEN))
             ).scalar_one()
         )

@@ -31,11 +31,7 @@ JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postg
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
 ChunkId = BigInteger().with_variant(Integer(), "sqlite")
 
-JOB_STATUSES = ("queued", "running", "completed", "failed", "cancelling", "cancelled")
-JOB_ACTIVE = ("queued", "running")
-JOB_TERMINAL = ("completed", "failed", "cancelled")
-CHUNK_STATUSES = ("queued", "leased", "done", "failed", "cancelled")
-CHUNK_TERMINAL = ("done", "failed", "cancelled")
+# The statuses a job and a chunk go through are `rmscore.vocabulary.JobStatus` and `ChunkStatus`.
 
 
 class Base(DeclarativeBase):

@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, tuple_
 
-from db.models import JOB_ACTIVE, jobs, results
+from db.models import jobs, results
 from db.results import neutralized
 from db.session import reading
 from rmscore import cursor as cursors
+from rmscore.vocabulary import JOB_ACTIVE
 
 # Above this many jobs a tenant's scores are filtered by a join rather than an IN list.
 _IN_LIST_MAX = 5000

@@ -29,8 +29,8 @@ import httpx
 
 from rmscore import errors
 from rmscore.http import CLIENT_HEADER
+from rmscore.vocabulary import JOB_TERMINAL
 
-TERMINAL = ("completed", "failed", "cancelled")
 RETRY_STATUSES = (429, 502, 503, 504)
 _STATUS_ERRORS: dict[int, type[errors.RmscoreError]] = {
     400: errors.BadRequest,
@@ -82,7 +82,7 @@ class Job:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in JOB_TERMINAL
 
     @property
     def accuracy(self) -> dict[str, Any] | None:

@@ -21,7 +21,6 @@ from typing import Any, Literal
 from rmscore.formats import Conversation
 
 ControlTokens = Literal["card", "neutralize"]
-CONTROL_TOKEN_MODES: tuple[ControlTokens, ...] = ("card", "neutralize")
 # Inserted after the first character of a control-token string found in content. Why this, and not
 # tokenizing content with `split_special_tokens`: the text still goes through the card's single
 # tokenizer call, so content without such strings gives bit-identical ids (and scores) in both
