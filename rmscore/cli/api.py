@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 err = Console(stderr=True)
 keys_app = typer.Typer(help="API keys: each belongs to a tenant; only a hash is stored.", no_args_is_help=True)
@@ -54,15 +57,11 @@ def api(
     )
 
 
-def _db(command: str):
-    from db.migrate import ensure_schema
-    from db.session import get_engine
-    from rmscore.cli.jobs import local_only
+def _db(command: str) -> Engine:
+    from rmscore.cli.backends import local_db, local_only
 
     local_only(command)
-    db = get_engine()
-    ensure_schema(db)
-    return db
+    return local_db()
 
 
 @keys_app.command("create")

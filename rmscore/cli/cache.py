@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rmscore.cli.jobs import _db, _user_errors
+from rmscore.cli.backends import local_db, user_errors
 
 err = Console(stderr=True)
 cache_app = typer.Typer(help="The score cache: what it holds, and emptying it.", no_args_is_help=True)
@@ -47,11 +47,11 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON on stdout.")] = False,
 ) -> None:
     """Rows in the score cache, per model identity (rows, tenants, oldest, newest), and its size."""
-    with _user_errors():
+    with user_errors():
         from db.cache import stats as cache_stats
         from rmscore.settings import get_settings
 
-        st = cache_stats(_db())
+        st = cache_stats(local_db())
         if as_json:
             typer.echo(json.dumps(st.as_dict()))
             return
@@ -88,12 +88,12 @@ def clear(
 ) -> None:
     """Delete score cache rows (all of them unless narrowed): later jobs score those conversations again."""
     age = parse_duration(older_than) if older_than is not None else None
-    with _user_errors():
+    with user_errors():
         from db.cache import clear as cache_clear
         from rmscore.settings import model_name
 
         name = model_name(model) if model is not None else None  # a path or hub id names its short name
-        n = cache_clear(_db(), model=name, older_than=age, scope=tenant)
+        n = cache_clear(local_db(), model=name, older_than=age, scope=tenant)
         err.print(f"deleted {n:,} score cache rows")
         typer.echo(n)
 
@@ -101,12 +101,12 @@ def clear(
 @cache_app.command("prune")
 def prune() -> None:
     """Enforce RMSCORE_CACHE_MAX_AGE and RMSCORE_CACHE_MAX_ROWS now (the reconciler does it periodically)."""
-    with _user_errors():
+    with user_errors():
         from db.cache import prune as cache_prune
         from rmscore.settings import get_settings
 
         s = get_settings()
-        report = cache_prune(_db(), max_age_s=s.cache_max_age, max_rows=s.cache_max_rows)
+        report = cache_prune(local_db(), max_age_s=s.cache_max_age, max_rows=s.cache_max_rows)
         err.print(f"deleted {report.expired:,} rows past the age bound, {report.over_rows:,} beyond the row bound")
         typer.echo(report.deleted)
 

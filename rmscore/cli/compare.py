@@ -60,16 +60,10 @@ def compare(
 ) -> None:
     """Accuracy of two models per subset, how often they agree, and the pairs where they do not."""
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    from rmscore.cli.jobs import _db, _remote, _user_errors
+    from rmscore.cli.backends import open_backend
 
-    if (remote := _remote()) is not None:
-        with remote._client() as client:
-            c = client.compare(job_id, names, limit=limit)
-    else:
-        with _user_errors():
-            from db.compare import compare_job
-
-            c = compare_job(_db(), job_id, models=names, limit=limit)
+    with open_backend() as backend:
+        c = backend.compare(job_id, names, limit)
     if as_json:
         typer.echo(json.dumps(c, ensure_ascii=False))
     else:

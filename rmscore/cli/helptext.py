@@ -10,11 +10,29 @@ Written as text, not read from `Settings`, so `rmscore --help` does not import p
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from typer.core import TyperArgument, TyperOption
 
 DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
+
+# The input file and its kind, as `score` and `submit` both take them.
+InputFile = Annotated[
+    Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
+]
+KindOption = Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")]
+
+
+def check_choice(value: str | None, allowed: Iterable[str], option: str) -> None:
+    """A BadParameter naming the allowed words unless `value` is one of them (or not given)."""
+    from rmscore.vocabulary import choices
+
+    words = tuple(allowed)
+    if value is not None and value not in words:
+        raise typer.BadParameter(f"{option} must be {choices(words)}", param_hint=f"--{option}")
 
 
 def env_default(setting: str, value: object) -> str:

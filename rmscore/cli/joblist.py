@@ -8,30 +8,17 @@ lines; where the list came from goes to stderr.
 from __future__ import annotations
 
 import json
-from itertools import islice
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rmscore.vocabulary import JobStatus
+
 err = Console(stderr=True)
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-
-
-def _local_jobs(status: str | None, limit: int) -> list[dict[str, Any]]:
-    from db.jobs import list_jobs
-    from rmscore.cli.jobs import _db
-
-    db = _db()
-    found: list[dict[str, Any]] = []
-    cursor = None
-    while len(found) < limit:
-        page, cursor = list_jobs(db, status=status, limit=min(limit - len(found), 100), cursor=cursor)
-        found += [j.to_dict() for j in page]
-        if cursor is None:
-            break
-    return found
+# Not `cancelling`: a passing state on the way to cancelled, not one to list jobs by.
+STATUSES = tuple(s for s in JobStatus if s is not JobStatus.cancelling)
 
 
 def jobs(
@@ -44,18 +31,11 @@ def jobs(
     """List jobs, newest first: id, status, kind, model, lines scored and failed, when created."""
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"must be one of {', '.join(STATUSES)}", param_hint="--status")
-    from rmscore.cli.jobs import _remote, _user_errors, database_label
+    from rmscore.cli.backends import open_backend
 
-    if (remote := _remote()) is not None:
-        from rmscore.settings import get_settings
-
-        with remote._client() as client:
-            found = [j.raw for j in islice(client.jobs(status=status, page_size=min(limit, 100)), limit)]
-        source = f"the API at {get_settings().api_url}"
-    else:
-        with _user_errors():
-            found = _local_jobs(status, limit)
-        source = database_label()
+    with open_backend() as backend:
+        found = backend.jobs(status, limit)
+        source = backend.where
     if as_json:
         for j in found:
             typer.echo(json.dumps(j, ensure_ascii=False))

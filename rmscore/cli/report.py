@@ -24,17 +24,11 @@ def report(
     from rich.console import Console
     from rich.markup import escape
 
-    from rmscore.cli.jobs import _db, _remote, _user_errors
+    from rmscore.cli.backends import open_backend
 
     err = Console(stderr=True)
-    if (remote := _remote()) is not None:
-        with remote._client() as client:
-            html = client.report(job_id)
-    else:
-        with _user_errors():
-            from db.report import build_report
-
-            html = build_report(_db(), job_id)
+    with open_backend() as backend:
+        html = backend.report(job_id)
     if str(output) == "-":
         typer.echo(html, nl=False)
         return

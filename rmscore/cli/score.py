@@ -23,10 +23,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+from rmscore.cli.helptext import DEFAULT_MODEL, InputFile, KindOption, check_choice, env_default
 from rmscore.formats import LineError, Parsed, error_record, open_input
 from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
+from rmscore.vocabulary import KIND_CHOICES, ControlTokens, Overflow
 
 err = Console(stderr=True)
 WINDOW = 2048  # items read, scored and written at a time: memory stays flat on any input size
@@ -51,14 +52,14 @@ def windows(parsed: Iterator[Parsed], size: int) -> Iterator[list[Parsed]]:
 
 
 def score(
-    input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
+    input: InputFile,
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="FILE", help="Where to write result lines ('-' = stdout).")
     ] = "-",
     model: Annotated[
         str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
     ] = None,
-    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
+    kind: KindOption = "auto",
     device: Annotated[
         str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")
     ] = None,
@@ -105,12 +106,9 @@ def score(
     from rmscore.settings import get_settings
 
     settings = get_settings()
-    if kind not in ("chat", "pairwise", "auto"):
-        raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
-    if overflow not in (None, "truncate", "error"):
-        raise typer.BadParameter("overflow must be truncate or error", param_hint="--overflow")
-    if control_tokens not in (None, "card", "neutralize"):
-        raise typer.BadParameter("control-tokens must be card or neutralize", param_hint="--control-tokens")
+    check_choice(kind, KIND_CHOICES, "kind")
+    check_choice(overflow, Overflow, "overflow")
+    check_choice(control_tokens, ControlTokens, "control-tokens")
     control: Literal["card", "neutralize"] = (
         "neutralize" if (control_tokens or settings.control_tokens) == "neutralize" else "card"
     )

@@ -36,7 +36,7 @@ def up(
 
     Workers: --workers for the model (one per GPU by default), plus one for each further model in
     RMSCORE_MODELS, so every model a job may name is served."""
-    from rmscore.cli.jobs import database_label
+    from rmscore.cli.backends import database_label
     from rmscore.settings import get_settings, model_name
     from rmscore.stack import Stack
 

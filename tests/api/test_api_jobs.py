@@ -210,34 +210,31 @@ def test_idempotency_key_returns_the_same_job(stack: Stack, hh_file: Path) -> No
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
-def test_remote_cli_functions(stack: Stack, hh_file: Path, hh_reference: list[dict[str, Any]]) -> None:
-    """`rmscore submit/status/results/cancel` in API mode (rmscore.cli.remote), in a fresh process."""
+def test_cli_job_commands_through_the_api(stack: Stack, hh_file: Path, hh_reference: list[dict[str, Any]]) -> None:
+    """`rmscore submit/status/results/cancel` in API mode (the `Remote` backend), in a fresh process."""
     import subprocess
-    import sys
 
-    from apistack import REPO
+    from apistack import CLI, REPO
 
     env = {**stack.env, "RMSCORE_API_URL": stack.url, "RMSCORE_API_KEY": stack.keys["alice"]}
 
-    def run(code: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-c", "from pathlib import Path; from rmscore.cli import remote; " + code],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        return out.stdout
+    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run([*CLI, *args], env=env, cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == code, out.stderr[-2000:]
+        return out
 
-    job_id = run(f"remote.submit(Path({str(hh_file)!r}), kind='pairwise', wait=True)").strip()
+    submitted = run("submit", str(hh_file), "--kind", "pairwise", "--wait", "--chunk-size", "7")
+    job_id = submitted.stdout.strip()
     assert len(job_id) == 32
-    status = json.loads(run(f"remote.status({job_id!r}, as_json=True)"))
+    assert "--chunk-size is set by the server" in submitted.stderr and "accuracy" in submitted.stderr
+    status = json.loads(run("status", job_id, "--json").stdout)
     assert status["status"] == "completed" and status["request_counts"]["total"] == len(hh_reference)
-    assert_records_equal(read_jsonl(run(f"remote.results({job_id!r})")), hh_reference)
+    assert_records_equal(read_jsonl(run("results", job_id).stdout), hh_reference)
     out = stack.tmp / "remote.csv"
-    run(f"remote.results({job_id!r}, output={str(out)!r})")
+    run("results", job_id, "-o", str(out))
     assert len(list(csv.DictReader(out.open()))) == len(hh_reference)
+    ended = run("cancel", job_id, code=2)
+    assert "job_ended" in ended.stderr and ended.stdout == ""
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

@@ -32,8 +32,8 @@ def summary() -> dict[str, Any]:
     }
 
 
-def test_remote_status_prints_sections_and_models(capsys: pytest.CaptureFixture[str]) -> None:
-    from rmscore.cli.remote import print_job
+def test_status_prints_sections_and_models(capsys: pytest.CaptureFixture[str]) -> None:
+    from rmscore.cli.display import print_job
 
     print_job(summary())
     out = capsys.readouterr().err
