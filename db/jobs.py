@@ -20,12 +20,12 @@ from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, sele
 from sqlalchemy.exc import IntegrityError
 
 from db.models import chunks, items, jobs, results
-from db.results import BATCH, insert_missing_results, job_accuracy
+from db.results import BATCH, insert_missing_results, job_accuracy, result_row
 from db.session import reading, retrying, utcnow, writing
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
-from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
+from rmscore.formats import Item, Kind, LineError, Parsed, content_hash, error_record
 from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, JOB_TERMINAL, KIND_CHOICES, ControlTokens, Overflow, choices
 
 DEFAULT_TENANT = "local"
@@ -265,26 +265,8 @@ def create_job(
             if isinstance(p, LineError):
                 failed += len(scored_by)
                 item_rows.append(_item_row(job_id, p.line, p.custom_id, p.subset, None, None))
-                error_rows.extend(
-                    {
-                        "job_id": job_id,
-                        "line": p.line,
-                        "model": m,
-                        "custom_id": p.custom_id,
-                        "subset": p.subset,
-                        "score": None,
-                        "chosen_score": None,
-                        "rejected_score": None,
-                        "correct": None,
-                        "num_tokens": None,
-                        "truncated": None,
-                        "error_code": p.code,
-                        "error_message": p.message,
-                        "model_identity": None,
-                        "scored_at": now,
-                    }
-                    for m in scored_by
-                )
+                record = error_record(p.line, p.custom_id, p.code, p.message, p.subset)
+                error_rows.extend(result_row(job_id, m, record, None, now) for m in scored_by)
             else:
                 job_kind = job_kind or p.kind
                 subset = getattr(p, "subset", None)
