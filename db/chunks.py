@@ -528,7 +528,7 @@ def finish_jobs(db: Engine) -> int:
                     )
                 finish_job(conn, job_id, now)
                 after = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
-            return after != before
+            return bool(after != before)
 
         moved += retrying(run, what="finishing a job")
     return moved

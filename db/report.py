@@ -57,7 +57,7 @@ def _nice_step(raw: float) -> float:
     """1, 2, 2.5 or 5 times a power of ten, at least `raw`: bin edges people can read."""
     if raw <= 0 or not math.isfinite(raw):
         return 1.0
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     for m in (1, 2, 2.5, 5, 10):
         if m * power >= raw * (1 - 1e-9):
             return m * power

@@ -195,8 +195,10 @@ class Client:
             return resp
         raise AssertionError("unreachable")
 
-    def _json(self, method: str, url: str, **kw: Any) -> Any:
-        return self._request(method, url, **kw).json()
+    def _json(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        """The answer's JSON object (every JSON answer of the API is one)."""
+        body: dict[str, Any] = self._request(method, url, **kw).json()
+        return body
 
     # ------------------------------------------------------------------ jobs
 
@@ -389,8 +391,10 @@ class Client:
         if overflow:
             body["options"] = {"overflow": overflow}
         # Not retried: a timed-out request may still be scored, and scoring twice only wastes work.
-        return self._json("POST", "/v1/score", json=body, retry=False)["results"]
+        records: list[dict[str, Any]] = self._json("POST", "/v1/score", json=body, retry=False)["results"]
+        return records
 
     def ready(self) -> dict[str, Any]:
-        resp = self.http.get("/readyz")
-        return resp.json()
+        # Not `_json`: /readyz answers 503 with the same body when not ready, and that is an answer here.
+        ready: dict[str, Any] = self.http.get("/readyz").json()
+        return ready

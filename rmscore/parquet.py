@@ -316,4 +316,5 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
     """All rows of a (small) Parquet file; for tests and notebooks."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    return rows

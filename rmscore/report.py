@@ -115,7 +115,7 @@ def render(data: ReportData) -> str:
         rmscore_version = version("rmscore")
     except PackageNotFoundError:  # running from a checkout without an install
         rmscore_version = "dev"
-    return _template().render(
+    page: str = _template().render(
         d=data,
         job=job,
         csp=CSP,
@@ -128,6 +128,7 @@ def render(data: ReportData) -> str:
         first=data.evaluations.get(job.model),
         version=rmscore_version,
     )
+    return page
 
 
 def _subset_rows(data: ReportData) -> list[dict[str, Any]]:
