@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,28 +31,12 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
+sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
+
+from harness import RedisServer, free_port, launch, stop_all, wait_http  # noqa: E402
+from testkit import CLI  # noqa: E402
+
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for(predicate: Any, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        dead = [p for p in procs if p.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            raise SystemExit(f"load: {what} failed (exited: {[p.args for p in dead]}); see the logs")
-        time.sleep(0.3)
 
 
 def items_for(n: int, job: int) -> list[dict[str, Any]]:
@@ -154,12 +137,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="Also write the report as JSON here.")
     a = ap.parse_args()
 
-    redis_server = shutil.which("redis-server")
-    if not redis_server:
+    if not shutil.which("redis-server"):
         raise SystemExit("load: needs redis-server on PATH (it starts its own, on loopback)")
     tmp = Path(tempfile.mkdtemp(prefix="rmscore-load-"))
-    redis_port, api_port = free_port(), free_port()
-    broker = f"redis://127.0.0.1:{redis_port}/0"
+    redis, api_port = RedisServer(tmp / "redis.log"), free_port()
+    broker = redis.url
     db_url = a.database_url or f"sqlite:///{tmp / 'rmscore.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
     env.update(
@@ -177,13 +159,7 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what was started
     try:
-        procs.append(
-            spawn(
-                [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                env,
-                tmp / "redis.log",
-            )
-        )
+        redis.start()
         subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
         made = subprocess.run([*CLI, "keys", "create", "load"], env=env, cwd=REPO, capture_output=True, text=True)
         key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
@@ -193,17 +169,10 @@ def main() -> int:
 
         for i in range(a.workers):  # named <model>@…: /readyz looks for the default model's workers
             name = f"{model_name(a.model)}@load-w{i}"
-            procs.append(spawn([*CLI, "worker", "--name", name], env, tmp / f"worker{i}.log"))
-        procs.append(spawn([*CLI, "api", "--port", str(api_port)], env, tmp / "api.log"))
+            procs.append(launch(["worker", "--name", name], env, tmp / f"worker{i}.log"))
+        procs.append(launch(["api", "--port", str(api_port)], env, tmp / "api.log"))
         url = f"http://127.0.0.1:{api_port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 300, "the API and workers to be ready", procs)
+        wait_http(f"{url}/readyz", procs[-1], tmp / "api.log", timeout=300)
         time.sleep(2)  # let the second worker finish its warm-up too
         what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
         print(f"load: {what}", flush=True)
@@ -221,14 +190,8 @@ def main() -> int:
         elapsed = time.monotonic() - t0
         checked = verify(url, key, stats.accepted, a.drain_timeout)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
+        redis.kill()
 
     every = [x for v in stats.latency.values() for x in v]
     report: dict[str, Any] = {

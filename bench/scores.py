@@ -126,7 +126,7 @@ def resolve(params: dict[str, object], job: str, deep: str) -> dict[str, object]
 
 def run_api(db_url: str, db, job: str, args, tmp: Path) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
     import httpx
-    from procs import start_api, stop_proc
+    from harness import start_api, stop_proc
 
     from db.keys import create_key
 

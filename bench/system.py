@@ -31,7 +31,6 @@ import json
 import os
 import pstats
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the process harness (tests/harness.py)
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
 POLL_S = 0.25
@@ -87,9 +87,9 @@ class Stack:
 
     def __init__(self, model: str, db_url: str, broker_url: str, workers: int, threads: int, tmp: Path,
                  extra_env: dict[str, str]) -> None:
-        from upload import free_port
+        from harness import free_port, launch, start_worker_proc
 
-        self.tmp, self.procs, self.names = tmp, [], []
+        self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
@@ -107,50 +107,27 @@ class Stack:
         env.update(extra_env)
         self.env = env
         per_worker = str(max(1, threads // workers))
-        for i in range(workers):
-            name = f"bench{i}@system"
-            wenv = dict(env, OMP_NUM_THREADS=per_worker, MKL_NUM_THREADS=per_worker)
-            self._start([*CLI, "worker", "--device", "cpu", "--name", name], wenv, f"worker{i}.log")
-            self.names.append(name)
-        self._start([*CLI, "api", "--port", str(self.port)], env, "api.log")
-
-    def _start(self, cmd: list[str], env: dict[str, str], log: str) -> None:
-        with open(self.tmp / log, "wb") as out:
-            self.procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                               start_new_session=True))
+        self.workers = [
+            start_worker_proc(
+                dict(env, OMP_NUM_THREADS=per_worker, MKL_NUM_THREADS=per_worker), f"bench{i}@system",
+                tmp / f"worker{i}.log",
+            )
+            for i in range(workers)
+        ]  # fmt: skip
+        self.api = launch(["api", "--port", str(self.port)], env, tmp / "api.log")
 
     def wait_ready(self, redis_client: Any, timeout: float = 300) -> None:
-        import httpx
+        """Every worker has loaded its model and beats; the API answers /healthz."""
+        from harness import wait_http
 
-        from rmscore import keys
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{p.args} exited {p.returncode}; logs in {self.tmp}")
-            workers = all(redis_client.exists(keys.worker_heartbeat(n)) for n in self.names) and all(
-                " ready." in (self.tmp / f"worker{i}.log").read_text(errors="replace") for i in range(len(self.names))
-            )
-            try:
-                api = httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                api = False
-            if workers and api:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"stack not ready after {timeout}s; logs in {self.tmp}")
+        for w in self.workers:
+            w.wait_ready(redis_client, timeout)
+        wait_http(f"{self.url}/healthz", self.api, self.tmp / "api.log", timeout=timeout)
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        from harness import stop_all
+
+        stop_all([*(w.proc for w in self.workers), self.api], timeout=60)
 
 
 def system_rate(stack: Stack, data: Path, n: int) -> tuple[float, dict[str, float]]:

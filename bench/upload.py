@@ -14,9 +14,6 @@ import argparse
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,9 +22,14 @@ from pathlib import Path
 
 import httpx
 
-from rmscore.http import CLIENT_HEADER
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
+
+from harness import start_api, stop_proc  # noqa: E402
+
+from rmscore.http import CLIENT_HEADER  # noqa: E402
+
 WORDS = "the a reward model scores how helpful honest and harmless an answer is to a question"
 
 
@@ -50,12 +52,6 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc (Linux only)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -75,7 +71,6 @@ def main() -> int:
     db_url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     r = redis.Redis.from_url(args.broker_url)
     r.flushdb()
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
     env.update(
         RMSCORE_DATABASE_URL=db_url,
@@ -84,16 +79,8 @@ def main() -> int:
         RMSCORE_MODEL="./models/tiny",
         PYTHONPATH=str(REPO),
     )
-    cmd = [sys.executable, "-c", "from rmscore.cli import main; main()", "api", "--port", str(port)]
-    api = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url, api = start_api(env, tmp / "api.log")
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         idle_rss = peak_rss_mb(api.pid)
 
         samples: list[float] = []
@@ -142,11 +129,7 @@ def main() -> int:
         print(("OK" if ok else "FAIL") + f": peak RSS {peak:.0f} MiB (limit 300)", file=sys.stderr)
         return 0 if ok else 1
     finally:
-        api.send_signal(signal.SIGTERM)
-        try:
-            api.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop_proc(api)
         r.flushdb()
         if not args.keep:
             for p in tmp.iterdir():

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from testkit import REPO, WorkerProc, clean_env, pg_admin, run_cli, start_worker_proc
+from harness import WorkerProc, start_worker_proc
+from testkit import REPO, clean_env, pg_admin, run_cli
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

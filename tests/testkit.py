@@ -6,11 +6,9 @@ Real services only: the Redis and PostgreSQL on this machine, real `rmscore` pro
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,60 +79,3 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-@dataclass
-class WorkerProc:
-    """A real `rmscore worker` process (in its own session, so signals reach only it)."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    env: dict[str, str] = field(repr=False)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no goodbye (a machine lost)."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM (Celery's warm shutdown: the chunk in hand finishes), then wait for the exit code."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"worker {self.name} ignored SIGTERM for {timeout}s:\n{self.output()[-3000:]}"
-            ) from None
-
-    def wait_ready(self, redis_client: Any, timeout: float = 180) -> WorkerProc:
-        """Until Celery says ready (after the model is loaded and warmed up) and the heartbeat is there."""
-        from rmscore import keys
-
-        def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n{self.output()[-4000:]}")
-            return bool(redis_client.exists(keys.worker_heartbeat(self.name))) and " ready." in self.output()
-
-        try:
-            wait_until(ready, timeout, f"worker {self.name}", 0.2)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.output()[-4000:]}") from None
-        return self
-
-
-def start_worker_proc(env: dict[str, str], name: str, log: Path, args: list[str] | None = None) -> WorkerProc:
-    cmd = [*CLI, "worker", "--device", "cpu", "--name", name, *(args or [])]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return WorkerProc(name, proc, log, env)

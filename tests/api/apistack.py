@@ -8,10 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,25 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
+from harness import free_port, launch, stop_all, wait_http
+from testkit import CLI, REPO
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-REPO = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("RMSCORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = {"sqlite": 13, "postgresql": 14}
 # Tests that count a tenant's jobs or scores own it alone; test_api_trust.py owns frank..ivan.
 TENANTS = ("alice", "bob", "carol", "dave", "erin", "fuzz", "frank", "grace", "heidi", "ivan")
-CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
 # An item with this custom_id makes the stack's worker raise, with a secret-looking text in the exception.
 POISON_ID = "poison-me"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -66,37 +57,6 @@ class Stack:
         from db.session import get_engine
 
         return get_engine(self.db_url)
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115 - owned by the process
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _pg_schema() -> tuple[str, str]:
@@ -167,12 +127,12 @@ def stack(
     env = stack_env(tiny_model_dir, db_url, broker_url)
     s = Stack(backend, f"http://127.0.0.1:{port}", db_url, broker_url, env, keys, tmp)
     try:
-        s.procs.append(start([*CLI, "worker"], env, tmp / "worker.log"))
-        s.procs.append(start([*CLI, "api", "--port", str(port)], env, tmp / "api.log"))
-        _wait_http(f"{s.url}/readyz", s.procs[-1], tmp / "api.log")
+        s.procs.append(launch(["worker"], env, tmp / "worker.log"))
+        s.procs.append(launch(["api", "--port", str(port)], env, tmp / "api.log"))
+        wait_http(f"{s.url}/readyz", s.procs[-1], tmp / "api.log")
         yield s
     finally:
-        stop(s.procs)
+        stop_all(s.procs)
         if schema is not None:
             _drop_pg_schema(schema)
 

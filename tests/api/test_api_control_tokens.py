@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from procs import RedisServer, start_api, stop_proc
-from testkit import WorkerProc, clean_env, start_worker_proc
+from harness import RedisServer, WorkerProc, start_api, start_worker_proc, stop_proc
+from testkit import clean_env
 
 from rmscore.http import CLIENT_HEADER
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apistack import CLI, Stack, _wait_http, free_port, start, stop
+from apistack import Stack
+from harness import start_api, stop_proc
 
 GHOST = "/nonexistent/models/ghost"
 
 
 @pytest.fixture(scope="module")
 def limited(stack: Stack) -> Iterator[httpx.Client]:
-    port = free_port()
     env = {
         **stack.env,
         "RMSCORE_MODELS": json.dumps([GHOST]),
@@ -31,15 +31,14 @@ def limited(stack: Stack) -> Iterator[httpx.Client]:
         "RMSCORE_MAX_JSON_BODY_BYTES": "100000",
     }
     log = stack.tmp / "api-limited.log"
-    proc = start([*CLI, "api", "--port", str(port)], env, log)
+    url, proc = start_api(env, log)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {stack.keys['erin']}"}, timeout=60
+            base_url=url, headers={"Authorization": f"Bearer {stack.keys['erin']}"}, timeout=60
         ) as c:
             yield c
     finally:
-        stop([proc])
+        stop_proc(proc)
 
 
 def _err(r: httpx.Response, status: int, code: str | None = None) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import RedisServer, start_api, stop_proc
+from harness import RedisServer, start_api, stop_proc
 from testkit import clean_env
 
 from rmscore.http import CLIENT_HEADER

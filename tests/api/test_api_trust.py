@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from apistack import CLI, POISON_ID, Stack, _wait_http, free_port, read_jsonl, start, stop, wait_job
+from apistack import POISON_ID, Stack, read_jsonl, wait_job
+from harness import free_port, start_api, stop_proc
 
 pytestmark = pytest.mark.integration
 
@@ -195,13 +196,11 @@ def test_not_ready_says_which_component_not_why(stack: Stack) -> None:
     """An API whose broker is gone: /readyz names the component, the log has the reason; a
     Prometheus scrape with RMSCORE_METRICS_TOKEN still reads the database's gauges."""
     token = "scrape-" + "s3cret" * 4
-    port, dead = free_port(), free_port()
+    dead = free_port()
     env = {**stack.env, "RMSCORE_BROKER_URL": f"redis://127.0.0.1:{dead}/0", "RMSCORE_METRICS_TOKEN": token}
     log = stack.tmp / "api-no-broker.log"
-    proc = start([*CLI, "api", "--port", str(port)], env, log)
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start_api(env, log)
     try:
-        _wait_http(f"{url}/healthz", proc, log)
         r = httpx.get(f"{url}/readyz", timeout=30)
         assert r.status_code == 503
         assert r.json() == {
@@ -219,5 +218,5 @@ def test_not_ready_says_which_component_not_why(stack: Stack) -> None:
         with stack.client("admin") as admin:
             assert httpx.get(f"{url}/metrics", headers=admin.headers, timeout=30).status_code == 200
     finally:
-        stop([proc])
+        stop_proc(proc)
     assert "readyz: broker not ready" in log.read_text() and str(dead) in log.read_text()

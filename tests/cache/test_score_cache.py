@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import WorkerProc, start_worker_proc
 from sqlalchemy import select
-from testkit import REDIS_URL, WorkerProc, clean_env, run_cli, start_worker_proc, wait_until
+from testkit import REDIS_URL, clean_env, run_cli, wait_until
 
 BROKER = f"{REDIS_URL}/7"
 PAIRS = 12

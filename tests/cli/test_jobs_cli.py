@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clikit import free_port, serve_api
+from harness import start_api, stop_proc
 from testkit import CLI, clean_env, redis_url
 
 
@@ -70,13 +70,11 @@ def api(tmp_path: Path, home: dict[str, str], tiny_model_dir: Path) -> Iterator[
         "RMSCORE_MODEL": str(tiny_model_dir),
     }
     key = rmscore(["keys", "create", "reader"], server_env, tmp_path).stdout.strip()
-    port = free_port()
-    proc = serve_api(server_env, tmp_path, port, tmp_path / "api.log")
+    url, proc = start_api(server_env, tmp_path / "api.log", cwd=tmp_path)
     try:
-        yield {**home, "RMSCORE_API_URL": f"http://127.0.0.1:{port}", "RMSCORE_API_KEY": key}
+        yield {**home, "RMSCORE_API_URL": url, "RMSCORE_API_KEY": key}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_proc(proc)
 
 
 def test_jobs_and_report_through_the_api(tmp_path: Path, api: dict[str, str]) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from clikit import free_port, serve_api
-from testkit import CLI, clean_env, redis_url, start_worker_proc, wait_until
+from harness import free_port, start_api, start_worker_proc, stop_proc
+from testkit import CLI, clean_env, redis_url, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +48,11 @@ def env(tmp_path: Path, tiny_model_dir: Path, other_model: Path) -> dict[str, st
 
 @pytest.fixture
 def api(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    proc = serve_api(env, tmp_path, port, tmp_path / "api.log")
+    url, proc = start_api(env, tmp_path / "api.log", cwd=tmp_path)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_proc(proc)
 
 
 def test_submit_status_and_readyz_name_the_unserved_model(

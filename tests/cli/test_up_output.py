@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from clikit import free_port
+from harness import free_port
 from testkit import CLI, clean_env, redis_url, wait_until
 
 from rmscore.logmux import LogMux

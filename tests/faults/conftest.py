@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from faultkit import N_PAIRS, POISON_ID, POISON_LINE, FaultEnv
-from procs import RedisServer
+from harness import RedisServer
 from testkit import CLI, REPO, clean_env, database_url
 
 

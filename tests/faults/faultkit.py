@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import RedisServer, WorkerProc, start_api, stop_proc
 from pipeline.pipekit import Pipeline, assert_records_equal
-from procs import RedisServer, start_api, stop_proc
-from testkit import WorkerProc, clean_env, wait_until
+from testkit import clean_env, wait_until
 
 N_PAIRS = 30
 POISON_ID = "poison-me"

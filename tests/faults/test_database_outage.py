@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from faultkit import MODEL, FaultEnv
-from procs import PG_BIN, PostgresServer, RedisServer
+from harness import PG_BIN, PostgresServer, RedisServer
 from sqlalchemy import update
 from testkit import wait_until
 

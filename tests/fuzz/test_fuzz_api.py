@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from procs import RedisServer
 from strategies import job_body, json_values, lines, no_newline, texts
 
 from rmscore.http import CLIENT_HEADER

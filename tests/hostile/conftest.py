@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import start_api, start_worker_proc, stop_proc
 from hostilekit import Hostile
-from procs import start_api, stop_proc
-from testkit import clean_env, redis_url, start_worker_proc
+from testkit import clean_env, redis_url
 
 TENANTS = ("alice", "bob", "carol")
 _summaries: list[dict[str, Any]] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from testkit import CLI, REDIS_URL, REPO, WorkerProc, clean_env, wait_until
+from harness import WorkerProc, free_port, launch, stop_all, wait_http
+from testkit import REDIS_URL, clean_env, wait_until
 
 REDIS_DB = 12
 FLOWER_USER, FLOWER_PASSWORD = "monitor", "s3cret-flower"
@@ -29,31 +29,6 @@ METRICS_TOKEN = "monitoring-scrape-token"
 JOB_PAIRS = 20
 CHUNK_SIZE = 6  # 20 pairs -> 4 chunks
 IDLE_CHUNKS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [*CLI, *args], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, auth: Any = None, timeout: float = 120) -> None:
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return httpx.get(url, auth=auth, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, timeout, url, 0.3)
 
 
 @dataclass
@@ -75,18 +50,6 @@ class Fleet:
     def flower(self, path: str, *, auth: bool = True, **params: Any) -> httpx.Response:
         creds = (FLOWER_USER, FLOWER_PASSWORD) if auth else None
         return httpx.get(f"{self.flower_url}{path}", params=params, auth=creds, timeout=30)
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from monkit import free_port, launch, stop_all, wait_http
-from procs import RedisServer
-from testkit import WorkerProc, clean_env, start_worker_proc, wait_until
+from harness import RedisServer, WorkerProc, free_port, launch, start_worker_proc, stop_all, wait_http
+from testkit import clean_env, wait_until
 
 EVIL = "http://evil.example"
 CREDENTIALS = re.compile(r"Flower basic auth for this run: user (\S+) password (\S+) ")

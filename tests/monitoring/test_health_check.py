@@ -3,8 +3,9 @@ the worker beats, 1 once a worker killed without any goodbye lets its heartbeat 
 
 from __future__ import annotations
 
+from harness import start_worker_proc
 from monkit import Fleet
-from testkit import clean_env, run_cli, start_worker_proc, wait_until
+from testkit import clean_env, run_cli, wait_until
 
 HEARTBEAT_TTL = "2"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import CLI, REDIS_URL, REPO, clean_env, run_cli, start_worker_proc, wait_until
+from harness import start_worker_proc
+from testkit import CLI, REDIS_URL, REPO, clean_env, run_cli, wait_until
 
 BROKER = f"{REDIS_URL}/8"
 PAIRS = 40

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import WorkerProc, start_worker_proc
 from pipekit import FAULTS_MODEL, HH_PAIRS, LEASE_SECONDS, Pipeline
-from testkit import CLI, REPO, WorkerProc, clean_env, database_url, redis_url, start_worker_proc
+from testkit import CLI, REPO, clean_env, database_url, redis_url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

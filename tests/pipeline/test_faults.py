@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import WorkerProc
 from pipekit import FAULTS_MODEL, Pipeline
-from testkit import WorkerProc, run_cli, wait_until
+from testkit import run_cli, wait_until
 
 from rmscore import keys
 from worker.faults import CHUNK_DELAY_ENV

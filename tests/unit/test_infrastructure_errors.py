@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from procs import free_port
+from harness import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 

@@ -1,6 +1,12 @@
-"""Processes a test starts and breaks on purpose: a private `redis-server` on a free port.
+"""The one home for the real processes tests and benches start: `rmscore api`, `worker` and
+`flower` (and any other CLI command) with `launch`, readiness with `wait_http` / `start_api` /
+`WorkerProc.wait_ready`, stopping with `stop_all`; and the servers a test breaks on purpose, a
+private `redis-server` and PostgreSQL cluster (fault tests kill and restart their own, never the
+machine's shared ones, which other suites use).
 
-Fault tests kill and restart their own Redis, never the machine's shared one (other suites use it).
+Import as `harness`: pytest puts tests/ on sys.path, and a bench script run from the repo root
+puts it there itself (bench/README.md). The suite kits (apistack, monkit, faultkit, pipekit,
+hostile's conftest) build their stacks from these pieces.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from testkit import CLI, REPO, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -74,46 +83,66 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
-def start_api(
-    env: dict[str, str], log: Path, port: int | None = None, timeout: float = 120
-) -> tuple[str, subprocess.Popen[bytes]]:
-    """A real `rmscore api` process on loopback; returns (base URL, process) once /healthz answers."""
-    import httpx
-    from testkit import CLI, REPO
-
-    port = port or free_port()
+def launch(
+    args: list[str], env: dict[str, str], log: Path, *, cwd: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """`rmscore ARGS` in its own session (signals reach only it), its output in `log`."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*CLI, "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        return subprocess.Popen(
+            [*CLI, *args], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}"
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, *, auth: Any = None, timeout: float = 120
+) -> None:
+    """Until `url` answers 200; RuntimeError, with the end of `log`, if `proc` exits or time runs out."""
+    import httpx
+
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"rmscore api exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{proc.args} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, proc
+            if httpx.get(url, auth=auth, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"rmscore api not up after {timeout}s:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
 
 
-def stop_proc(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def start_api(
+    env: dict[str, str], log: Path, port: int | None = None, timeout: float = 120, *, cwd: Path = REPO
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A real `rmscore api` process on loopback; returns (base URL, process) once /healthz answers."""
+    port = port or free_port()
+    proc = launch(["api", "--host", "127.0.0.1", "--port", str(port)], env, log, cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        wait_http(f"{url}/healthz", proc, log, timeout=timeout)
+    except RuntimeError:
+        stop_all([proc])
+        raise
+    return url, proc
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM to each (their graceful shutdown, in parallel), then SIGKILL any still up after `timeout`."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def stop_proc(proc: subprocess.Popen[bytes]) -> None:
+    stop_all([proc])
 
 
 def _pg_bin() -> Path | None:
@@ -181,3 +210,60 @@ class PostgresServer:
             self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+
+
+@dataclass
+class WorkerProc:
+    """A real `rmscore worker` process (in its own session, so signals reach only it)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(repr=False)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye (a machine lost)."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM (Celery's warm shutdown: the chunk in hand finishes), then wait for the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"worker {self.name} ignored SIGTERM for {timeout}s:\n{self.output()[-3000:]}"
+            ) from None
+
+    def wait_ready(self, redis_client: Any, timeout: float = 180) -> WorkerProc:
+        """Until Celery says ready (after the model is loaded and warmed up) and the heartbeat is there."""
+        from rmscore import keys
+
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n{self.output()[-4000:]}")
+            return bool(redis_client.exists(keys.worker_heartbeat(self.name))) and " ready." in self.output()
+
+        try:
+            wait_until(ready, timeout, f"worker {self.name}", 0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.output()[-4000:]}") from None
+        return self
+
+
+def start_worker_proc(env: dict[str, str], name: str, log: Path, args: list[str] | None = None) -> WorkerProc:
+    cmd = [*CLI, "worker", "--device", "cpu", "--name", name, *(args or [])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return WorkerProc(name, proc, log, env)
