@@ -1,6 +1,6 @@
 """Who is calling: bearer API keys mapped to tenants, or one local tenant when auth is disabled.
 
-Keys are checked against their slow hash (`db.keys.verify_key`); a verified key is then cached
+Keys are checked against their slow hash (`db.api_keys.verify_key`); a verified key is then cached
 in the process for a few seconds under the SHA-256 of the key, so a busy client does not pay the
 hash on every request. Wrong keys are never cached: each costs a full check.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from db.api_keys import verify_key
 from db.jobs import DEFAULT_TENANT
-from db.keys import verify_key
 from rmscore.errors import Forbidden, Unauthorized
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from api.state import ApiState
 
 # Keys are checked on two threads of their own. A key not in the cache costs a scrypt with 16 MiB
-# of memory (db/keys.py), and glibc keeps that memory in the arena of the thread that ran it: on
+# of memory (db/api_keys.py), and glibc keeps that memory in the arena of the thread that ran it: on
 # the shared thread pool, 40 threads and 640 MB for a burst of wrong keys; here, 32 MB at most.
 _KEY_CHECKS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rmscore-key-check")
 

@@ -128,7 +128,7 @@ def run_api(db_url: str, db, job: str, args, tmp: Path) -> dict[str, dict[str, f
     import httpx
     from harness import start_api, stop_proc
 
-    from db.keys import create_key
+    from db.api_keys import create_key
 
     key, _ = create_key(db, "bench-scores", tenant="a")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}

@@ -33,7 +33,7 @@ from rmscore.formats import Conversation
 
 LOOKUP_BATCH = 500  # hashes per IN list: well under SQLite's bound on parameters
 # The scope of a cache shared by every tenant. Tenant names start with a letter or digit
-# (`db.keys.check_name`), so no tenant can ever be this scope.
+# (`db.api_keys.check_name`), so no tenant can ever be this scope.
 SHARED_SCOPE = "*"
 IDENTITY_FIELDS = ("model", "revision", "weights", "dtype", "max_length")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import db.keys  # noqa: F401 - tables defined beside their queries register on Base when imported
+import db.api_keys  # noqa: F401 - tables defined beside their queries register on Base when imported
 from db.models import Base
 
 config = context.config

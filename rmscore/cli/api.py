@@ -77,7 +77,7 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create a key and print it, alone, on stdout. It is shown once: only its hash is stored."""
-    from db.keys import create_key
+    from db.api_keys import create_key
     from rmscore.errors import RmscoreError
 
     try:
@@ -92,7 +92,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """Keys as JSON lines (id, name, tenant, admin, created_at, revoked_at); never the keys themselves."""
-    from db.keys import list_keys
+    from db.api_keys import list_keys
 
     for k in list_keys(_db("keys list")):
         typer.echo(
@@ -112,7 +112,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (rk_<id>_…).")]) -> None:
     """Revoke a key (API processes stop accepting it within 30 seconds)."""
-    from db.keys import revoke_key
+    from db.api_keys import revoke_key
     from rmscore.errors import RmscoreError
 
     try:

@@ -106,7 +106,7 @@ def stack(
 ) -> Iterator[Stack]:
     import redis
 
-    from db.keys import create_key
+    from db.api_keys import create_key
     from db.migrate import upgrade
     from db.session import get_engine
 

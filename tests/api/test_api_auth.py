@@ -62,7 +62,7 @@ def test_missing_or_wrong_key_is_401(stack: Stack) -> None:
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_keys_cli_prints_only_the_key_and_stores_a_hash(stack: Stack, tmp_path: Path) -> None:
-    from db.keys import api_keys
+    from db.api_keys import api_keys
 
     out = subprocess.run(
         [*CLI, "keys", "create", "cli-user", "--tenant", "frank"],

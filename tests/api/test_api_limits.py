@@ -129,7 +129,7 @@ def test_back_pressure_429_and_nothing_dropped(limited: httpx.Client, stack: Sta
 
 def test_uploads_count_their_lines_against_the_tenant_backlog(limited: httpx.Client, stack: Stack) -> None:
     """Uploads were checked with no incoming lines, so any upload got in while the queue had room."""
-    from db.keys import create_key
+    from db.api_keys import create_key
 
     fresh = {"Authorization": f"Bearer {create_key(stack.db(), 'backlog-uploads')[0]}"}  # nothing queued yet
 

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from testkit import clean_env, database_url, run_cli
 
-import db.keys  # noqa: F401 - its table is part of the schema
+import db.api_keys  # noqa: F401 - its table is part of the schema
 from db.migrate import current_revision, head_revision, upgrade
 from db.models import Base
 from db.session import make_engine

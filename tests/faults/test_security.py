@@ -72,7 +72,7 @@ def test_a_pickle_message_is_refused_never_executed(
 @pytest.mark.integration
 @pytest.mark.slow
 def test_no_secret_in_logs_or_error_bodies(fault_env: Any, fault_input: Path) -> None:
-    from db.keys import create_key
+    from db.api_keys import create_key
 
     env: FaultEnv = fault_env("postgresql", redis_password=REDIS_PASSWORD, db_password=DB_PASSWORD)
     assert REDIS_PASSWORD in env.pipe.broker_url and DB_PASSWORD in env.pipe.db_url

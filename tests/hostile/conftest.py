@@ -26,7 +26,7 @@ def hostile(
 ) -> Iterator[Hostile]:
     import redis
 
-    from db.keys import create_key
+    from db.api_keys import create_key
     from db.migrate import upgrade
     from db.session import get_engine
 

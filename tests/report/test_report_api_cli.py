@@ -14,7 +14,7 @@ from report_jobs import XSS
 
 from api.config import ApiConfig
 from api.main import create_app
-from db.keys import create_key
+from db.api_keys import create_key
 from rmscore.report import CSP
 from rmscore.settings import Settings
 
