@@ -2,7 +2,9 @@
 
 No foreign keys on purpose: a job's items are written in batches before its row, so a half-stored
 upload is never visible as a job (see `db.jobs.create_job`).
-Timestamps are naive UTC (`db.session.utcnow`).
+Timestamps are naive UTC (`db.session.utcnow`). The declarative classes are named `…Row`: `Job`,
+`Item` and `CachedScore` already name the views the code passes around (`db.jobs.JobInfo`,
+`rmscore.formats.Item`, `db.cache.CachedScore`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, datetime: DateTime()}
 
 
-class Job(Base):
+class JobRow(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -71,7 +73,7 @@ class Job(Base):
     )
 
 
-class Item(Base):
+class ItemRow(Base):
     __tablename__ = "items"
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -85,7 +87,7 @@ class Item(Base):
     __table_args__ = (Index("ix_items_job_custom_id", "job_id", "custom_id"),)
 
 
-class Result(Base):
+class ResultRow(Base):
     __tablename__ = "results"
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -115,7 +117,7 @@ class Result(Base):
     )
 
 
-class Chunk(Base):
+class ChunkRow(Base):
     __tablename__ = "chunks"
 
     id: Mapped[int] = mapped_column(ChunkId, primary_key=True, autoincrement=True)
@@ -142,7 +144,7 @@ class Chunk(Base):
     )
 
 
-class CachedScore(Base):
+class ScoreCacheRow(Base):
     """One conversation's score under one model identity, in one scope (`db.cache`).
 
     The scope is the tenant whose job scored it, so a tenant can never learn from `cached: true`
@@ -166,8 +168,8 @@ class CachedScore(Base):
 
 
 # The Core tables the queries use. Declarative types `__table__` as a FromClause; it is a Table.
-jobs = cast(Table, Job.__table__)
-items = cast(Table, Item.__table__)
-results = cast(Table, Result.__table__)
-chunks = cast(Table, Chunk.__table__)
-score_cache = cast(Table, CachedScore.__table__)
+jobs = cast(Table, JobRow.__table__)
+items = cast(Table, ItemRow.__table__)
+results = cast(Table, ResultRow.__table__)
+chunks = cast(Table, ChunkRow.__table__)
+score_cache = cast(Table, ScoreCacheRow.__table__)
