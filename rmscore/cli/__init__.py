@@ -1,7 +1,7 @@
 """The `rmscore` command. Each module here adds the commands of one area; heavy imports (torch,
 transformers, celery) happen inside the commands so `rmscore --help` stays fast.
 
-`main` runs the app under one failure handler (`rmscore.cli.failures`): an expected failure prints
+`main` runs the app under one failure handler (`rmscore.cli.diagnose`): an expected failure prints
 its cause and fix in one or two lines, never a traceback, unless `--debug` asks for one."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     try:
         command()(prog_name="rmscore")
     except Exception as e:
-        from rmscore.cli.failures import explain
+        from rmscore.cli.diagnose import explain
 
         failure = None if _State.debug else explain(e)
         if failure is None:
