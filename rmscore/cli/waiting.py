@@ -1,9 +1,10 @@
 """Why a job is not moving: the CLI's side of `rmscore.liveness`.
 
 `submit`, `status` and `submit --wait` name any of a job's models that no live worker serves, and
-since when, in both modes: from the broker's Redis directly, or from the API's `/readyz` (its
-`models` section). A check that cannot run (broker or API down) says nothing: the command's own
-work has succeeded, and its own errors speak for the services.
+since when, in both modes: the backend's `unserved` (`rmscore.cli.backends`) asks the broker's
+Redis directly, or the API's `/readyz` (its `models` section). A check that cannot run (broker or
+API down) says nothing: the command's own work has succeeded, and its own errors speak for the
+services.
 """
 
 from __future__ import annotations
@@ -18,32 +19,6 @@ from rich.markup import escape
 
 err = Console(stderr=True)
 CHECK_EVERY_S = 5.0
-
-
-def unserved_local(models: list[str]) -> dict[str, str]:
-    """Model -> problem, for the models without a live worker, read from the broker's Redis."""
-    import redis
-
-    from rmscore.broker import get_redis
-    from rmscore.liveness import model_liveness
-    from rmscore.settings import get_settings
-
-    try:
-        r = get_redis(get_settings().broker_url)
-        return {m: p for m in models if (p := model_liveness(r, m).problem())}
-    except (redis.RedisError, OSError):
-        return {}
-
-
-def unserved_remote(client: Any, models: list[str]) -> dict[str, str]:
-    """The same, from the API's /readyz (which reads the same Redis)."""
-    import httpx
-
-    try:
-        found = client.ready().get("models") or {}
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return {m: found[m]["problem"] for m in models if (found.get(m) or {}).get("problem")}
 
 
 def models_of(summary: dict[str, Any]) -> list[str]:
