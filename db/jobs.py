@@ -26,7 +26,7 @@ from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash, error_record
-from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, JOB_TERMINAL, KIND_CHOICES, ControlTokens, Overflow, choices
+from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, KIND_CHOICES, ControlTokens, JobProgress, Overflow, choices
 
 DEFAULT_TENANT = "local"
 # What identifies a submission for idempotency: a digest, or a function that gives it once the input
@@ -35,7 +35,7 @@ Fingerprint = str | Callable[[], str] | None
 
 
 @dataclass(frozen=True)
-class JobInfo:
+class JobInfo(JobProgress):
     id: str
     tenant: str
     kind: str
@@ -59,15 +59,6 @@ class JobInfo:
         m = dict(row._mapping)
         m["metadata"] = m.pop("metadata", None)
         return cls(**{k: m[k] for k in cls.__dataclass_fields__})
-
-    @property
-    def done(self) -> int:
-        """Lines with an outcome (scored or failed)."""
-        return self.completed + self.failed
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in JOB_TERMINAL
 
     def items_per_second(self, now: datetime | None = None) -> float | None:
         """Lines finished per second since the first chunk started (bad input lines not counted)."""

@@ -29,7 +29,7 @@ import httpx
 
 from rmscore import errors
 from rmscore.http import CLIENT_HEADER
-from rmscore.vocabulary import JOB_TERMINAL
+from rmscore.vocabulary import JobProgress
 
 RETRY_STATUSES = (429, 502, 503, 504)
 _STATUS_ERRORS: dict[int, type[errors.RmscoreError]] = {
@@ -52,7 +52,7 @@ class ApiError(errors.RmscoreError):
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(JobProgress):
     id: str
     status: str
     kind: str
@@ -75,14 +75,6 @@ class Job:
             int(c.get("failed", 0)),
             d,
         )
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in JOB_TERMINAL
 
     @property
     def accuracy(self) -> dict[str, Any] | None:

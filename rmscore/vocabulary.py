@@ -28,6 +28,24 @@ JOB_ACTIVE = (JobStatus.queued, JobStatus.running)
 JOB_TERMINAL = (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
 
 
+class JobProgress:
+    """`done` and `terminal`, read the same way from every view of a job (`db.jobs.JobInfo`,
+    `rmscore.client.Job`): each is a dataclass with these three fields."""
+
+    status: str
+    completed: int
+    failed: int
+
+    @property
+    def done(self) -> int:
+        """Lines with an outcome (scored or failed)."""
+        return self.completed + self.failed
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_TERMINAL
+
+
 class ChunkStatus(StrEnum):
     queued = "queued"
     leased = "leased"  # a worker holds it until its lease expires
