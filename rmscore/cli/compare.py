@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rmscore.cli.helptext import comma_list
+
 err = Console(stderr=True)
 
 
@@ -59,7 +61,7 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")] = False,
 ) -> None:
     """Accuracy of two models per subset, how often they agree, and the pairs where they do not."""
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    names = comma_list(models)
     from rmscore.cli.backends import open_backend
 
     with open_backend() as backend:

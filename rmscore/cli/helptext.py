@@ -26,6 +26,11 @@ InputFile = Annotated[
 KindOption = Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")]
 
 
+def comma_list(value: str | None) -> list[str] | None:
+    """'a, b' -> ['a', 'b'] (empty names dropped); None when not given."""
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
 def check_choice(value: str | None, allowed: Iterable[str], option: str) -> None:
     """A BadParameter naming the allowed words unless `value` is one of them (or not given)."""
     from rmscore.vocabulary import choices

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from rmscore.cli.backends import Backend, Submission, database_label, local_db, local_only, open_backend, user_errors
 from rmscore.cli.display import print_job
-from rmscore.cli.helptext import DEFAULT_MODEL, InputFile, KindOption, check_choice, env_default
+from rmscore.cli.helptext import DEFAULT_MODEL, InputFile, KindOption, check_choice, comma_list, env_default
 from rmscore.vocabulary import KIND_CHOICES
 
 if TYPE_CHECKING:
@@ -80,16 +80,8 @@ def submit(
             raise typer.BadParameter(f"not JSON: {e}", param_hint="--metadata") from None
         if not isinstance(meta, dict):
             raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
-    request = Submission(
-        kind=kind,
-        model=model,
-        chunk_size=chunk_size,
-        overflow=overflow,
-        metadata=meta,
-        idempotency_key=idempotency_key,
-        cache=cache,
-        models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
-    )
+    # In field order: each option is the Submission field of its name.
+    request = Submission(kind, model, chunk_size, overflow, meta, idempotency_key, cache, comma_list(models))
     with open_backend() as backend:
         job = backend.submit(input, request)
         typer.echo(job.id)
