@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import signal
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
 
 from harness import RedisServer, free_port, launch, stop_all, wait_http  # noqa: E402
-from testkit import CLI  # noqa: E402
+from testkit import CLI, clean_env  # noqa: E402
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -143,18 +142,13 @@ def main() -> int:
     redis, api_port = RedisServer(tmp / "redis.log"), free_port()
     broker = redis.url
     db_url = a.database_url or f"sqlite:///{tmp / 'rmscore.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-    env.update(
+    env = clean_env(
         RMSCORE_DATABASE_URL=db_url,
         RMSCORE_BROKER_URL=broker,
         RMSCORE_MODEL=str(Path(a.model).resolve()),
         RMSCORE_DEVICE="cpu",
         RMSCORE_AUTH="enabled",
         RMSCORE_HEARTBEAT_INTERVAL="2",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        PYTHONPATH=str(REPO),
-        OMP_NUM_THREADS="1",
     )
     procs: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what was started

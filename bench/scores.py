@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -127,17 +126,16 @@ def resolve(params: dict[str, object], job: str, deep: str) -> dict[str, object]
 def run_api(db_url: str, db, job: str, args, tmp: Path) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
     import httpx
     from harness import start_api, stop_proc
+    from testkit import clean_env
 
     from db.api_keys import create_key
 
     key, _ = create_key(db, "bench-scores", tenant="a")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-    env.update(
+    env = clean_env(
         RMSCORE_DATABASE_URL=db_url,
         RMSCORE_BROKER_URL=args.broker_url,
         RMSCORE_AUTH="enabled",
         RMSCORE_MODEL="./models/tiny",
-        PYTHONPATH=str(REPO),
     )
     url, proc = start_api(env, tmp / "api.log")
     out: dict[str, dict[str, float]] = {}

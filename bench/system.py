@@ -88,23 +88,20 @@ class Stack:
     def __init__(self, model: str, db_url: str, broker_url: str, workers: int, threads: int, tmp: Path,
                  extra_env: dict[str, str]) -> None:
         from harness import free_port, launch, start_worker_proc
+        from testkit import clean_env
 
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-        env.update(
+        env = clean_env(
             RMSCORE_DATABASE_URL=db_url,
             RMSCORE_BROKER_URL=broker_url,
             RMSCORE_MODEL=model,
             RMSCORE_DEVICE="cpu",
             RMSCORE_AUTH="disabled",
             RMSCORE_HEARTBEAT_INTERVAL="1",
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            PYTHONPATH=str(ROOT),
+            **extra_env,
         )
-        env.update(extra_env)
         self.env = env
         per_worker = str(max(1, threads // workers))
         self.workers = [

@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
 
 from harness import start_api, stop_proc  # noqa: E402
+from testkit import clean_env  # noqa: E402
 
 from rmscore.http import CLIENT_HEADER  # noqa: E402
 
@@ -71,13 +72,11 @@ def main() -> int:
     db_url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     r = redis.Redis.from_url(args.broker_url)
     r.flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-    env.update(
+    env = clean_env(
         RMSCORE_DATABASE_URL=db_url,
         RMSCORE_BROKER_URL=args.broker_url,
         RMSCORE_AUTH="disabled",
         RMSCORE_MODEL="./models/tiny",
-        PYTHONPATH=str(REPO),
     )
     url, api = start_api(env, tmp / "api.log")
     try:
