@@ -79,3 +79,20 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def assert_records_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float = 1e-4) -> None:
+    """A job's result records equal `rmscore score`'s for the same lines (scores within `tol`)."""
+    assert [r["line"] for r in got] == [r["line"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        # Stored results also say whether a score came from the score cache (`rmscore score` has none):
+        # a bool on every scored line, nothing on an error; the scores themselves must match.
+        assert isinstance(g.get("cached"), bool) if "error" not in g else "cached" not in g, g
+        if "cached" not in w:
+            g = {k: v for k, v in g.items() if k != "cached"}
+        assert g.keys() == w.keys(), (g, w)
+        for k, v in w.items():
+            if isinstance(v, float):
+                assert abs(g[k] - v) <= tol, (k, g, w)
+            else:
+                assert g[k] == v, (k, g, w)

@@ -192,19 +192,3 @@ def hh_reference(hh_file: Path, tiny_model_dir: Path, tmp_path_factory: pytest.T
         capture_output=True,
     )
     return read_jsonl(out.read_text())
-
-
-def assert_records_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float = 1e-4) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        # Stored results also say whether a score came from the score cache (`rmscore score` has none):
-        # a bool on every scored line, nothing on an error; the scores themselves must match.
-        assert isinstance(g.get("cached"), bool) if "error" not in g else "cached" not in g, g
-        if "cached" not in w:
-            g = {k: v for k, v in g.items() if k != "cached"}
-        assert g.keys() == w.keys(), (g, w)
-        for k, v in w.items():
-            if isinstance(v, float):
-                assert abs(g[k] - v) <= tol, (k, g, w)
-            else:
-                assert g[k] == v, (k, g, w)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apistack import Stack, assert_records_equal, read_jsonl, wait_job
+from apistack import Stack, read_jsonl, wait_job
+from testkit import assert_records_equal
 
 pytestmark = pytest.mark.integration
 

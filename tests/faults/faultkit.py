@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import RedisServer, WorkerProc, start_api, stop_proc
-from pipeline.pipekit import Pipeline, assert_records_equal
+from pipeline.pipekit import Pipeline
 from testkit import clean_env, wait_until
 
 N_PAIRS = 30
@@ -153,4 +153,4 @@ def sleep_while(seconds: float, check: Callable[[], None], every: float = 1.0) -
         time.sleep(min(every, max(0.0, end - time.monotonic())))
 
 
-__all__ = ["FaultEnv", "assert_records_equal", "poisoned", "sleep_while"]
+__all__ = ["FaultEnv", "poisoned", "sleep_while"]

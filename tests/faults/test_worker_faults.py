@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from faultkit import MODEL, POISON_ID, POISON_LINE, FaultEnv
-from pipeline.pipekit import assert_records_equal
+from testkit import assert_records_equal
 
 from db.chunks import SCORING_FAILED
 from rmscore import failures

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from testkit import wait_until
+from testkit import assert_records_equal, wait_until
 
 HH_PAIRS = 500
 LEASE_SECONDS = 5
@@ -78,19 +78,3 @@ class Pipeline:
 
     def worker_env(self, **extra: str) -> dict[str, str]:
         return {**self.env, **extra}
-
-
-def assert_records_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], tol: float = 1e-4) -> None:
-    assert [r["line"] for r in got] == [r["line"] for r in want]
-    for g, w in zip(got, want, strict=True):
-        # Stored results also say whether a score came from the score cache (`rmscore score` has none):
-        # a bool on every scored line, nothing on an error; the scores themselves must match.
-        assert isinstance(g.get("cached"), bool) if "error" not in g else "cached" not in g, g
-        if "cached" not in w:
-            g = {k: v for k, v in g.items() if k != "cached"}
-        assert g.keys() == w.keys(), (g, w)
-        for k, v in w.items():
-            if isinstance(v, float):
-                assert abs(g[k] - v) <= tol, (k, g, w)
-            else:
-                assert g[k] == v, (k, g, w)

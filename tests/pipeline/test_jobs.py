@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipekit import HH_PAIRS, Pipeline, assert_records_equal
-from testkit import run_cli
+from pipekit import HH_PAIRS, Pipeline
+from testkit import assert_records_equal, run_cli
 
 from db.chunks import SCORING_FAILED
 from rmscore import failures
