@@ -17,13 +17,15 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperOption
 
+from rmscore.vocabulary import JobKind
+
 DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
 
 # The input file and its kind, as `score` and `submit` both take them.
 InputFile = Annotated[
     Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
 ]
-KindOption = Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")]
+KindOption = Annotated[str, typer.Option(help=f"{', '.join(JobKind)}, or auto (from the first line).")]
 
 
 def comma_list(value: str | None) -> list[str] | None:
