@@ -57,13 +57,17 @@ class PairItem:
     chosen: Conversation
     rejected: Conversation
     kind: Kind = field(default="pairwise", init=False)
+    # The line gave prompt, chosen and rejected as plain strings (not messages, not an HH transcript):
+    # preference exports give such pairs back as strings (`rmscore.preferences`).
+    text: bool = False
 
     @property
     def conversations(self) -> list[Conversation]:
         return [self.chosen, self.rejected]
 
     def payload(self) -> dict[str, Any]:
-        return {"chosen": self.chosen, "rejected": self.rejected}
+        # `text` only when set: payloads stored before it existed read as not text, and most stay as they were.
+        return {"chosen": self.chosen, "rejected": self.rejected, **({"text": True} if self.text else {})}
 
 
 @dataclass(slots=True)
@@ -92,7 +96,7 @@ def item_from_payload(
     """Rebuild an item stored with `payload()` (the database keeps that form)."""
     if kind == "chat":
         return ChatItem(line, custom_id, payload["messages"])
-    return PairItem(line, custom_id, subset, payload["chosen"], payload["rejected"])
+    return PairItem(line, custom_id, subset, payload["chosen"], payload["rejected"], text=payload.get("text") is True)
 
 
 def content_hash(item: Item) -> str:
@@ -238,7 +242,7 @@ def parse_object(
         if found == "chat":
             return ChatItem(line, cid, _chat(obj, max_turns))
         chosen, rejected = _pair(obj, max_turns)
-        return PairItem(line, cid, subset, chosen, rejected)
+        return PairItem(line, cid, subset, chosen, rejected, text=_plain_text(obj))
     except _Bad as bad:
         return LineError(line, cid, bad.code, bad.message, subset)
 
@@ -252,6 +256,14 @@ def _chat(obj: dict[str, Any], max_turns: int) -> Conversation:
         {"role": "user", "content": _text(obj["prompt"], "prompt")},
         {"role": "assistant", "content": _text(obj["response"], "response")},
     ]
+
+
+def _plain_text(obj: dict[str, Any]) -> bool:
+    """Whether a pairwise line (already parsed) gave its prompt and both replies as plain strings:
+    `{"prompt": str, "chosen": str, "rejected": str}` or an EvalBiasBench row with string responses."""
+    if "response1" in obj:
+        return isinstance(obj["response1"], str) and isinstance(obj["response2"], str)
+    return all(isinstance(obj.get(k), str) for k in ("prompt", "chosen", "rejected"))
 
 
 def _pair(obj: dict[str, Any], max_turns: int) -> tuple[Conversation, Conversation]:
