@@ -25,7 +25,7 @@ SUFFIXES: tuple[tuple[str, str], ...] = (
     (".csv", "csv"),
     (".parquet", "parquet"),
 )
-FLUSH_CHARS = 64 * 1024  # CSV text handed on at a time: bounded memory, few writes
+FLUSH_CHARS = 64 * 1024  # CSV or JSON text handed on at a time: bounded memory, few writes
 
 
 def format_of(output: str | os.PathLike[str]) -> str:
@@ -42,6 +42,21 @@ def format_of(output: str | os.PathLike[str]) -> str:
         f"cannot tell the format of {name!r} from its name: use one of {known} (or '-' for stdout)",
         code="unknown_output_format",
     )
+
+
+def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """Records as JSON lines, UTF-8, in pieces of about `FLUSH_CHARS` characters."""
+    buf: list[str] = []
+    size = 0
+    for rec in records:
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        buf.append(line)
+        size += len(line)
+        if size >= FLUSH_CHARS:
+            yield "".join(buf).encode()
+            buf, size = [], 0
+    if buf:
+        yield "".join(buf).encode()
 
 
 def csv_chunks(records: Iterable[dict[str, Any]], kind: str, *, with_model: bool = False) -> Iterator[str]:
@@ -96,6 +111,24 @@ def write_records(
             with opener(tmp, "wt", encoding="utf-8") as f:
                 for rec in counted():
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def save(pieces: Iterable[bytes], output: str | os.PathLike[str], *, gz: bool = False) -> int:
+    """Write `pieces` to `output` (gzipped with `gz`) through a `.part` file renamed when complete,
+    so a failure half-way never leaves a file that looks finished; returns the bytes received."""
+    path = Path(output)
+    tmp = path.with_name(path.name + ".part")
+    n = 0
+    try:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") if gz else raw as f:
+            for piece in pieces:
+                f.write(piece)
+                n += len(piece)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
