@@ -5,7 +5,6 @@ that the writers consume their rows lazily, in bounded memory (tracemalloc, not 
 from __future__ import annotations
 
 import io
-import json
 import math
 import tracemalloc
 from collections.abc import Iterator
@@ -74,7 +73,8 @@ def test_best_worst_best_vs_rest_ties_and_min_margin() -> None:
     assert [r["margin"] for r in kept] == [1.5, 3.0]
     assert list(prefs.preference_rows(group([1.0, 1.0, 1.0]), "messages", prefs.Spec())) == []
     # Labelled listwise: both on the chosen side says nothing about the label.
-    labelled = list(prefs.preference_rows(group([3.0, 2.0, 1.0], n_chosen=2), "messages", prefs.Spec(pairs="best-vs-rest")))
+    rest_spec = prefs.Spec(pairs="best-vs-rest")
+    labelled = list(prefs.preference_rows(group([3.0, 2.0, 1.0], n_chosen=2), "messages", rest_spec))
     assert [r["agrees_with_label"] for r in labelled] == [None, True]
 
 
@@ -112,8 +112,9 @@ def endless(n: int, seen: list[int], size: int = 100) -> Iterator[dict[str, Any]
     """`n` rows of about 3 x `size` bytes, counting in `seen[0]` how many were taken so far."""
     for i in range(n):
         seen[0] = i + 1
-        yield {"prompt": "q" * size, "chosen": "c" * size, "rejected": "r" * size, "chosen_score": 1.0,
-               "rejected_score": 0.0, "margin": 1.0, "agrees_with_label": True, "custom_id": str(i), "line": i}  # fmt: skip
+        texts = {"prompt": "q" * size, "chosen": "c" * size, "rejected": "r" * size}
+        yield {**texts, "chosen_score": 1.0, "rejected_score": 0.0, "margin": 1.0, "agrees_with_label": True,
+               "custom_id": str(i), "line": i}  # fmt: skip
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
