@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 Kind = Literal["chat", "pairwise", "listwise"]
+KIND_CHOICES = ("chat", "pairwise", "listwise", "auto")  # what a submission may name (auto: the first line's)
+KIND_CHOICES_MESSAGE = "kind must be chat, pairwise, listwise or auto"
 Message = dict[str, str]
 Conversation = list[Message]
 ROLES = ("system", "user", "assistant")
@@ -299,7 +301,7 @@ def parse_object(
             prompt, responses, n_chosen = _listwise(obj, max_turns, max_responses)
             item = ListwiseItem(line, cid, subset, prompt, responses, n_chosen)
             for i, conv in enumerate(item.conversations):
-                what = _response_name(i, n_chosen)
+                what = response_name(i, n_chosen)
                 if len(conv) > max_turns:
                     raise _Bad(
                         "too_many_turns", f"{what} has {len(conv)} messages with the prompt; the limit is {max_turns}"
@@ -400,7 +402,7 @@ def _responses(value: Any, what: str, max_turns: int, max_responses: int, *, one
     return out
 
 
-def _response_name(i: int, n_chosen: int | None) -> str:
+def response_name(i: int, n_chosen: int | None) -> str:
     """How an error names response i: as the user's own field and index."""
     if n_chosen is None:
         return f"responses[{i}]"
