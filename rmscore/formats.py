@@ -384,6 +384,8 @@ def _responses(value: Any, what: str, max_turns: int, max_responses: int, *, one
     """A list of responses, each a string or the assistant's messages; `one_ok`: a bare string is one."""
     if one_ok and isinstance(value, str):
         return [_text(value, what)]
+    if one_ok and isinstance(value, list) and value and isinstance(value[0], dict):
+        return [_messages(value, what, max_turns)]  # one reply as messages, as a pair line gives it
     if not isinstance(value, list):
         raise _Bad("invalid_field", f"{what} must be an array of responses, got {_type(value)}")
     if not value:
