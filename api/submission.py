@@ -124,6 +124,7 @@ def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Itera
         kind,  # type: ignore[arg-type]
         max_line_bytes=settings.max_line_bytes,
         max_turns=settings.max_turns,
+        max_responses=settings.max_responses,
     )
 
 
@@ -176,8 +177,8 @@ def prepare(
     options: dict[str, Any] | None,
 ) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
     """Validate what applies to the whole job before any line is read: (model, metadata, options)."""
-    if kind not in ("chat", "pairwise", "auto"):
-        raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
+    if kind not in formats.KIND_CHOICES:
+        raise BadRequest(formats.KIND_CHOICES_MESSAGE, code="invalid_kind")
     short = resolve_model(model, settings)
     return short, check_metadata(metadata, config), check_options(options)
 

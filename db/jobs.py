@@ -19,13 +19,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from db.listwise import best_of_n_spread, listwise_evaluation
 from db.models import JOB_ACTIVE, JOB_TERMINAL, chunks, items, jobs, results
 from db.results import BATCH, insert_missing_results, job_accuracy
 from db.session import reading, retrying, utcnow, writing
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
-from rmscore.formats import Item, Kind, LineError, Parsed, content_hash
+from rmscore.formats import KIND_CHOICES, KIND_CHOICES_MESSAGE, Item, Kind, LineError, Parsed, content_hash
 
 DEFAULT_TENANT = "local"
 OVERFLOWS = ("truncate", "error")
@@ -54,12 +55,13 @@ class JobInfo:
     options: dict[str, Any]
     idempotency_key: str | None
     error: str | None
+    responses: int | None = None  # listwise jobs: responses on the lines that parsed (migration 0007)
 
     @classmethod
     def from_row(cls, row: Any) -> JobInfo:
         m = dict(row._mapping)
         m["metadata"] = m.pop("metadata", None)
-        return cls(**{k: m[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: m[k] for k in cls.__dataclass_fields__ if k in m})
 
     @property
     def done(self) -> int:
@@ -89,6 +91,11 @@ class JobInfo:
             "completed": d.pop("completed"),
             "failed": d.pop("failed"),
         }
+        # Counts are of lines (a listwise line is one request however many responses it holds); a
+        # listwise job adds how many responses its lines that parsed hold, once (not per model).
+        responses = d.pop("responses")
+        if self.kind == "listwise":
+            d["request_counts"]["responses"] = responses or 0
         d["items_per_second"] = self.items_per_second()
         return d
 
@@ -231,8 +238,8 @@ def create_job(
     Raises BadRequest (empty input, bad options), TooLarge (more than `max_items` lines),
     IdempotencyMismatch (the key was used for another request).
     """
-    if kind not in ("chat", "pairwise", "auto"):
-        raise BadRequest("kind must be chat, pairwise or auto", code="invalid_kind")
+    if kind not in KIND_CHOICES:
+        raise BadRequest(KIND_CHOICES_MESSAGE, code="invalid_kind")
     opts = check_options(options)
     if idempotency_key is not None:
         earlier = find_by_idempotency_key(db, tenant, idempotency_key)
@@ -243,7 +250,7 @@ def create_job(
     scored_by = list(dict.fromkeys([model, *(models or [])]))
     planner = _ChunkPlanner(chunk_size, chunk_max_tokens)
     job_kind: str | None = None if kind == "auto" else kind
-    total = failed = 0
+    total = failed = responses = 0
     item_rows: list[dict[str, Any]] = []
     error_rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -287,6 +294,7 @@ def create_job(
                 subset = getattr(p, "subset", None)
                 item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, p.payload(), content_hash(p)))
                 planner.add(p)
+                responses += len(p.conversations) if p.kind == "listwise" else 0
             if len(item_rows) >= BATCH:
                 flush()
         flush()
@@ -308,6 +316,7 @@ def create_job(
             "idempotency_key": idempotency_key,
             # Read after the last line: an upload's digest is complete only now.
             "request_fingerprint": fingerprint() if callable(fingerprint) else fingerprint,
+            "responses": responses if job_kind == "listwise" else None,
         }
         if not planner.plans:  # every line failed to parse: nothing to score
             job_row.update(status="failed", failed_at=now, error="no line of the input could be scored")
@@ -453,19 +462,29 @@ def list_jobs(
 
 def job_summary(db: Engine, job_id: str, *, tenant: str | None = None) -> dict[str, Any]:
     """The job as JSON plus, for pairwise jobs, accuracy per subset and overall and the evaluation
-    tables that apply (RewardBench sections, EvalBiasBench; `rmscore.evaluation.evaluate_accuracy`)."""
+    tables that apply (RewardBench sections, EvalBiasBench; `rmscore.evaluation.evaluate_accuracy`);
+    for listwise jobs the spread of best and worst scores (`best_of_n`) and, for labelled lines,
+    mean RewardBench 2 credit per subset and RewardBench 2's table (`db.listwise`)."""
     job = get_job(db, job_id, tenant=tenant)
     out = job.to_dict()
-    out["accuracy"] = job_accuracy(db, job.id, job.model) if job.kind == "pairwise" else None
-    out["evaluation"] = evaluate_accuracy(out["accuracy"])
     out["models"] = job_models(db, job)
     out["by_model"] = None
-    if len(out["models"]) > 1 and job.kind == "pairwise":
-        out["by_model"] = {}
-        for m in out["models"]:
-            acc = out["accuracy"] if m == job.model else job_accuracy(db, job.id, m)
-            out["by_model"][m] = {"accuracy": acc, "evaluation": evaluate_accuracy(acc)}
+    per_model = {m: _model_summary(db, job, m) for m in out["models"]}
+    out.update(per_model[job.model])
+    if len(out["models"]) > 1 and job.kind != "chat":
+        out["by_model"] = per_model
     return out
+
+
+def _model_summary(db: Engine, job: JobInfo, model: str) -> dict[str, Any]:
+    """One model's accuracy and evaluation (pairwise, labelled listwise), and for listwise jobs the
+    spread of best and worst scores (`best_of_n`)."""
+    if job.kind == "listwise":
+        with reading(db) as conn:
+            accuracy, evaluation = listwise_evaluation(conn, job.id, model)
+            return {"accuracy": accuracy, "evaluation": evaluation, "best_of_n": best_of_n_spread(conn, job.id, model)}
+    accuracy = job_accuracy(db, job.id, model) if job.kind == "pairwise" else None
+    return {"accuracy": accuracy, "evaluation": evaluate_accuracy(accuracy)}
 
 
 def job_models(db: Engine | Connection, job: JobInfo) -> list[str]:

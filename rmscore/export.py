@@ -69,7 +69,10 @@ def csv_chunks(records: Iterable[dict[str, Any]], kind: str, *, with_model: bool
     )
     writer.writeheader()
     for rec in records:
-        writer.writerow(flat_record(rec))
+        row = flat_record(rec)
+        if isinstance(row.get("scores"), list):
+            row["scores"] = json.dumps(row["scores"])  # one cell: a listwise line's scores as a JSON array
+        writer.writerow(row)
         if out.tell() >= FLUSH_CHARS:
             yield out.getvalue()
             out.seek(0)

@@ -27,6 +27,7 @@ from db.results import iter_results
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge
 from rmscore.export import jsonl_chunks
+from rmscore.formats import KIND_CHOICES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -144,7 +145,7 @@ _UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "JSONL, .jsonl.gz, .parquet"},
-                        "kind": {"type": "string", "enum": ["chat", "pairwise", "auto"]},
+                        "kind": {"type": "string", "enum": list(KIND_CHOICES)},
                         "model": {"type": "string"},
                         "metadata": {"type": "string", "description": "A JSON object"},
                         "overflow": {"type": "string", "enum": ["truncate", "error"]},
@@ -251,6 +252,7 @@ async def upload_job(
             max_json_bytes=config.max_json_body_bytes,
             max_line_bytes=settings.max_line_bytes,
             max_turns=settings.max_turns,
+            max_responses=settings.max_responses,
         )
         with tempfile.TemporaryDirectory(prefix="rmscore-upload-") as tmp:
             path = PathLib(tmp) / "upload"

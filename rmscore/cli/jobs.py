@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+from rmscore.formats import KIND_CHOICES, KIND_CHOICES_MESSAGE
 
 err = Console(stderr=True)
 db_app = typer.Typer(help="The job database.", no_args_is_help=True)
@@ -95,7 +96,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision [de
 
 def submit(
     input: Annotated[Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)],
-    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
+    kind: Annotated[str, typer.Option(help="chat, pairwise, listwise, or auto (from the first line).")] = "auto",
     model: Annotated[
         str | None, typer.Option(help=f"Model to score with (its name or id). {env_default('model', DEFAULT_MODEL)}")
     ] = None,
@@ -126,8 +127,8 @@ def submit(
     ] = None,
 ) -> None:
     """Store INPUT as a scoring job and queue it for the workers; prints the job id on stdout."""
-    if kind not in ("chat", "pairwise", "auto"):
-        raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
+    if kind not in KIND_CHOICES:
+        raise typer.BadParameter(KIND_CHOICES_MESSAGE, param_hint="--kind")
     meta = None
     if metadata is not None:
         try:

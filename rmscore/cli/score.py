@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rmscore.cli.helptext import DEFAULT_MODEL, env_default
-from rmscore.formats import LineError, Parsed, error_record, open_input
+from rmscore.formats import KIND_CHOICES, KIND_CHOICES_MESSAGE, LineError, Parsed, error_record, open_input
 from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
 
@@ -58,7 +58,7 @@ def score(
     model: Annotated[
         str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
     ] = None,
-    kind: Annotated[str, typer.Option(help="chat, pairwise, or auto (from the first line).")] = "auto",
+    kind: Annotated[str, typer.Option(help="chat, pairwise, listwise, or auto (from the first line).")] = "auto",
     device: Annotated[
         str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")
     ] = None,
@@ -105,8 +105,8 @@ def score(
     from rmscore.settings import get_settings
 
     settings = get_settings()
-    if kind not in ("chat", "pairwise", "auto"):
-        raise typer.BadParameter("kind must be chat, pairwise or auto", param_hint="--kind")
+    if kind not in KIND_CHOICES:
+        raise typer.BadParameter(KIND_CHOICES_MESSAGE, param_hint="--kind")
     if overflow not in (None, "truncate", "error"):
         raise typer.BadParameter("overflow must be truncate or error", param_hint="--overflow")
     if control_tokens not in (None, "card", "neutralize"):
@@ -155,6 +155,7 @@ def score(
                 kind,  # type: ignore[arg-type]
                 max_line_bytes=settings.max_line_bytes,
                 max_turns=settings.max_turns,
+                max_responses=settings.max_responses,
             )
             for window in windows(parsed, WINDOW):
                 for record in _score_window(engine, window, partial(score_items, control_tokens=control)):
