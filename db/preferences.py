@@ -42,7 +42,7 @@ def open_export(db: Engine, job_id: str, spec: preferences.Spec, *, tenant: str 
         does = "nothing to pair" if spec.what == "preferences" else "no best one to pick"
         raise BadRequest(
             f"job {job.id} is a chat job: each line has one response, so there is {does}; "
-            "submit the responses to compare as pairwise lines (chosen/rejected)",
+            "submit the responses to compare as one line: listwise (prompt + responses) or pairwise (chosen/rejected)",
             code="nothing_to_compare",
         )
     if not job.terminal:
@@ -86,7 +86,14 @@ def _groups(db: Engine, job: JobInfo, model: str) -> Iterator[preferences.Group]
     scored = and_(results.c.job_id == items.c.job_id, results.c.line == items.c.line, results.c.model == model)
     while True:
         q = (
-            select(items.c.line, items.c.custom_id, items.c.payload, results.c.chosen_score, results.c.rejected_score)
+            select(
+                items.c.line,
+                items.c.custom_id,
+                items.c.payload,
+                results.c.chosen_score,
+                results.c.rejected_score,
+                results.c.scores,
+            )
             .select_from(items.join(results, scored))
             .where(
                 items.c.job_id == job.id,
@@ -102,7 +109,10 @@ def _groups(db: Engine, job: JobInfo, model: str) -> Iterator[preferences.Group]
         if not page:
             return
         for row in page:
-            yield preferences.pair_group(row.line, row.custom_id, row.payload, row.chosen_score, row.rejected_score)
+            if job.kind == "listwise":
+                yield preferences.listwise_group(row.line, row.custom_id, row.payload, row.scores)
+            else:
+                yield preferences.pair_group(row.line, row.custom_id, row.payload, row.chosen_score, row.rejected_score)
         after = page[-1].line
 
 

@@ -110,10 +110,18 @@ class ListwiseItem:
         turns = _turns(self.prompt, "user")
         self.conversations = [turns + _turns(r, "assistant") for r in self.responses]
 
+    @property
+    def text(self) -> bool:
+        """The prompt and every response are plain strings (as `PairItem.text`)."""
+        return isinstance(self.prompt, str) and all(isinstance(r, str) for r in self.responses)
+
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"prompt": self.prompt, "responses": self.responses}
         if self.n_chosen is not None:
             out["n_chosen"] = self.n_chosen
+        if self.text:
+            # Derived, stored only so one query over the payloads tells an export its form (db.preferences).
+            out["text"] = True
         return out
 
 

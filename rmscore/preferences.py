@@ -15,8 +15,14 @@ reply, `chosen` / `rejected` / `completion` the reply's messages (TRL: "prompt":
 a list on others loads in neither `datasets` nor Parquet.
 
 A pairwise line's two conversations share the prompt: it is the messages they have in common from
-the start, up to (not including) the last message of either, so each side keeps at least its reply.
-Ties never make a row (a tie prefers nothing); `min_margin` drops rows whose margin is smaller.
+the start, up to (not including) the last message of either, so each side keeps at least its reply;
+`best-worst` and `best-vs-rest` give the same one row. A listwise line has its own prompt and N
+responses: `best-worst` pairs its best-scored response with its worst, `best-vs-rest` with each
+other one. The best is the first of equal top scores, the worst the first of equal bottom ones
+(as the listwise record's `best` / `worst`). Ties never make a row (a tie prefers nothing);
+`min_margin` drops rows whose margin is smaller. `agrees_with_label` is true when the row's chosen
+is a labelled chosen response and its rejected a labelled rejected one, false the other way round,
+null on unlabelled lines or when both sit on the same side of the label.
 
 The writers stream: JSON lines a buffer at a time, Parquet a row group at a time, so an export of a
 million lines holds one page of rows in memory, whatever its length.
@@ -34,7 +40,7 @@ from typing import Any, Literal
 
 from rmscore.errors import BadRequest
 from rmscore.export import format_of, jsonl_chunks, save
-from rmscore.formats import Conversation
+from rmscore.formats import Conversation, ListwiseItem
 
 What = Literal["preferences", "best"]
 Form = Literal["text", "messages"]
@@ -111,8 +117,23 @@ def pair_group(
     return Group(line, custom_id, prompt, [chosen, rejected], [chosen_score, rejected_score], 1)
 
 
+def listwise_group(line: int, custom_id: str | None, payload: dict[str, Any], scores: list[float]) -> Group:
+    """A listwise line (its stored payload and scores, in the order given) as a group: the prompt is
+    the line's own, each reply a response's turns after it."""
+    item = ListwiseItem(line, custom_id, None, payload["prompt"], payload["responses"], payload.get("n_chosen"))
+    n_prompt = 1 if isinstance(item.prompt, str) else len(item.prompt)
+    return Group(
+        line,
+        custom_id,
+        item.conversations[0][:n_prompt],
+        [conv[n_prompt:] for conv in item.conversations],
+        list(scores),
+        item.n_chosen,
+    )
+
+
 def _shown(messages: Conversation, form: Form) -> str | Conversation:
-    # In the text form every line was prompt + one reply, each a single message (`PairItem.text`).
+    # In the text form every line gave strings: prompt and replies are single messages (`PairItem.text`).
     if form == "text":
         return "\n\n".join(m["content"] for m in messages)
     return messages

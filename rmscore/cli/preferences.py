@@ -61,7 +61,7 @@ def _export(job_id: str, output: str, what: preferences.What, **options: Any) ->
 
 
 def preferences_command(
-    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id (a pairwise job that has ended).")],
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id (a pairwise or listwise job that has ended).")],
     output: Output = "-",
     pairs: Annotated[
         str,
@@ -80,7 +80,7 @@ def preferences_command(
 
 
 def best_command(
-    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id (a pairwise job that has ended).")],
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id (a pairwise or listwise job that has ended).")],
     output: Output = "-",
     min_score: Annotated[
         float | None, typer.Option(metavar="S", help="Only responses scored at least S [default: every line's best].")

@@ -224,3 +224,65 @@ def test_mistakes_are_4xx_with_a_reason(
     done = cli(stack, ["preferences", job_id, "--min-margin", "nan", "-o", str(out)], api=False)
     assert done.returncode == 2 and "invalid_min_margin" in done.stderr
     assert not list(tmp_path.iterdir())  # nothing written, not even a .part file
+
+
+def turns(value: Any, role: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": value}] if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("stack", ["sqlite", "postgresql"], indirect=True)
+def test_listwise_rows_pair_the_best_with_the_worst_or_with_each_other(
+    stack: Stack, prefs: dict[str, Any], tmp_path: Path
+) -> None:
+    c = prefs["client"]
+    items = [
+        {"custom_id": "u0", "prompt": "Name a fruit.", "responses": ["Apple.", "A car.", "Banana, ripe.", "No."]},
+        {"custom_id": "l1", "prompt": turns("2+2?", "user"), "chosen": ["4."], "rejected": ["5.", "22."]},
+        {"custom_id": "t2", "prompt": "Hi.", "responses": ["Hello.", "Hello."]},  # equal responses: a tie, no pair
+    ]
+    r = c.post("/v1/jobs", json={"items": items, "kind": "listwise"})
+    assert r.status_code == 202, r.text
+    job = wait_job(c, r.json()["id"])
+    assert job["status"] == "completed", job
+    recs = {rec["custom_id"]: rec for rec in read_jsonl(c.get(f"/v1/jobs/{job['id']}/results").text)}
+    given = {it["custom_id"]: it for it in items}
+
+    def responses(cid: str) -> list[Any]:
+        it = given[cid]
+        return it["responses"] if "responses" in it else it["chosen"] + it["rejected"]
+
+    def fetch(what: str, name: str, **params: Any) -> Any:
+        got = c.get(f"/v1/jobs/{job['id']}/{what}", params=params)
+        assert got.status_code == 200, got.text
+        (tmp_path / name).write_bytes(got.content)
+        return load(tmp_path / name, tmp_path / "cache")
+
+    worst_best = fetch("preferences", "bw.parquet", format="parquet")
+    assert worst_best.column_names == PREFERENCE_COLUMNS
+    assert [row["custom_id"] for row in worst_best] == ["u0", "l1"]  # t2's responses tie
+    for row in worst_best:
+        rec, cid = recs[row["custom_id"]], row["custom_id"]
+        assert row["prompt"] == turns(given[cid]["prompt"], "user")  # one form per file: messages here
+        assert row["chosen"] == turns(responses(cid)[rec["best"]], "assistant")
+        assert row["rejected"] == turns(responses(cid)[rec["worst"]], "assistant")
+        assert (row["chosen_score"], row["rejected_score"]) == (max(rec["scores"]), min(rec["scores"]))
+    labelled = worst_best[1]
+    assert labelled["agrees_with_label"] is (recs["l1"]["best"] == 0)
+
+    rest = fetch("preferences", "rest.jsonl", pairs="best-vs-rest")
+    want = [(cid, j) for cid in ("u0", "l1", "t2") for j, s in enumerate(recs[cid]["scores"])
+            if s < max(recs[cid]["scores"])]  # fmt: skip
+    got = [(row["custom_id"], row["rejected_score"]) for row in rest]
+    assert got == [(cid, recs[cid]["scores"][j]) for cid, j in want]
+    margins = sorted(row["margin"] for row in rest)
+    cut = margins[len(margins) // 2]
+    kept = fetch("preferences", "cut.jsonl", pairs="best-vs-rest", min_margin=cut)
+    assert len(kept) == sum(m >= cut for m in margins) and all(row["margin"] >= cut for row in kept)
+
+    best = fetch("best", "best.parquet", format="parquet")
+    assert best.column_names == BEST_COLUMNS
+    assert [row["custom_id"] for row in best] == ["u0", "l1", "t2"]
+    for row in best:
+        rec = recs[row["custom_id"]]
+        assert row["completion"] == turns(responses(row["custom_id"])[rec["best"]], "assistant")
+        assert row["score"] == max(rec["scores"])

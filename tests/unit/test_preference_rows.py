@@ -150,3 +150,20 @@ def test_parquet_rows_keep_their_types() -> None:
     rows = list(prefs.preference_rows(group([0.0, 2.0], n_chosen=1), "messages", prefs.Spec()))
     table = pq.read_table(io.BytesIO(b"".join(prefs.chunks(iter(rows), "parquet", "preferences", "messages"))))
     assert table.to_pylist() == rows
+
+
+def test_a_listwise_line_keeps_its_prompt_and_its_shape() -> None:
+    text = parse_object({"prompt": "q", "responses": ["a", "b", "c"]}, 4)
+    turns = [msg("user", "q")]
+    mixed = parse_object({"prompt": turns, "chosen": ["a"], "rejected": ["b", [msg("assistant", "c")]]}, 5)
+    assert text.payload()["text"] is True and "text" not in mixed.payload()  # type: ignore[union-attr]
+    g = prefs.listwise_group(4, "x", text.payload(), [0.0, 2.0, 1.0])  # type: ignore[union-attr]
+    [row] = prefs.preference_rows(g, "text", prefs.Spec())
+    assert (row["prompt"], row["chosen"], row["rejected"], row["agrees_with_label"]) == ("q", "b", "a", None)
+    g = prefs.listwise_group(5, None, mixed.payload(), [2.0, 1.0, 0.0])  # type: ignore[union-attr]
+    assert g.prompt == turns and g.n_chosen == 1
+    rows = list(prefs.preference_rows(g, "messages", prefs.Spec(pairs="best-vs-rest")))
+    assert [r["rejected"] for r in rows] == [[msg("assistant", "b")], [msg("assistant", "c")]]
+    assert all(r["agrees_with_label"] is True for r in rows)
+    [best] = prefs.best_rows(g, "messages", prefs.Spec("best"))
+    assert best["prompt"] + best["completion"] == mixed.conversations[0]  # type: ignore[union-attr]
