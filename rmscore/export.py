@@ -92,33 +92,39 @@ def write_records(
     fmt = format_of(output)  # refuse before anything is written
     path = Path(output)
     tmp = path.with_name(path.name + ".part")
-    n = 0
-
-    def counted() -> Iterator[dict[str, Any]]:
-        nonlocal n
-        for rec in records:
-            n += 1
-            yield rec
-
+    counted = Counted(records)
     try:
         if fmt == "parquet":
             from rmscore.parquet import write_results
 
-            write_results(counted(), tmp, kind, with_model=with_model)
+            write_results(counted, tmp, kind, with_model=with_model)
         elif fmt == "csv":
             with open(tmp, "w", encoding="utf-8", newline="") as f:
-                for piece in csv_chunks(counted(), kind, with_model=with_model):
+                for piece in csv_chunks(counted, kind, with_model=with_model):
                     f.write(piece)
         else:
             opener: Any = gzip.open if fmt == "jsonl.gz" else open
             with opener(tmp, "wt", encoding="utf-8") as f:
-                for rec in counted():
+                for rec in counted:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return n
+    return counted.n
+
+
+class Counted:
+    """Records passed through once, counting them (`n`) on the way: a writer's total without a second pass."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self._records = records
+        self.n = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for rec in self._records:
+            self.n += 1
+            yield rec
 
 
 def save(pieces: Iterable[bytes], output: str | os.PathLike[str], *, gz: bool = False) -> int:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rmscore.errors import BadRequest
-from rmscore.export import format_of, jsonl_chunks, save
+from rmscore.export import Counted, format_of, jsonl_chunks, save
 from rmscore.formats import Conversation, ListwiseItem
 
 What = Literal["preferences", "best"]
@@ -291,18 +291,11 @@ def write(records: Iterable[dict[str, Any]], output: str, what: What, form: Form
 
     A file appears complete or not at all: it is written next to its final name, then renamed."""
     fmt = output_format(output)
-    n = 0
-
-    def counted() -> Iterator[dict[str, Any]]:
-        nonlocal n
-        for rec in records:
-            n += 1
-            yield rec
-
+    counted = Counted(records)
     if output == "-":
-        for piece in jsonl_chunks(counted()):
+        for piece in jsonl_chunks(counted):
             sys.stdout.buffer.write(piece)
         sys.stdout.flush()
-        return n
-    save(chunks(counted(), "parquet" if fmt == "parquet" else "jsonl", what, form), output, gz=fmt == "jsonl.gz")
-    return n
+    else:
+        save(chunks(counted, "parquet" if fmt == "parquet" else "jsonl", what, form), output, gz=fmt == "jsonl.gz")
+    return counted.n

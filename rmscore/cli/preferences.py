@@ -26,7 +26,8 @@ Output = Annotated[
     ),
 ]
 Model = Annotated[
-    str | None, typer.Option(help="For a job scored by several models: whose scores (required there).")
+    str | None,
+    typer.Option(help="Whose scores, for a job scored by several models [default: the job's model, when it has one].")
 ]
 
 
@@ -72,7 +73,7 @@ def preferences_command(
     ] = 0.0,
     model: Model = None,
 ) -> None:
-    """Write a job's preference pairs for DPO: TRL's {prompt, chosen, rejected} rows, chosen being the
+    """Write a job's preference pairs for DPO: TRL's prompt/chosen/rejected rows, chosen being the
     response the model scored higher, with chosen_score, rejected_score, margin, agrees_with_label,
     custom_id and line. Strings when every line gave strings, else conversational message lists.
     Ties and failed lines make no row."""
@@ -87,7 +88,7 @@ def best_command(
     ] = None,
     model: Model = None,
 ) -> None:
-    """Write each line's best-scored response (rejection sampling): TRL's {prompt, completion} rows
+    """Write each line's best-scored response (rejection sampling): TRL's prompt/completion rows
     with score, custom_id and line."""
     _export(job_id, output, "best", min_score=min_score, model=model)
 
