@@ -36,7 +36,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from rmscore.errors import BadRequest
 from rmscore.export import Counted, format_of, jsonl_chunks, save
@@ -45,7 +45,7 @@ from rmscore.formats import Conversation, ListwiseItem
 What = Literal["preferences", "best"]
 Form = Literal["text", "messages"]
 Pairs = Literal["best-worst", "best-vs-rest"]
-PAIRS: tuple[str, ...] = ("best-worst", "best-vs-rest")
+PAIRS: tuple[str, ...] = get_args(Pairs)
 PREFERENCE_COLUMNS = (
     "prompt",
     "chosen",

@@ -55,7 +55,7 @@ def job_preferences(
     db: DbDep,
     format: ExportFormat = "jsonl",
     pairs: Annotated[
-        Literal["best-worst", "best-vs-rest"],
+        preferences.Pairs,
         Query(description="best-worst: one row per line; best-vs-rest: the best against each other response."),
     ] = "best-worst",
     min_margin: Annotated[float, Query(description="Only rows whose margin is at least this (>= 0).")] = 0.0,
