@@ -84,6 +84,13 @@ def test_compare_agrees_on_the_best_response(job: tuple[Any, str], capsys: pytes
     best_b = [r["scores"][r["best"]] for r in b.values()]
     assert s["by_model"]["b"]["best_of_n"]["best"]["mean"] == pytest.approx(sum(best_b) / len(best_b))
 
+    from rmscore.cli.display import print_job
+
+    print_job(s)  # `rmscore status`: the counts with responses, the best-of-N and accuracy tables
+    status = capsys.readouterr().err
+    assert "72 on the lines that parsed" in status and "best of N (24 lines scored)" in status
+    assert "best-of-N accuracy" in status and "the lines they disagree on" in " ".join(status.split())
+
     print_comparison(c)
     shown = capsys.readouterr().err
     assert "lines whose best response they disagree on" in shown and f"#{d['scores']['a']['best']}" in shown
