@@ -72,7 +72,7 @@ def _nice_step(raw: float) -> float:
     return 10 * power
 
 
-def _edges(conn: Connection, values: list[Any], where: Any) -> tuple[float, float, int] | None:
+def _binning(conn: Connection, values: list[Any], where: Any) -> tuple[float, float, int] | None:
     """(start, step, bins) of readable bins covering every value of `values` (columns) under `where`."""
     bounds = [conn.execute(select(func.min(v), func.max(v)).where(where, v.is_not(None))).one() for v in values]
     found = [b for b in bounds if b[0] is not None]
@@ -94,10 +94,10 @@ def _listwise_histograms(conn: Connection, job: JobInfo, models: list[str]) -> l
     """Two charts on the same bins: each line's best response's score, and its worst's, per model."""
     mine = and_(results.c.job_id == job.id, results.c.model.in_(models))
     columns = {BEST: results.c.best_score, WORST: results.c.worst_score}
-    edges = _edges(conn, list(columns.values()), mine)
-    if edges is None:
+    binning = _binning(conn, list(columns.values()), mine)
+    if binning is None:
         return []
-    start, step, nbins = edges
+    start, step, nbins = binning
     index = {m: i for i, m in enumerate(models)}
     out = []
     for name, value in columns.items():
@@ -117,10 +117,10 @@ def _histograms(conn: Connection, job: JobInfo, models: list[str]) -> list[Histo
         return _listwise_histograms(conn, job, models)
     value = _value(job.kind)
     scored = and_(results.c.job_id == job.id, results.c.model.in_(models), value.is_not(None))
-    edges = _edges(conn, [value], scored)
-    if edges is None:
+    binning = _binning(conn, [value], scored)
+    if binning is None:
         return []
-    start, step, nbins = edges
+    start, step, nbins = binning
     bin_ = _bin(conn, value, start, step)
     rows = conn.execute(
         select(results.c.model, results.c.subset, bin_.label("bin"), func.count())
