@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelling", "cancelled"]
 KindIn = Literal["chat", "pairwise", "listwise", "auto"]
@@ -73,6 +73,14 @@ class RequestCounts(BaseModel):
         description="Listwise jobs: responses on the lines that parsed (each line counts once in the counts "
         "above, however many responses it holds); absent for other kinds.",
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_responses_unless_listwise(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Other kinds' counts stay exactly {total, completed, failed}, as before listwise existed.
+        out: dict[str, Any] = handler(self)
+        if out.get("responses") is None:
+            out.pop("responses", None)
+        return out
 
 
 class SubsetAccuracy(BaseModel):

@@ -107,8 +107,16 @@ class ListwiseItem:
     conversations: list[Conversation] = field(init=False)
 
     def __post_init__(self) -> None:
-        turns = _turns(self.prompt, "user")
-        self.conversations = [turns + _turns(r, "assistant") for r in self.responses]
+        turns = self.prompt_turns()
+        self.conversations = [turns + self.reply_turns(i) for i in range(len(self.responses))]
+
+    def prompt_turns(self) -> Conversation:
+        """The prompt as turns (a string is one user turn)."""
+        return _turns(self.prompt, "user")
+
+    def reply_turns(self, i: int) -> Conversation:
+        """Response i as turns (a string is one assistant turn)."""
+        return _turns(self.responses[i], "assistant")
 
     @property
     def text(self) -> bool:

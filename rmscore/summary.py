@@ -13,6 +13,7 @@ class Tally:
     scored: int = 0
     failed: int = 0
     truncated: int = 0
+    listwise: bool = False  # a listwise line was scored: accuracy is RewardBench 2 credit, not pairs
     errors_by_code: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     # Pairs ranked right; a listwise line adds its RewardBench 2 credit (a fraction when tied at the top).
     _right: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -26,6 +27,7 @@ class Tally:
             return
         self.scored += 1
         self.truncated += bool(record.get("truncated"))
+        self.listwise = self.listwise or "scores" in record
         if "correct" in record:
             subset = record.get("subset") or "all"
             self._pairs[subset] += 1

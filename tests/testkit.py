@@ -138,3 +138,24 @@ def start_worker_proc(env: dict[str, str], name: str, log: Path, args: list[str]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return WorkerProc(name, proc, log, env)
+
+
+def card_pipeline(model_dir: Path) -> Any:
+    """The model card's scoring, on transformers 5: text-classification, no sigmoid, batch size 1.
+    Returns a function from conversations to their scores (the reference every engine path must meet)."""
+    from transformers import AutoTokenizer, pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    pipe = pipeline("text-classification", model=str(model_dir), tokenizer=tokenizer, device="cpu")
+
+    def score(conversations: list) -> list[float]:
+        texts = [
+            tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=False).replace(
+                tokenizer.bos_token, ""
+            )
+            for c in conversations
+        ]
+        out = pipe(texts, batch_size=1, function_to_apply="none", top_k=None)
+        return [o[0]["score"] for o in out]
+
+    return score

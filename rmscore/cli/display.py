@@ -72,7 +72,9 @@ def print_job(s: dict[str, Any]) -> None:
             m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
         err.print(m)
         # On a line of its own: a table title would wrap to the table's narrow width.
-        err.print(f"rmscore compare {escape(s['id'])}: their agreement and the pairs they disagree on", highlight=False)
+        unit = "lines" if s["kind"] == "listwise" else "pairs"
+        hint = f"rmscore compare {escape(s['id'])}: their agreement and the {unit} they disagree on"
+        err.print(hint, highlight=False)
 
 
 def best_of_n_table(b: dict[str, Any]) -> Table:

@@ -193,6 +193,7 @@ def run_summary(tally: Tally, engine: Any, seconds: float) -> dict[str, Any]:
         "truncated": tally.truncated,
         "errors": dict(tally.errors_by_code),
         "accuracy": tally.accuracy,
+        "accuracy_kind": "listwise" if tally.listwise else "pairwise",
         "seconds": seconds,
         "items_per_s": tally.total / seconds if seconds else 0.0,
         "tokens_per_s": stats.tokens / seconds if seconds else 0.0,
@@ -216,7 +217,7 @@ def print_summary(s: dict[str, Any]) -> None:
     if s["accuracy"]:
         from rmscore.cli.display import accuracy_table
 
-        err.print(accuracy_table(s["accuracy"]))
+        err.print(accuracy_table(s["accuracy"], s["accuracy_kind"]))
 
 
 def register(app: typer.Typer) -> None:

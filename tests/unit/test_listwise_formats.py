@@ -8,8 +8,8 @@ import json
 import pytest
 
 from rmscore.formats import (
-    ListwiseItem,
     LineError,
+    ListwiseItem,
     content_hash,
     item_from_payload,
     iter_json,
