@@ -156,6 +156,11 @@ def test_a_listwise_job_scores_each_response_as_its_own_chat_and_as_the_card(
 
     _check_summary(pipeline, job_id, [by_line[i.line] for i in items], items)
 
+    # The score cache keeps working per conversation: the same file again is answered from it.
+    again = pipeline.records(pipeline.wait(pipeline.submit(src, chunk_size=4)).id)
+    assert [r.get("scores") for r in again] == [r.get("scores") for r in records]
+    assert all(r["cached"] for r in again if "error" not in r)
+
 
 def _check_summary(pipeline: Pipeline, job_id: str, recs: list[dict[str, Any]], items: list[ListwiseItem]) -> None:
     """The job summary's numbers, recomputed by hand from the records: best/worst spread, credit per
