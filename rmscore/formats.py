@@ -1,6 +1,6 @@
 """Input formats: turn user lines into normalized items, or into per-line errors that say why.
 
-Every line of input ends as exactly one `ChatItem`, `PairItem` or `LineError`, in input order, so a
+Every line of input ends as exactly one `ChatItem`, `PairItem`, `ListwiseItem` or `LineError`, in input order, so a
 bad line never stops a run and never disappears. Supported shapes (JSON lines, `.gz` too):
 
 - chat: `{"custom_id"?, "messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`
