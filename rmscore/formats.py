@@ -1,6 +1,6 @@
 """Input formats: turn user lines into normalized items, or into per-line errors that say why.
 
-Every line of input ends as exactly one `ChatItem`, `PairItem` or `LineError`, in input order, so a
+Every line of input ends as exactly one `ChatItem`, `PairItem`, `ListwiseItem` or `LineError`, in input order, so a
 bad line never stops a run and never disappears. Supported shapes (JSON lines, `.gz` too):
 
 - chat: `{"custom_id"?, "messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`
@@ -207,13 +207,20 @@ def _show(value: Any) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def _messages(value: Any, what: str, max_turns: int) -> Conversation:
+def _bounded(value: Any, what: str, items: str, limit: int, codes: tuple[str, str]) -> list[Any]:
+    """`value` as a list of 1..`limit` `items`; else the error (codes: empty, too many) that says why.
+    The length is checked before any item is read: a line of a million is refused at once."""
     if not isinstance(value, list):
-        raise _Bad("invalid_field", f"{what} must be an array of messages, got {_type(value)}")
+        raise _Bad("invalid_field", f"{what} must be an array of {items}, got {_type(value)}")
     if not value:
-        raise _Bad("empty_conversation", f"{what} has no messages")
-    if len(value) > max_turns:
-        raise _Bad("too_many_turns", f"{what} has {len(value)} messages; the limit is {max_turns}")
+        raise _Bad(codes[0], f"{what} has no {items}")
+    if len(value) > limit:
+        raise _Bad(codes[1], f"{what} has {len(value)} {items}; the limit is {limit}")
+    return value
+
+
+def _messages(value: Any, what: str, max_turns: int) -> Conversation:
+    value = _bounded(value, what, "messages", max_turns, ("empty_conversation", "too_many_turns"))
     out: Conversation = []
     for i, m in enumerate(value):
         if not isinstance(m, dict):
@@ -414,13 +421,7 @@ def _responses(value: Any, what: str, max_turns: int, max_responses: int, *, one
         return [_text(value, what)]
     if one_ok and isinstance(value, list) and value and isinstance(value[0], dict):
         return [_messages(value, what, max_turns)]  # one reply as messages, as a pair line gives it
-    if not isinstance(value, list):
-        raise _Bad("invalid_field", f"{what} must be an array of responses, got {_type(value)}")
-    if not value:
-        raise _Bad("no_responses", f"{what} holds no responses")
-    # Counted before any is read: a line of a million responses is refused without a million checks.
-    if len(value) > max_responses:
-        raise _Bad("too_many_responses", f"{what} holds {len(value)} responses; the limit is {max_responses}")
+    value = _bounded(value, what, "responses", max_responses, ("no_responses", "too_many_responses"))
     out: list[Reply] = []
     for i, r in enumerate(value):
         if isinstance(r, str):

@@ -98,27 +98,30 @@ def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.1f}%"
 
+    def sections(title: str, heads: tuple[str, str], rows: list[tuple[str, float | None, str]], total: Any) -> Table:
+        t = Table(title=title)
+        t.add_column(heads[0])
+        t.add_column("score", justify="right")
+        t.add_column(heads[1], justify="right")
+        for name, score, note in rows:
+            t.add_row(name, pct(score), note)
+        t.add_row("[b]score[/b]", f"[b]{pct(total[0])}[/b]", total[1])
+        return t
+
     tables: list[Any] = []
     rb = (evaluation or {}).get("rewardbench")
     if rb:
-        t = Table(title="RewardBench sections (per-prompt weighted, as RewardBench)")
-        t.add_column("section")
-        t.add_column("score", justify="right")
-        t.add_column("subsets", justify="right")
-        for s in rb["sections"]:
-            t.add_row(s["section"], pct(s["score"]), f"{len(s['subsets'])} of {len(s['subsets']) + len(s['missing'])}")
-        t.add_row("[b]score[/b]", f"[b]{pct(rb['score'])}[/b]", "mean of the four")
-        tables.append(t)
+        rows = [
+            (s["section"], s["score"], f"{len(s['subsets'])} of {len(s['subsets']) + len(s['missing'])}")
+            for s in rb["sections"]
+        ]
+        title = "RewardBench sections (per-prompt weighted, as RewardBench)"
+        tables.append(sections(title, ("section", "subsets"), rows, (rb["score"], "mean of the four")))
     rb2 = (evaluation or {}).get("rewardbench2")
     if rb2:
-        t = Table(title="RewardBench 2 (Ties by its own weighted rule)")
-        t.add_column("domain")
-        t.add_column("score", justify="right")
-        t.add_column("lines", justify="right")
-        for s in rb2["sections"]:
-            t.add_row(s["section"], pct(s["score"]), f"{s['n']:,}")
-        t.add_row("[b]score[/b]", f"[b]{pct(rb2['score'])}[/b]", "mean of the six")
-        tables.append(t)
+        rows = [(s["section"], s["score"], f"{s['n']:,}") for s in rb2["sections"]]
+        title = "RewardBench 2 (Ties by its own weighted rule)"
+        tables.append(sections(title, ("domain", "lines"), rows, (rb2["score"], "mean of the six")))
         problem = (rb2.get("ties") or {}).get("problem")
         if problem:
             tables.append(f"Ties: {escape(problem)}")

@@ -54,6 +54,12 @@ def test_listwise_over_http(stack: Stack) -> None:
         assert report.status_code == 200 and 'id="best-of-n"' in report.text
         assert c.get(f"/v1/jobs/{job['id']}/compare").status_code == 400  # one model: nothing to compare
 
+        # POST /v1/score takes a listwise item too: the same scores, now (the score cache may answer).
+        now = c.post("/v1/score", json={"items": [ITEMS[1]]})
+        assert now.status_code == 200, now.text
+        (sync,) = now.json()["results"]
+        assert sync["scores"] == pytest.approx(lw["scores"], abs=1e-6) and sync["best"] == lw["best"]
+
         # An upload names the kind in its form; a pair line in a listwise job is a list of two.
         lines = "\n".join(json.dumps(x) for x in ({"prompt": "q", "chosen": "c", "rejected": "r"}, ITEMS[0]))
         up = c.post("/v1/jobs/upload", files={"file": ("bon.jsonl", lines.encode())}, data={"kind": "listwise"})
