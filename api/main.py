@@ -64,13 +64,14 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.state.rmscore = state
     errors.install(app)
 
-    from api.routes import health, jobs, report, score, scores
+    from api.routes import exports, health, jobs, report, score, scores
 
     bearer = HTTPBearer(auto_error=False, description="An API key from `rmscore keys create`")
     from fastapi import Depends
 
     secured = [Depends(bearer)] if settings.auth == "enabled" else []
     app.include_router(jobs.router, dependencies=secured)
+    app.include_router(exports.router, dependencies=secured)
     app.include_router(scores.router, dependencies=secured)
     app.include_router(score.router, dependencies=secured)
     app.include_router(report.router, dependencies=secured)

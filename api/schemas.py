@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelling", "cancelled"]
-KindIn = Literal["chat", "pairwise", "auto"]
+KindIn = Literal["chat", "pairwise", "listwise", "auto"]
 
 
 class Error(BaseModel):
@@ -68,6 +68,19 @@ class RequestCounts(BaseModel):
     total: int = Field(description="Results expected: lines, times models for a job scored by several.")
     completed: int = Field(description="Results scored.")
     failed: int = Field(description="Results that ended with an error.")
+    responses: int | None = Field(
+        None,
+        description="Listwise jobs: responses on the lines that parsed (each line counts once in the counts "
+        "above, however many responses it holds); absent for other kinds.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_responses_unless_listwise(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Other kinds' counts stay exactly {total, completed, failed}, as before listwise existed.
+        out: dict[str, Any] = handler(self)
+        if out.get("responses") is None:
+            out.pop("responses", None)
+        return out
 
 
 class SubsetAccuracy(BaseModel):
@@ -76,15 +89,31 @@ class SubsetAccuracy(BaseModel):
 
 
 class Accuracy(BaseModel):
-    overall: float = Field(description="Share of pairs with chosen_score > rejected_score.")
+    overall: float = Field(
+        description="Pairwise: share of pairs with chosen_score > rejected_score. Listwise: mean RewardBench 2 "
+        "credit of the labelled lines (1/k when a correct response shares the top score with k-1 others)."
+    )
     n: int
     subsets: dict[str, SubsetAccuracy]
+
+
+class ScoreSpread(BaseModel):
+    mean: float | None
+    min: float | None
+    max: float | None
+
+
+class BestOfN(BaseModel):
+    n: int = Field(description="Listwise lines scored.")
+    best: ScoreSpread = Field(description="The best response's score per line.")
+    worst: ScoreSpread = Field(description="The worst response's score per line.")
+    margin: ScoreSpread = Field(description="Best minus worst score per line.")
 
 
 class Job(BaseModel):
     id: str
     tenant: str
-    kind: Literal["chat", "pairwise"]
+    kind: Literal["chat", "pairwise", "listwise"]
     model: str
     status: JobStatus
     request_counts: RequestCounts
@@ -98,15 +127,17 @@ class Job(BaseModel):
     idempotency_key: str | None = None
     error: str | None = None
     items_per_second: float | None = Field(None, description="Lines finished per second since the start.")
-    accuracy: Accuracy | None = Field(None, description="Pairwise jobs: per subset and overall.")
+    accuracy: Accuracy | None = Field(None, description="Pairwise and labelled listwise jobs: per subset and overall.")
+    best_of_n: BestOfN | None = Field(None, description="Listwise jobs: best and worst scores and their margin.")
     models: list[str] = Field(default_factory=list, description="Models the job is scored with, its own first.")
     by_model: dict[str, Any] | None = Field(
-        None, description="Pairwise jobs scored by several models: accuracy and evaluation per model."
+        None, description="Pairwise and listwise jobs scored by several models: their summary per model."
     )
     evaluation: dict[str, Any] | None = Field(
         None,
         description="Pairwise jobs: overall, per-subset table, RewardBench sections and the EvalBiasBench "
-        "table where the subsets are theirs (each null otherwise).",
+        "table where the subsets are theirs (each null otherwise). Labelled listwise jobs: overall and "
+        "per-subset mean credit, and `rewardbench2` (its six domains, Ties by its own rule, and the overall).",
     )
 
 
@@ -119,7 +150,9 @@ class JobList(BaseModel):
 class ModelPair(BaseModel):
     chosen_score: float | None = None
     rejected_score: float | None = None
-    correct: bool | None = None
+    best: int | None = Field(None, description="Listwise: the response this model scored highest.")
+    best_score: float | None = None
+    correct: bool | float | None = None
 
 
 class Disagreement(BaseModel):
@@ -138,10 +171,13 @@ class SubsetComparison(BaseModel):
 
 class Comparison(BaseModel):
     job_id: str
+    kind: Literal["pairwise", "listwise"] = "pairwise"
     models: list[str]
-    n: int = Field(description="Pairs both models scored.")
+    n: int = Field(description="Pairs (listwise: lines) both models scored.")
     accuracy: dict[str, float | None] = Field(description="Per model, over those pairs.")
-    agreement: float | None = Field(description="Share of pairs where both models prefer the same side.")
+    agreement: float | None = Field(
+        description="Share of pairs where both models prefer the same side (listwise: pick the same best response)."
+    )
     disagreements_total: int
     subsets: list[SubsetComparison]
     disagreements: list[Disagreement] = Field(description="One page, in line order.")
@@ -161,7 +197,12 @@ class ResultRecord(BaseModel):
     num_tokens: int | None = None
     chosen_score: float | None = None
     rejected_score: float | None = None
-    correct: bool | None = None
+    scores: list[float] | None = Field(None, description="Listwise: every response's score, in input order.")
+    best: int | None = Field(None, description="Listwise: index of the best score in `scores` (the first on a tie).")
+    worst: int | None = Field(None, description="Listwise: index of the worst score in `scores`.")
+    correct: bool | float | None = Field(
+        None, description="Pairwise: chosen above rejected. Labelled listwise: RewardBench 2's credit in [0, 1]."
+    )
     truncated: bool | None = None
     # On every scored line of a stored job's results (not in `rmscore score`'s own output).
     cached: bool | None = Field(None, description="The score came from the score cache, not the model.")

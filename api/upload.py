@@ -158,6 +158,7 @@ class Limits:
     max_json_bytes: int  # a `.json` document, parsed whole
     max_line_bytes: int
     max_turns: int
+    max_responses: int
 
 
 def _is_gzip(head: bytes) -> bool:
@@ -224,6 +225,7 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
             max_turns=limits.max_turns,
             max_line_bytes=limits.max_line_bytes,
             max_bytes=limits.max_job_bytes,
+            max_responses=limits.max_responses,
         )
         return
     gz = _is_gzip(head)
@@ -243,6 +245,7 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
                 kind,  # type: ignore[arg-type]
                 max_line_bytes=limits.max_line_bytes,
                 max_turns=limits.max_turns,
+                max_responses=limits.max_responses,
             )
         except _GZIP_ERRORS as e:
             raise BadRequest(f"the file is not valid gzip: {e}", code="invalid_gzip") from None
@@ -293,6 +296,7 @@ def _document(path: Path, gz: bool, size: int, kind: str, limits: Limits) -> Ite
         kind,  # type: ignore[arg-type]
         max_line_bytes=limits.max_line_bytes,
         max_turns=limits.max_turns,
+        max_responses=limits.max_responses,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from db.listwise import best_of_n_spread, listwise_evaluation
 from db.models import chunks, items, jobs, results
 from db.results import BATCH, insert_missing_results, job_accuracy, result_row
 from db.session import reading, retrying, utcnow, writing
@@ -53,12 +54,13 @@ class JobInfo(JobProgress):
     options: dict[str, Any]
     idempotency_key: str | None
     error: str | None
+    responses: int | None = None  # listwise jobs: responses on the lines that parsed (migration 0007)
 
     @classmethod
     def from_row(cls, row: Any) -> JobInfo:
         m = dict(row._mapping)
         m["metadata"] = m.pop("metadata", None)
-        return cls(**{k: m[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: m[k] for k in cls.__dataclass_fields__ if k in m})
 
     def items_per_second(self, now: datetime | None = None) -> float | None:
         """Lines finished per second since the first chunk started (bad input lines not counted)."""
@@ -79,6 +81,11 @@ class JobInfo(JobProgress):
             "completed": d.pop("completed"),
             "failed": d.pop("failed"),
         }
+        # Counts are of lines (a listwise line is one request however many responses it holds); a
+        # listwise job adds how many responses its lines that parsed hold, once (not per model).
+        responses = d.pop("responses")
+        if self.kind == "listwise":
+            d["request_counts"]["responses"] = responses or 0
         d["items_per_second"] = self.items_per_second()
         return d
 
@@ -237,7 +244,7 @@ def create_job(
     scored_by = list(dict.fromkeys([model, *(models or [])]))
     planner = _ChunkPlanner(chunk_size, chunk_max_tokens)
     job_kind: str | None = None if kind == "auto" else kind
-    total = failed = 0
+    total = failed = responses = 0
     item_rows: list[dict[str, Any]] = []
     error_rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -263,6 +270,7 @@ def create_job(
                 subset = getattr(p, "subset", None)
                 item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, p.payload(), content_hash(p)))
                 planner.add(p)
+                responses += len(p.conversations) if p.kind == "listwise" else 0
             if len(item_rows) >= BATCH:
                 flush()
         flush()
@@ -284,6 +292,7 @@ def create_job(
             "idempotency_key": idempotency_key,
             # Read after the last line: an upload's digest is complete only now.
             "request_fingerprint": fingerprint() if callable(fingerprint) else fingerprint,
+            "responses": responses if job_kind == "listwise" else None,
         }
         if not planner.plans:  # every line failed to parse: nothing to score
             job_row.update(status="failed", failed_at=now, error="no line of the input could be scored")
@@ -429,19 +438,29 @@ def list_jobs(
 
 def job_summary(db: Engine, job_id: str, *, tenant: str | None = None) -> dict[str, Any]:
     """The job as JSON plus, for pairwise jobs, accuracy per subset and overall and the evaluation
-    tables that apply (RewardBench sections, EvalBiasBench; `rmscore.evaluation.evaluate_accuracy`)."""
+    tables that apply (RewardBench sections, EvalBiasBench; `rmscore.evaluation.evaluate_accuracy`);
+    for listwise jobs the spread of best and worst scores (`best_of_n`) and, for labelled lines,
+    mean RewardBench 2 credit per subset and RewardBench 2's table (`db.listwise`)."""
     job = get_job(db, job_id, tenant=tenant)
     out = job.to_dict()
-    out["accuracy"] = job_accuracy(db, job.id, job.model) if job.kind == "pairwise" else None
-    out["evaluation"] = evaluate_accuracy(out["accuracy"])
     out["models"] = job_models(db, job)
     out["by_model"] = None
-    if len(out["models"]) > 1 and job.kind == "pairwise":
-        out["by_model"] = {}
-        for m in out["models"]:
-            acc = out["accuracy"] if m == job.model else job_accuracy(db, job.id, m)
-            out["by_model"][m] = {"accuracy": acc, "evaluation": evaluate_accuracy(acc)}
+    per_model = {m: _model_summary(db, job, m) for m in out["models"]}
+    out.update(per_model[job.model])
+    if len(out["models"]) > 1 and job.kind != "chat":
+        out["by_model"] = per_model
     return out
+
+
+def _model_summary(db: Engine, job: JobInfo, model: str) -> dict[str, Any]:
+    """One model's accuracy and evaluation (pairwise, labelled listwise), and for listwise jobs the
+    spread of best and worst scores (`best_of_n`)."""
+    if job.kind == "listwise":
+        with reading(db) as conn:
+            accuracy, evaluation = listwise_evaluation(conn, job.id, model)
+            return {"accuracy": accuracy, "evaluation": evaluation, "best_of_n": best_of_n_spread(conn, job.id, model)}
+    accuracy = job_accuracy(db, job.id, model) if job.kind == "pairwise" else None
+    return {"accuracy": accuracy, "evaluation": evaluate_accuracy(accuracy)}
 
 
 def job_models(db: Engine | Connection, job: JobInfo) -> list[str]:

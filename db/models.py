@@ -45,7 +45,7 @@ class JobRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), default="local")
-    kind: Mapped[str] = mapped_column(String(16))  # chat | pairwise
+    kind: Mapped[str] = mapped_column(String(16))  # chat | pairwise | listwise
     model: Mapped[str] = mapped_column(String(128))  # short model name: the queue it is scored on
     status: Mapped[str] = mapped_column(String(16), default="queued")
     total: Mapped[int] = mapped_column(Integer, default=0)
@@ -64,6 +64,8 @@ class JobRow(Base):
     # the same idempotency key must carry the same request.
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)  # why the job failed, when it did
+    # Listwise jobs: responses on the lines that parsed (`request_counts` counts lines); migration 0007.
+    responses: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
@@ -107,6 +109,15 @@ class ResultRow(Base):
     model_identity: Mapped[dict[str, Any] | None]
     # True when every conversation's score came from the score cache (no model work); migration 0003.
     cached: Mapped[bool | None] = mapped_column(Boolean)
+    # Listwise lines (migration 0007): every response's score in input order, the indices of the best
+    # and worst, their scores (so summaries aggregate in SQL), and RewardBench 2's credit for a
+    # labelled line (1/k when a correct response shares the top score with k-1 others, else 0).
+    scores: Mapped[list[float] | None] = mapped_column(JSONType)
+    best: Mapped[int | None] = mapped_column(Integer)
+    worst: Mapped[int | None] = mapped_column(Integer)
+    best_score: Mapped[float | None] = mapped_column(Float)
+    worst_score: Mapped[float | None] = mapped_column(Float)
+    credit: Mapped[float | None] = mapped_column(Float)
     scored_at: Mapped[datetime]
 
     __table_args__ = (

@@ -112,6 +112,7 @@ def submit(
             kind,  # type: ignore[arg-type]
             max_line_bytes=s.max_line_bytes,
             max_turns=s.max_turns,
+            max_responses=s.max_responses,
         )
     else:
         parsed = source

@@ -16,10 +16,12 @@ from sqlalchemy import Connection, Engine, Integer, and_, cast, func, select
 
 from db.chunks import chunk_counts
 from db.jobs import JobInfo, get_job
+from db.listwise import best_of_n_spread, listwise_evaluation
 from db.models import items, results
 from db.results import NOT_SCORED, job_accuracy
 from db.session import reading, utcnow
 from rmscore.evaluation import evaluate, tallies_from_accuracy
+from rmscore.formats import ListwiseItem, item_from_payload
 from rmscore.report import render
 from rmscore.report_data import Example, Histogram, ReportData
 
@@ -30,10 +32,14 @@ MAX_CHARS = 1500  # of one message shown in the report; the rest is cut with a n
 MAX_BUCKETS = 60  # throughput chart resolution: at most this many bins
 ALL = "all subsets"
 NO_SUBSET = "(no subset)"
+BEST, WORST = "best response", "worst response"  # the listwise charts
 
 
 def _value(kind: str) -> Any:
-    """What a histogram counts: the score (chat) or the chosen-minus-rejected margin (pairwise)."""
+    """What a histogram counts and examples sort by: the score (chat), the chosen-minus-rejected
+    margin (pairwise), the best-minus-worst margin (listwise)."""
+    if kind == "listwise":
+        return results.c.best_score - results.c.worst_score
     return results.c.chosen_score - results.c.rejected_score if kind == "pairwise" else results.c.score
 
 
@@ -48,6 +54,8 @@ def job_evaluations(db: Engine, job: JobInfo) -> dict[str, dict[str, Any] | None
     table where they apply (`rmscore.evaluation.evaluate`); every value None for chat jobs."""
     with reading(db) as conn:
         models = job_models(conn, job)
+        if job.kind == "listwise":
+            return {m: listwise_evaluation(conn, job.id, m)[1] for m in models}
         if job.kind != "pairwise":
             return dict.fromkeys(models)
         return {m: evaluate(tallies_from_accuracy(job_accuracy(conn, job.id, m))) for m in models}
@@ -64,18 +72,56 @@ def _nice_step(raw: float) -> float:
     return 10 * power
 
 
-def _histograms(conn: Connection, job: JobInfo, models: list[str]) -> list[Histogram]:
-    value = _value(job.kind)
-    scored = and_(results.c.job_id == job.id, results.c.model.in_(models), value.is_not(None))
-    lo, hi = conn.execute(select(func.min(value), func.max(value)).where(scored)).one()
-    if lo is None:
-        return []
+def _binning(conn: Connection, values: list[Any], where: Any) -> tuple[float, float, int] | None:
+    """(start, step, bins) of readable bins covering every value of `values` (columns) under `where`."""
+    bounds = [conn.execute(select(func.min(v), func.max(v)).where(where, v.is_not(None))).one() for v in values]
+    found = [b for b in bounds if b[0] is not None]
+    if not found:
+        return None
+    lo, hi = min(b[0] for b in found), max(b[1] for b in found)
     step = _nice_step((hi - lo) / HIST_BINS)
     start = math.floor(lo / step) * step
-    nbins = max(1, min(int((hi - start) // step) + 1, 4 * HIST_BINS))
+    return start, step, max(1, min(int((hi - start) // step) + 1, 4 * HIST_BINS))
+
+
+def _bin(conn: Connection, value: Any, start: float, step: float) -> Any:
     offset = (value - start) / step
     # PostgreSQL rounds a float cast to integer; SQLite truncates, which is floor here (offset >= 0).
-    bin_ = cast(func.floor(offset), Integer) if conn.dialect.name == "postgresql" else cast(offset, Integer)
+    return cast(func.floor(offset), Integer) if conn.dialect.name == "postgresql" else cast(offset, Integer)
+
+
+def _listwise_histograms(conn: Connection, job: JobInfo, models: list[str]) -> list[Histogram]:
+    """Two charts on the same bins: each line's best response's score, and its worst's, per model."""
+    mine = and_(results.c.job_id == job.id, results.c.model.in_(models))
+    columns = {BEST: results.c.best_score, WORST: results.c.worst_score}
+    binning = _binning(conn, list(columns.values()), mine)
+    if binning is None:
+        return []
+    start, step, nbins = binning
+    index = {m: i for i, m in enumerate(models)}
+    out = []
+    for name, value in columns.items():
+        h = Histogram(name, [start + i * step for i in range(nbins + 1)], [[0] * nbins for _ in models])
+        b_ = _bin(conn, value, start, step)
+        for model, b, n in conn.execute(
+            select(results.c.model, b_, func.count()).where(mine, value.is_not(None)).group_by(results.c.model, b_)
+        ).all():
+            h.counts[index[model]][min(max(int(b), 0), nbins - 1)] += int(n)
+            h.n += int(n) if index[model] == 0 else 0
+        out.append(h)
+    return out
+
+
+def _histograms(conn: Connection, job: JobInfo, models: list[str]) -> list[Histogram]:
+    if job.kind == "listwise":
+        return _listwise_histograms(conn, job, models)
+    value = _value(job.kind)
+    scored = and_(results.c.job_id == job.id, results.c.model.in_(models), value.is_not(None))
+    binning = _binning(conn, [value], scored)
+    if binning is None:
+        return []
+    start, step, nbins = binning
+    bin_ = _bin(conn, value, start, step)
     rows = conn.execute(
         select(results.c.model, results.c.subset, bin_.label("bin"), func.count())
         .where(scored)
@@ -100,28 +146,29 @@ def _histograms(conn: Connection, job: JobInfo, models: list[str]) -> list[Histo
     return [total, *sorted(shown, key=lambda h: h.subset)]
 
 
+def _clip(conv: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The turns with long messages cut (a note says how much)."""
+    out = []
+    for m in conv:
+        text = m.get("content", "")
+        if len(text) > MAX_CHARS:
+            text = text[:MAX_CHARS] + f"\n… ({len(text) - MAX_CHARS:,} more characters)"
+        out.append({"role": m.get("role", "?"), "content": text})
+    return out
+
+
 def _split(payload: dict[str, Any] | None, kind: str) -> tuple[list[Any], list[Any], list[Any]]:
     """(shared prompt turns, chosen/reply turns, rejected turns) with long messages cut."""
-
-    def clip(conv: list[dict[str, str]]) -> list[dict[str, str]]:
-        out = []
-        for m in conv:
-            text = m.get("content", "")
-            if len(text) > MAX_CHARS:
-                text = text[:MAX_CHARS] + f"\n… ({len(text) - MAX_CHARS:,} more characters)"
-            out.append({"role": m.get("role", "?"), "content": text})
-        return out
-
     if not payload:
         return [], [], []
     if kind != "pairwise":
         conv = payload.get("messages", [])
-        return clip(conv[:-1]), clip(conv[-1:]), []
+        return _clip(conv[:-1]), _clip(conv[-1:]), []
     chosen, rejected = payload.get("chosen", []), payload.get("rejected", [])
     k = 0
     while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
         k += 1
-    return clip(chosen[:k]), clip(chosen[k:]), clip(rejected[k:])
+    return _clip(chosen[:k]), _clip(chosen[k:]), _clip(rejected[k:])
 
 
 def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Example]]:
@@ -134,6 +181,10 @@ def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Exam
             results.c.score,
             results.c.chosen_score,
             results.c.rejected_score,
+            results.c.best,
+            results.c.worst,
+            results.c.best_score,
+            results.c.worst_score,
             items.c.payload,
         )
         .select_from(results.join(items, and_(items.c.job_id == results.c.job_id, items.c.line == results.c.line)))
@@ -141,6 +192,11 @@ def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Exam
         .limit(EXAMPLES)
     )
     lowest = base.order_by(value.asc(), results.c.line)
+    if job.kind == "listwise":
+        return {
+            "widest": [_listwise_example(r) for r in conn.execute(base.order_by(value.desc(), results.c.line))],
+            "closest": [_listwise_example(r) for r in conn.execute(lowest)],
+        }
     if job.kind == "pairwise":
         queries = {
             # Right pairs only (chosen above rejected), the widest margin first: with fewer right pairs
@@ -164,6 +220,16 @@ def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Exam
             )
         out[name] = rows
     return out
+
+
+def _listwise_example(r: Any) -> Example:
+    """A listwise line shown as its prompt, its best response (chosen side) and its worst (rejected side)."""
+    item = item_from_payload("listwise", r.line, r.custom_id, r.subset, r.payload)
+    assert isinstance(item, ListwiseItem)
+    prompt, best, worst = _clip(item.prompt_turns()), _clip(item.reply_turns(r.best)), _clip(item.reply_turns(r.worst))
+    return Example(
+        r.line, r.custom_id, r.subset, None, r.best_score, r.worst_score, prompt, best, worst, r.best, r.worst
+    )
 
 
 _BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -242,6 +308,7 @@ def collect(db: Engine, job_id: str, *, tenant: str | None = None) -> ReportData
         histograms = _histograms(conn, job, models)
         examples = _examples(conn, job, job.model)
         throughput = _throughput(conn, job, models)
+        spread = {m: best_of_n_spread(conn, job.id, m) for m in models} if job.kind == "listwise" else {}
     counts = {code: int(n) for code, n in stored}
     errors = {code: n for code, n in counts.items() if code is not None}
     # An ended job's lines without a result are reported by its results as errors (`cancelled`,
@@ -263,6 +330,7 @@ def collect(db: Engine, job_id: str, *, tenant: str | None = None) -> ReportData
         examples=examples,
         throughput=throughput,
         generated_at=utcnow(),
+        best_of_n=spread,
     )
 
 

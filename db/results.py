@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from db.models import items, jobs, results
 from db.session import reading
 from rmscore.errors import NotFound
-from rmscore.formats import chat_record, error_record, pair_record
+from rmscore.formats import chat_record, error_record, listwise_record, pair_record
 from rmscore.summary import accuracy_summary
 
 BATCH = 1000  # rows per executemany / per page read: no per-row round trips, bounded memory
@@ -35,6 +35,12 @@ _UPSERT_COLUMNS = (
     "error_message",
     "model_identity",
     "cached",
+    "scores",
+    "best",
+    "worst",
+    "best_score",
+    "worst_score",
+    "credit",
     "scored_at",
 )
 NOT_SCORED = {
@@ -53,7 +59,7 @@ def result_row(
     *,
     subset: str | None = None,
 ) -> dict[str, Any]:
-    """One results row from a `score_items` record (chat, pair or error shape)."""
+    """One results row from a `score_items` record (chat, pair, listwise or error shape)."""
     row: dict[str, Any] = {
         "job_id": job_id,
         "line": record["line"],
@@ -70,6 +76,12 @@ def result_row(
         "error_message": None,
         "model_identity": identity,
         "cached": None,
+        "scores": None,
+        "best": None,
+        "worst": None,
+        "best_score": None,
+        "worst_score": None,
+        "credit": None,
         "scored_at": scored_at,
     }
     if record.get("neutralized"):
@@ -79,6 +91,18 @@ def result_row(
     if "error" in record:
         row["error_code"] = record["error"]["code"]
         row["error_message"] = record["error"]["message"]
+    elif "scores" in record:
+        scores = record["scores"]
+        row.update(
+            scores=scores,
+            best=record["best"],
+            worst=record["worst"],
+            best_score=scores[record["best"]],
+            worst_score=scores[record["worst"]],
+            credit=record.get("correct"),
+            truncated=bool(record.get("truncated")),
+            cached=bool(record.get("cached")),
+        )
     elif "chosen_score" in record:
         row.update(
             chosen_score=record["chosen_score"],
@@ -121,7 +145,11 @@ def row_record(kind: str, row: Any) -> dict[str, Any]:
     """The `rmscore score` record for a results row (joined with its item), with `cached` when scored."""
     if row.error_code is not None:
         return error_record(row.line, row.custom_id, row.error_code, row.error_message, row.subset)
-    if kind == "pairwise":
+    if kind == "listwise":
+        rec = listwise_record(row.line, row.custom_id, row.subset, list(row.scores), bool(row.truncated))
+        if row.credit is not None:
+            rec["correct"] = row.credit
+    elif kind == "pairwise":
         rec = pair_record(
             row.line, row.custom_id, row.subset, row.chosen_score, row.rejected_score, bool(row.truncated)
         )
@@ -189,6 +217,8 @@ def iter_results(
                 results.c.error_message,
                 results.c.cached,
                 results.c.model_identity,
+                results.c.scores,
+                results.c.credit,
                 results.c.line.label("result_line"),
             )
             .select_from(
@@ -225,11 +255,17 @@ def iter_results(
                 return
 
 
-def job_accuracy(db: Engine | Connection, job_id: str, model: str) -> dict[str, Any] | None:
-    """Accuracy per subset and overall (`rmscore.summary.accuracy_summary` shape); None for chat."""
+def job_accuracy(db: Engine | Connection, job_id: str, model: str, kind: str = "pairwise") -> dict[str, Any] | None:
+    """Accuracy per subset and overall (`rmscore.summary.accuracy_summary` shape); None for chat.
+
+    Pairwise: the share of pairs ranked right. Listwise: the mean of labelled lines' RewardBench 2
+    credit (`rmscore.formats.best_of_n_credit`), so a "correct" count may be fractional.
+    """
+    value = results.c.credit if kind == "listwise" else results.c.correct
+    right = func.sum(value) if kind == "listwise" else func.sum(cast(value, Integer))
     q = (
-        select(results.c.subset, func.count(), func.sum(cast(results.c.correct, Integer)))
-        .where(results.c.job_id == job_id, results.c.model == model, results.c.correct.is_not(None))
+        select(results.c.subset, func.count(), right)
+        .where(results.c.job_id == job_id, results.c.model == model, value.is_not(None))
         .group_by(results.c.subset)
     )
     if isinstance(db, Connection):
@@ -237,9 +273,9 @@ def job_accuracy(db: Engine | Connection, job_id: str, model: str) -> dict[str, 
     else:
         with reading(db) as conn:
             rows = conn.execute(q).all()
-    per_subset: dict[str, tuple[int, int]] = {}
-    for subset, n, right in rows:
+    per_subset: dict[str, tuple[float, int]] = {}
+    for subset, n, got in rows:
         name = subset or "all"
         r0, n0 = per_subset.get(name, (0, 0))
-        per_subset[name] = (r0 + int(right or 0), n0 + int(n))
+        per_subset[name] = (r0 + (float(got or 0) if kind == "listwise" else int(got or 0)), n0 + int(n))
     return accuracy_summary(per_subset)

@@ -15,9 +15,9 @@ a submission retried after a dropped connection returns the same job, never a se
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -342,19 +342,63 @@ class Client:
         fmt = format or format_of(path)
         gz = fmt == "jsonl.gz"  # the API sends JSON lines; they are compressed here, as the name says
         url = f"/v1/jobs/{job_id}/{'errors' if errors_only else 'results'}"
-        n = 0
-        tmp = path.with_name(path.name + ".part")
-        params = {"format": "jsonl" if gz else fmt}
+        return self._save(url, {"format": "jsonl" if gz else fmt}, path, gz=gz, on_progress=on_progress)
+
+    def preferences(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        *,
+        pairs: str | None = None,
+        min_margin: float | None = None,
+        model: str | None = None,
+    ) -> int:
+        """GET /v1/jobs/{id}/preferences into `path` (.jsonl, .jsonl.gz or .parquet): the job's
+        preference rows in TRL's format (`rmscore.preferences`). Returns the bytes received."""
+        params = {"pairs": pairs, "min_margin": min_margin, "model": model}
+        return self._export(f"/v1/jobs/{job_id}/preferences", params, path)
+
+    def best(
+        self, job_id: str, path: str | os.PathLike[str], *, min_score: float | None = None, model: str | None = None
+    ) -> int:
+        """GET /v1/jobs/{id}/best into `path`: each line's best response, as TRL's prompt-completion rows."""
+        return self._export(f"/v1/jobs/{job_id}/best", {"min_score": min_score, "model": model}, path)
+
+    def _export(self, url: str, params: dict[str, Any], path: str | os.PathLike[str]) -> int:
+        from rmscore.preferences import output_format
+
+        fmt = output_format(path)  # refused before anything is asked
+        gz = fmt == "jsonl.gz"
+        wanted = {k: v for k, v in params.items() if v is not None}
+        return self._save(url, {**wanted, "format": "jsonl" if gz else fmt}, path, gz=gz)
+
+    def _save(
+        self,
+        url: str,
+        params: dict[str, Any],
+        path: str | os.PathLike[str],
+        *,
+        gz: bool,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream a download into `path` (complete or not at all; '-': stdout), gzipping it here with
+        `gz`: the API sends JSON lines plain. Returns the bytes received."""
+        from rmscore.export import save
+
         with self.http.stream("GET", url, params=params, timeout=httpx.Timeout(None, connect=10.0)) as r:
             raise_for_error(r)
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") if gz else raw as f:
+
+            def received() -> Iterator[bytes]:
+                n = 0
                 for chunk in r.iter_bytes():
-                    f.write(chunk)
                     n += len(chunk)
                     if on_progress is not None:
                         on_progress(n)
-        tmp.replace(path)
-        return n
+                    yield chunk
+
+            if os.fspath(path) == "-":
+                return sum(sys.stdout.buffer.write(chunk) for chunk in received())
+            return save(received(), path, gz=gz)
 
     # ------------------------------------------------------------------ scores
 

@@ -1,5 +1,6 @@
 """Preference-evaluation summaries: accuracy per subset and overall, RewardBench's four section
-scores, and EvalBiasBench's six-bias table in the OffsetBias model card's layout.
+scores, EvalBiasBench's six-bias table in the OffsetBias model card's layout, and for listwise
+(best-of-N) jobs RewardBench 2's six domains with its own Ties rule.
 
 Pure functions over per-subset tallies `{subset: (correct, pairs)}`: no database, no torch, so the
 API, the CLI, the report and tests all compute the same numbers. Accuracies are fractions in
@@ -16,8 +17,9 @@ RewardBench's published section scores use these weights, and matching them is t
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Tallies = Mapping[str, tuple[int, int]]  # subset -> (correct pairs, pairs)
@@ -242,3 +244,151 @@ def tallies_from_accuracy(accuracy: Mapping[str, Any] | None) -> dict[str, tuple
 def evaluate_accuracy(accuracy: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """`evaluate` for a job summary's "accuracy" value: the hook for `GET /v1/jobs/{id}` and `rmscore status`."""
     return evaluate(tallies_from_accuracy(accuracy))
+
+
+# --------------------------------------------------------------------------- listwise: RewardBench 2
+
+# RewardBench 2's six domains, in its leaderboard's order. The final score is "an unweighted average
+# across all six domains" (RewardBench 2 paper, "Scoring RewardBench 2"; allenai/reward-bench
+# paper-v2.pdf); every domain but Ties is the mean per-prompt result (`rmscore.formats.best_of_n_credit`).
+REWARDBENCH2_SECTIONS: tuple[str, ...] = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
+TIES = "Ties"
+TIES_ID_HELP = "RewardBench 2 scores Ties by prompt: each Ties line needs its id ('ref:N' or 'tied:N') as custom_id"
+TiesLine = tuple[str | None, Sequence[float], int]  # (custom_id, scores in input order, correct ones first)
+
+
+def _ties_prompt_stats(samples: list[tuple[bool, float]]) -> tuple[bool, float | None, float]:
+    """(accurate, spread of the correct scores or None with one correct, worst correct - best wrong):
+    reward-bench `rewardbench/utils.py` `_compute_prompt_stats`, unchanged."""
+    right = [s for ok, s in samples if ok]
+    wrong = [s for ok, s in samples if not ok]
+    spread = max(right) - min(right) if len(right) > 1 else None
+    gap = min(right) - max(wrong)
+    return gap > 0, spread, gap
+
+
+def _tanh_of_ratio(num: float, den: float) -> float:
+    """tanh(num / den - 1) as numpy computes it on float64 arrays, where x / 0 is ±inf (tanh ±1) and
+    0 / 0 is nan, which reward-bench then maps to 0 (`np.nan_to_num`)."""
+    if den == 0:
+        if num == 0:
+            return 0.0
+        return 1.0 if num > 0 else -1.0
+    return math.tanh(num / den - 1)
+
+
+def rewardbench2_ties(lines: Iterable[TiesLine]) -> dict[str, Any]:
+    """RewardBench 2's Ties score for a job's Ties lines: `{"score", "prompts", "problem", ...}`.
+
+    Follows allenai/reward-bench `rewardbench/utils.py` `process_single_model` exactly: lines are
+    grouped by their id `"ref:N"` (the prompt with one correct answer) or `"tied:N"` (the same
+    prompt with several); per group, accurate = every correct answer outscores the best wrong one.
+    score = 0.30 tied accuracy + 0.30 ref accuracy + 0.20 share of prompts (with both groups) whose
+    tied correct-wrong gap beats the spread among the correct answers + 0.20 the same with the
+    smaller of the ref and tied gaps + 0.01 mean tanh(smaller gap / spread - 1). Where reward-bench
+    would fail or give nan (an id it cannot split, no prompt with both groups, a tied prompt with
+    one correct answer), `score` is None and `problem` says why.
+    """
+    groups: dict[tuple[str, int], list[tuple[bool, float]]] = {}
+    for custom_id, scores, n_correct in lines:
+        kind, sep, number = (custom_id or "").partition(":")
+        try:
+            prompt = int(number)
+        except ValueError:
+            prompt = None
+        if not sep or prompt is None or ":" in number:
+            return {"score": None, "prompts": 0, "problem": TIES_ID_HELP}
+        group = groups.setdefault((kind, prompt), [])
+        group.extend((i < n_correct, float(s)) for i, s in enumerate(scores))
+    ref: dict[int, tuple[bool, float | None, float]] = {}
+    tied: dict[int, tuple[bool, float | None, float]] = {}
+    for (kind, prompt), samples in groups.items():
+        if all(ok for ok, _ in samples) or not any(ok for ok, _ in samples):
+            return {"score": None, "prompts": 0, "problem": f"{kind}:{prompt} needs correct and wrong answers"}
+        (ref if kind == "ref" else tied)[prompt] = _ties_prompt_stats(samples)
+    both = sorted(set(ref) & set(tied))
+    out: dict[str, Any] = {
+        "ref_accuracy": sum(s[0] for s in ref.values()) / len(ref) if ref else 0.0,
+        "tied_accuracy": sum(s[0] for s in tied.values()) / len(tied) if tied else 0.0,
+        "prompts": len(both),
+        "score": None,
+        "problem": None,
+    }
+    if not both:
+        out["problem"] = "no prompt has both a 'ref:N' and a 'tied:N' line"
+        return out
+    spreads = [tied[p][1] for p in both]
+    if any(s is None for s in spreads):
+        out["problem"] = "a 'tied:N' line with one correct answer has no spread among correct answers"
+        return out
+    gaps_tied = [tied[p][2] for p in both]
+    gaps_hard = [min(ref[p][2], tied[p][2]) for p in both]
+    spread = [float(s) for s in spreads if s is not None]
+    n = len(both)
+    out["correctness_preferred"] = sum(g > s for g, s in zip(gaps_tied, spread, strict=True)) / n
+    out["correctness_preferred_hard"] = sum(g > s for g, s in zip(gaps_hard, spread, strict=True)) / n
+    out["margin_score"] = sum(_tanh_of_ratio(g, s) for g, s in zip(gaps_hard, spread, strict=True)) / n
+    out["score"] = (
+        0.30 * out["tied_accuracy"]
+        + 0.30 * out["ref_accuracy"]
+        + 0.20 * out["correctness_preferred"]
+        + 0.20 * out["correctness_preferred_hard"]
+        + 0.01 * out["margin_score"]
+    )
+    return out
+
+
+def rewardbench2_section(subset: str) -> str | None:
+    """RewardBench 2's domain for a subset name, matched without case (its code lowercases "ties")."""
+    return {s.lower(): s for s in REWARDBENCH2_SECTIONS}.get(subset.strip().lower())
+
+
+def rewardbench2_table(accuracy: Mapping[str, Any] | None, ties: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The six domains and the overall, or None when no subset is one of RewardBench 2's.
+
+    `accuracy`: `db.results.job_accuracy`'s listwise shape (mean credit per subset); `ties`:
+    `rewardbench2_ties` of the job's Ties lines. `score` (the overall) is the unweighted mean of the
+    six domains, only when all six have a score.
+    """
+    subsets = (accuracy or {}).get("subsets", {})
+    found: dict[str, list[str]] = {}
+    for name in subsets:
+        section = rewardbench2_section(name)
+        if section is not None:
+            found.setdefault(section, []).append(name)
+    if not found:
+        return None
+    rows: list[dict[str, Any]] = []
+    for section in REWARDBENCH2_SECTIONS:
+        names = sorted(found.get(section, []))
+        n = sum(int(subsets[s]["n"]) for s in names)
+        if section == TIES:
+            score = (ties or {}).get("score") if names else None
+        else:
+            score = sum(subsets[s]["accuracy"] * subsets[s]["n"] for s in names) / n if n else None
+        rows.append({"section": section, "subsets": names, "n": n, "score": score})
+    scores = [r["score"] for r in rows]
+    return {
+        "sections": rows,
+        "score": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
+        "complete": all(r["subsets"] for r in rows),
+        "ties": dict(ties) if ties is not None and found.get(TIES) else None,
+    }
+
+
+def evaluate_listwise(accuracy: Mapping[str, Any] | None, ties: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`evaluate`'s shape for a labelled listwise job (None when no line is labelled): accuracy is the
+    mean RewardBench 2 credit, so `correct` may be fractional; plus `rewardbench2` (or None)."""
+    if not accuracy:
+        return None
+    n = int(accuracy["n"])
+    return {
+        "overall": {"correct": accuracy["overall"] * n, "n": n, "accuracy": accuracy["overall"]},
+        "subsets": [
+            {"subset": name, "correct": row["accuracy"] * row["n"], "n": row["n"], "accuracy": row["accuracy"]}
+            for name, row in sorted(accuracy["subsets"].items())
+        ],
+        "rewardbench": None,
+        "evalbiasbench": None,
+        "rewardbench2": rewardbench2_table(accuracy, ties),
+    }

@@ -25,7 +25,7 @@ SUFFIXES: tuple[tuple[str, str], ...] = (
     (".csv", "csv"),
     (".parquet", "parquet"),
 )
-FLUSH_CHARS = 64 * 1024  # CSV text handed on at a time: bounded memory, few writes
+FLUSH_CHARS = 64 * 1024  # CSV or JSON text handed on at a time: bounded memory, few writes
 
 
 def format_of(output: str | os.PathLike[str]) -> str:
@@ -44,6 +44,21 @@ def format_of(output: str | os.PathLike[str]) -> str:
     )
 
 
+def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """Records as JSON lines, UTF-8, in pieces of about `FLUSH_CHARS` characters."""
+    buf: list[str] = []
+    size = 0
+    for rec in records:
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        buf.append(line)
+        size += len(line)
+        if size >= FLUSH_CHARS:
+            yield "".join(buf).encode()
+            buf, size = [], 0
+    if buf:
+        yield "".join(buf).encode()
+
+
 def csv_chunks(records: Iterable[dict[str, Any]], kind: str, *, with_model: bool = False) -> Iterator[str]:
     """Result records as CSV text (a header, then one row per record), in pieces of ~`FLUSH_CHARS`."""
     from rmscore.parquet import flat_record, result_columns
@@ -54,7 +69,10 @@ def csv_chunks(records: Iterable[dict[str, Any]], kind: str, *, with_model: bool
     )
     writer.writeheader()
     for rec in records:
-        writer.writerow(flat_record(rec))
+        row = flat_record(rec)
+        if isinstance(row.get("scores"), list):
+            row["scores"] = json.dumps(row["scores"])  # one cell: a listwise line's scores as a JSON array
+        writer.writerow(row)
         if out.tell() >= FLUSH_CHARS:
             yield out.getvalue()
             out.seek(0)
@@ -74,28 +92,52 @@ def write_records(
     fmt = format_of(output)  # refuse before anything is written
     path = Path(output)
     tmp = path.with_name(path.name + ".part")
-    n = 0
-
-    def counted() -> Iterator[dict[str, Any]]:
-        nonlocal n
-        for rec in records:
-            n += 1
-            yield rec
-
+    counted = Counted(records)
     try:
         if fmt == "parquet":
             from rmscore.parquet import write_results
 
-            write_results(counted(), tmp, kind, with_model=with_model)
+            write_results(counted, tmp, kind, with_model=with_model)
         elif fmt == "csv":
             with open(tmp, "w", encoding="utf-8", newline="") as f:
-                for piece in csv_chunks(counted(), kind, with_model=with_model):
+                for piece in csv_chunks(counted, kind, with_model=with_model):
                     f.write(piece)
         else:
             opener: Any = gzip.open if fmt == "jsonl.gz" else open
             with opener(tmp, "wt", encoding="utf-8") as f:
-                for rec in counted():
+                for rec in counted:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return counted.n
+
+
+class Counted:
+    """Records passed through once, counting them (`n`) on the way: a writer's total without a second pass."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self._records = records
+        self.n = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for rec in self._records:
+            self.n += 1
+            yield rec
+
+
+def save(pieces: Iterable[bytes], output: str | os.PathLike[str], *, gz: bool = False) -> int:
+    """Write `pieces` to `output` (gzipped with `gz`) through a `.part` file renamed when complete,
+    so a failure half-way never leaves a file that looks finished; returns the bytes received."""
+    path = Path(output)
+    tmp = path.with_name(path.name + ".part")
+    n = 0
+    try:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") if gz else raw as f:
+            for piece in pieces:
+                f.write(piece)
+                n += len(piece)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Input formats: turn user lines into normalized items, or into per-line errors that say why.
 
-Every line of input ends as exactly one `ChatItem`, `PairItem` or `LineError`, in input order, so a
+Every line of input ends as exactly one `ChatItem`, `PairItem`, `ListwiseItem` or `LineError`, in input order, so a
 bad line never stops a run and never disappears. Supported shapes (JSON lines, `.gz` too):
 
 - chat: `{"custom_id"?, "messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`
@@ -10,6 +10,9 @@ bad line never stops a run and never disappears. Supported shapes (JSON lines, `
 - HH-RLHF: `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}`
 - EvalBiasBench rows `{"instruction", "response1", "response2", "label", "bias"?}`, and its whole
   `.json` file (bias -> rows)
+- listwise (best-of-N): `{"custom_id"?, "subset"?, "prompt": str|messages, "responses": [str|messages, ...]}`,
+  or labelled as RewardBench 2 lays it out: `{"prompt", "chosen": str|[str|messages, ...],
+  "rejected": [str|messages, ...], "subset"?}`; each response is scored as its own chat (prompt + reply)
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-Kind = Literal["chat", "pairwise"]
+Kind = Literal["chat", "pairwise", "listwise"]
 Message = dict[str, str]
 Conversation = list[Message]
 ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_LINE_BYTES = 1_000_000
 DEFAULT_MAX_TURNS = 512
+DEFAULT_MAX_RESPONSES = 64  # responses on one listwise line (Settings.max_responses)
 MAX_CUSTOM_ID = 512
 MAX_SUBSET = 200
 
@@ -57,13 +61,17 @@ class PairItem:
     chosen: Conversation
     rejected: Conversation
     kind: Kind = field(default="pairwise", init=False)
+    # The line gave prompt, chosen and rejected as plain strings (not messages, not an HH transcript):
+    # preference exports give such pairs back as strings (`rmscore.preferences`).
+    text: bool = False
 
     @property
     def conversations(self) -> list[Conversation]:
         return [self.chosen, self.rejected]
 
     def payload(self) -> dict[str, Any]:
-        return {"chosen": self.chosen, "rejected": self.rejected}
+        # `text` only when set: payloads stored before it existed read as not text, and most stay as they were.
+        return {"chosen": self.chosen, "rejected": self.rejected, **({"text": True} if self.text else {})}
 
 
 @dataclass(slots=True)
@@ -75,8 +83,61 @@ class LineError:
     subset: str | None = None
 
 
-Item = ChatItem | PairItem
-Parsed = ChatItem | PairItem | LineError
+Reply = str | Conversation  # a response as the user gave it: text, or the assistant's turns
+
+
+@dataclass(slots=True)
+class ListwiseItem:
+    """N responses to one prompt, each scored as its own chat (`conversations[i]` = prompt + reply i).
+
+    `prompt` and `responses` are kept as given (a string stays a string, messages stay messages) so
+    exports can write them back in the user's shape. Labelled lines (RewardBench 2's chosen/rejected)
+    list the chosen responses first: `n_chosen` of them; None on an unlabelled line.
+    """
+
+    line: int
+    custom_id: str | None
+    subset: str | None
+    prompt: Reply
+    responses: list[Reply]
+    n_chosen: int | None = None
+    kind: Kind = field(default="listwise", init=False)
+    conversations: list[Conversation] = field(init=False)
+
+    def __post_init__(self) -> None:
+        turns = self.prompt_turns()
+        self.conversations = [turns + self.reply_turns(i) for i in range(len(self.responses))]
+
+    def prompt_turns(self) -> Conversation:
+        """The prompt as turns (a string is one user turn)."""
+        return _turns(self.prompt, "user")
+
+    def reply_turns(self, i: int) -> Conversation:
+        """Response i as turns (a string is one assistant turn)."""
+        return _turns(self.responses[i], "assistant")
+
+    @property
+    def text(self) -> bool:
+        """The prompt and every response are plain strings (as `PairItem.text`)."""
+        return isinstance(self.prompt, str) and all(isinstance(r, str) for r in self.responses)
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"prompt": self.prompt, "responses": self.responses}
+        if self.n_chosen is not None:
+            out["n_chosen"] = self.n_chosen
+        if self.text:
+            # Derived, stored only so one query over the payloads tells an export its form (db.preferences).
+            out["text"] = True
+        return out
+
+
+def _turns(value: Reply, role: str) -> Conversation:
+    """A prompt (role user) or a reply (role assistant) as turns: a string is one turn of `role`."""
+    return [{"role": role, "content": value}] if isinstance(value, str) else [dict(m) for m in value]
+
+
+Item = ChatItem | PairItem | ListwiseItem
+Parsed = ChatItem | PairItem | ListwiseItem | LineError
 
 
 class _Bad(Exception):
@@ -92,7 +153,9 @@ def item_from_payload(
     """Rebuild an item stored with `payload()` (the database keeps that form)."""
     if kind == "chat":
         return ChatItem(line, custom_id, payload["messages"])
-    return PairItem(line, custom_id, subset, payload["chosen"], payload["rejected"])
+    if kind == "listwise":
+        return ListwiseItem(line, custom_id, subset, payload["prompt"], payload["responses"], payload.get("n_chosen"))
+    return PairItem(line, custom_id, subset, payload["chosen"], payload["rejected"], text=payload.get("text") is True)
 
 
 def content_hash(item: Item) -> str:
@@ -142,13 +205,20 @@ def _show(value: Any) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def _messages(value: Any, what: str, max_turns: int) -> Conversation:
+def _bounded(value: Any, what: str, items: str, limit: int, codes: tuple[str, str]) -> list[Any]:
+    """`value` as a list of 1..`limit` `items`; else the error (codes: empty, too many) that says why.
+    The length is checked before any item is read: a line of a million is refused at once."""
     if not isinstance(value, list):
-        raise _Bad("invalid_field", f"{what} must be an array of messages, got {_type(value)}")
+        raise _Bad("invalid_field", f"{what} must be an array of {items}, got {_type(value)}")
     if not value:
-        raise _Bad("empty_conversation", f"{what} has no messages")
-    if len(value) > max_turns:
-        raise _Bad("too_many_turns", f"{what} has {len(value)} messages; the limit is {max_turns}")
+        raise _Bad(codes[0], f"{what} has no {items}")
+    if len(value) > limit:
+        raise _Bad(codes[1], f"{what} has {len(value)} {items}; the limit is {limit}")
+    return value
+
+
+def _messages(value: Any, what: str, max_turns: int) -> Conversation:
+    value = _bounded(value, what, "messages", max_turns, ("empty_conversation", "too_many_turns"))
     out: Conversation = []
     for i, m in enumerate(value):
         if not isinstance(m, dict):
@@ -204,9 +274,17 @@ def _custom_id(obj: dict[str, Any]) -> str | None:
     return cid
 
 
+def _is_response_list(value: Any) -> bool:
+    """A non-empty list whose items are not message objects: several responses, not one reply's turns."""
+    return isinstance(value, list) and bool(value) and not isinstance(value[0], dict)
+
+
 def detect_kind(obj: Any) -> Kind | None:
     if not isinstance(obj, dict):
         return None
+    # RewardBench 2 rows hold lists of responses in chosen/rejected; a pair holds one reply in each.
+    if "responses" in obj or _is_response_list(obj.get("chosen")) or _is_response_list(obj.get("rejected")):
+        return "listwise"
     if "chosen" in obj or "rejected" in obj or ("response1" in obj and "response2" in obj):
         return "pairwise"
     if "messages" in obj or "response" in obj:
@@ -215,7 +293,12 @@ def detect_kind(obj: Any) -> Kind | None:
 
 
 def parse_object(
-    obj: Any, line: int, kind: Kind | None = None, *, max_turns: int = DEFAULT_MAX_TURNS
+    obj: Any,
+    line: int,
+    kind: Kind | None = None,
+    *,
+    max_turns: int = DEFAULT_MAX_TURNS,
+    max_responses: int = DEFAULT_MAX_RESPONSES,
 ) -> Parsed:
     """Normalize one decoded JSON value. `kind=None` accepts either kind."""
     cid: str | None = None
@@ -231,14 +314,27 @@ def parse_object(
         if found is None:
             raise _Bad(
                 "unknown_format",
-                "expected 'messages', 'prompt'+'response', or 'chosen'+'rejected' fields",
+                "expected 'messages', 'prompt'+'response', 'chosen'+'rejected', or 'prompt'+'responses' fields",
             )
+        if kind == "listwise" and found == "pairwise" and "prompt" in obj:
+            found = "listwise"  # one chosen and one rejected reply: a labelled list of two
         if kind is not None and found != kind:
             raise _Bad("kind_mismatch", f"this is a {found} line in a {kind} job")
         if found == "chat":
             return ChatItem(line, cid, _chat(obj, max_turns))
+        if found == "listwise":
+            prompt, responses, n_chosen = _listwise(obj, max_turns, max_responses)
+            item = ListwiseItem(line, cid, subset, prompt, responses, n_chosen)
+            for i, conv in enumerate(item.conversations):
+                what = response_name(i, n_chosen)
+                if len(conv) > max_turns:
+                    raise _Bad(
+                        "too_many_turns", f"{what} has {len(conv)} messages with the prompt; the limit is {max_turns}"
+                    )
+                _ends_with_assistant(conv, what)
+            return item
         chosen, rejected = _pair(obj, max_turns)
-        return PairItem(line, cid, subset, chosen, rejected)
+        return PairItem(line, cid, subset, chosen, rejected, text=_plain_text(obj))
     except _Bad as bad:
         return LineError(line, cid, bad.code, bad.message, subset)
 
@@ -252,6 +348,14 @@ def _chat(obj: dict[str, Any], max_turns: int) -> Conversation:
         {"role": "user", "content": _text(obj["prompt"], "prompt")},
         {"role": "assistant", "content": _text(obj["response"], "response")},
     ]
+
+
+def _plain_text(obj: dict[str, Any]) -> bool:
+    """Whether a pairwise line (already parsed) gave its prompt and both replies as plain strings:
+    `{"prompt": str, "chosen": str, "rejected": str}` or an EvalBiasBench row with string responses."""
+    if "response1" in obj:
+        return isinstance(obj["response1"], str) and isinstance(obj["response2"], str)
+    return all(isinstance(obj.get(k), str) for k in ("prompt", "chosen", "rejected"))
 
 
 def _pair(obj: dict[str, Any], max_turns: int) -> tuple[Conversation, Conversation]:
@@ -286,6 +390,54 @@ def _pair(obj: dict[str, Any], max_turns: int) -> tuple[Conversation, Conversati
     return chosen, rejected
 
 
+def _listwise(obj: dict[str, Any], max_turns: int, max_responses: int) -> tuple[Reply, list[Reply], int | None]:
+    """(prompt, responses, n_chosen) as given, validated; labelled lines list chosen first."""
+    if "prompt" not in obj:
+        raise _Bad("unknown_format", "a listwise line needs a 'prompt'")
+    p = obj["prompt"]
+    prompt: Reply = _text(p, "prompt") if isinstance(p, str) else _messages(p, "prompt", max_turns)
+    if "responses" in obj:
+        if "chosen" in obj or "rejected" in obj:
+            raise _Bad("unknown_format", "a listwise line has 'responses' or 'chosen'+'rejected', not both")
+        responses = _responses(obj["responses"], "responses", max_turns, max_responses)
+        return prompt, responses, None
+    if "chosen" not in obj or "rejected" not in obj:
+        raise _Bad("unknown_format", "a labelled listwise line needs both 'chosen' and 'rejected'")
+    chosen = _responses(obj["chosen"], "chosen", max_turns, max_responses, one_ok=True)
+    rejected = _responses(obj["rejected"], "rejected", max_turns, max_responses, one_ok=True)
+    if len(chosen) + len(rejected) > max_responses:
+        raise _Bad(
+            "too_many_responses",
+            f"the line has {len(chosen) + len(rejected)} responses; the limit is {max_responses}",
+        )
+    return prompt, chosen + rejected, len(chosen)
+
+
+def _responses(value: Any, what: str, max_turns: int, max_responses: int, *, one_ok: bool = False) -> list[Reply]:
+    """A list of responses, each a string or the assistant's messages; `one_ok`: a bare string is one."""
+    if one_ok and isinstance(value, str):
+        return [_text(value, what)]
+    if one_ok and isinstance(value, list) and value and isinstance(value[0], dict):
+        return [_messages(value, what, max_turns)]  # one reply as messages, as a pair line gives it
+    value = _bounded(value, what, "responses", max_responses, ("no_responses", "too_many_responses"))
+    out: list[Reply] = []
+    for i, r in enumerate(value):
+        if isinstance(r, str):
+            out.append(_text(r, f"{what}[{i}]"))
+        elif isinstance(r, list):
+            out.append(_messages(r, f"{what}[{i}]", max_turns))
+        else:
+            raise _Bad("invalid_field", f"{what}[{i}] must be a string or an array of messages, got {_type(r)}")
+    return out
+
+
+def response_name(i: int, n_chosen: int | None) -> str:
+    """How an error names response i: as the user's own field and index."""
+    if n_chosen is None:
+        return f"responses[{i}]"
+    return f"chosen[{i}]" if i < n_chosen else f"rejected[{i - n_chosen}]"
+
+
 # --------------------------------------------------------------------------- bytes -> items
 
 
@@ -296,6 +448,7 @@ def parse_line(
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_responses: int = DEFAULT_MAX_RESPONSES,
 ) -> Parsed:
     if len(raw) > max_line_bytes:
         return LineError(
@@ -312,7 +465,7 @@ def parse_line(
         return LineError(line, None, "invalid_json", "line is nested too deeply")
     except ValueError as e:
         return LineError(line, None, "invalid_json", f"line is not valid JSON: {e}")
-    return parse_object(obj, line, kind, max_turns=max_turns)
+    return parse_object(obj, line, kind, max_turns=max_turns, max_responses=max_responses)
 
 
 def open_input(path: str | Path) -> IO[bytes]:
@@ -336,6 +489,7 @@ def iter_json(
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_responses: int = DEFAULT_MAX_RESPONSES,
 ) -> Iterator[Parsed]:
     """Stream a JSONL (or one JSON document) into items and errors, one per input line, in order.
 
@@ -345,7 +499,7 @@ def iter_json(
     picks the reader; this module never imports `rmscore.parquet`, which builds on it.
     """
     if isinstance(source, str | Path) and _is_json_document(Path(source)):
-        yield from _iter_json_document(Path(source), kind, max_turns)
+        yield from _iter_json_document(Path(source), kind, max_turns, max_responses)
         return
     stream = open_input(source) if isinstance(source, str | Path) else source
     fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
@@ -353,7 +507,9 @@ def iter_json(
         for n, raw in enumerate(_lines(stream), start=1):
             if not raw.strip():
                 continue
-            parsed = parse_line(raw, n, fixed, max_line_bytes=max_line_bytes, max_turns=max_turns)
+            parsed = parse_line(
+                raw, n, fixed, max_line_bytes=max_line_bytes, max_turns=max_turns, max_responses=max_responses
+            )
             if fixed is None and not isinstance(parsed, LineError):
                 fixed = parsed.kind
             yield parsed
@@ -374,14 +530,16 @@ def _lines(stream: IO[bytes]) -> Iterator[bytes]:
         yield raw.rstrip(b"\r\n")
 
 
-def _iter_json_document(path: Path, kind: Kind | Literal["auto"] | None, max_turns: int) -> Iterator[Parsed]:
+def _iter_json_document(
+    path: Path, kind: Kind | Literal["auto"] | None, max_turns: int, max_responses: int
+) -> Iterator[Parsed]:
     with open_input(path) as f:
         try:
             doc = json.load(io.TextIOWrapper(f, encoding="utf-8-sig"))  # -sig: a BOM is not JSON
         except (ValueError, RecursionError) as e:
             yield LineError(1, None, "invalid_json", f"file is not valid JSON: {e}")
             return
-    yield from iter_objects(document_rows(doc), kind, max_turns=max_turns)
+    yield from iter_objects(document_rows(doc), kind, max_turns=max_turns, max_responses=max_responses)
 
 
 def document_rows(doc: Any) -> Iterable[Any]:
@@ -404,6 +562,7 @@ def iter_objects(
     *,
     max_line_bytes: int | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_responses: int = DEFAULT_MAX_RESPONSES,
 ) -> Iterator[Parsed]:
     """Decoded JSON values (request items, a document's rows) as lines 1..n.
 
@@ -416,7 +575,7 @@ def iter_objects(
         if max_line_bytes is not None and size > max_line_bytes:
             parsed: Parsed = LineError(n, None, "line_too_long", f"item is {size} bytes; the limit is {max_line_bytes}")
         else:
-            parsed = parse_object(obj, n, fixed, max_turns=max_turns)
+            parsed = parse_object(obj, n, fixed, max_turns=max_turns, max_responses=max_responses)
         if kind == "auto" and fixed is None and not isinstance(parsed, LineError):
             fixed = parsed.kind
         yield parsed
@@ -470,3 +629,44 @@ def pair_record(
         "correct": chosen_score > rejected_score,
         "truncated": truncated,
     }
+
+
+def listwise_record(
+    line: int,
+    custom_id: str | None,
+    subset: str | None,
+    scores: list[float],
+    truncated: bool = False,
+    n_chosen: int | None = None,
+) -> dict[str, Any]:
+    """A listwise line's outcome. `scores` in the order the responses were given (labelled: chosen
+    first); `best` / `worst` index into it, the first such response when scores tie."""
+    top, bottom = max(scores), min(scores)
+    rec: dict[str, Any] = {
+        "line": line,
+        "custom_id": custom_id,
+        "subset": subset,
+        "scores": scores,
+        "best": scores.index(top),
+        "worst": scores.index(bottom),
+        "truncated": truncated,
+    }
+    if n_chosen is not None:
+        rec["correct"] = best_of_n_credit(scores, n_chosen)
+    return rec
+
+
+def best_of_n_credit(scores: list[float], n_chosen: int) -> float:
+    """RewardBench 2's per-prompt result: 1/k when the top score is shared by k responses and a
+    correct one (the first `n_chosen`) is among them, else 0.
+
+    allenai/reward-bench `rewardbench/utils.py` `reroll_and_score_dataset` ("penalty for ties"):
+    `results = 1 / np.sum(scores == max_val) if scores[0] == max_val else 0`. It checks scores[0]
+    only, which is the whole rule for its one-correct-answer subsets; with several correct answers
+    (a Ties line) any correct one at the top counts, as the issue asks. RewardBench 2 scores its Ties
+    subset as a whole by another rule (`rmscore.evaluation.rewardbench2_ties`), not by this mean.
+    """
+    top = max(scores)
+    if not any(s == top for s in scores[:n_chosen]):
+        return 0.0
+    return 1.0 / sum(1 for s in scores if s == top)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from rmscore import parquet
-from rmscore.formats import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TURNS, Kind, Parsed, iter_json
+from rmscore.formats import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_RESPONSES, DEFAULT_MAX_TURNS, Kind, Parsed, iter_json
 
 
 def iter_parsed(
@@ -21,6 +21,7 @@ def iter_parsed(
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_responses: int = DEFAULT_MAX_RESPONSES,
 ) -> Iterator[Parsed]:
     """Items and errors, one per input line (or Parquet row), in order, from a path or byte stream.
 
@@ -28,6 +29,8 @@ def iter_parsed(
     JSON (`rmscore.formats.iter_json`: JSONL, `.jsonl.gz`, or one `.json` document).
     """
     if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
-        yield from parquet.iter_parsed(source, kind, max_turns=max_turns, max_line_bytes=max_line_bytes)
+        yield from parquet.iter_parsed(
+            source, kind, max_turns=max_turns, max_line_bytes=max_line_bytes, max_responses=max_responses
+        )
         return
-    yield from iter_json(source, kind, max_line_bytes=max_line_bytes, max_turns=max_turns)
+    yield from iter_json(source, kind, max_line_bytes=max_line_bytes, max_turns=max_turns, max_responses=max_responses)

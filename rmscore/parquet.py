@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from rmscore.errors import BadRequest, TooLarge
-from rmscore.formats import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TURNS, Kind, LineError, Parsed, parse_object
+from rmscore.formats import (
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_RESPONSES,
+    DEFAULT_MAX_TURNS,
+    Kind,
+    LineError,
+    Parsed,
+    parse_object,
+)
 
 MAGIC = b"PAR1"
 BATCH_ROWS = 4096
@@ -199,6 +207,7 @@ def iter_parsed(
     max_turns: int = DEFAULT_MAX_TURNS,
     max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
     max_bytes: int | None = None,
+    max_responses: int = DEFAULT_MAX_RESPONSES,
 ) -> Iterator[Parsed]:
     """Like `rmscore.formats.iter_json`, for a Parquet file: one item or error per row, in order.
 
@@ -225,7 +234,7 @@ def iter_parsed(
                 n, None, "line_too_long", f"row decodes to about {row} bytes; the limit is {max_line_bytes}"
             )
         else:
-            parsed = parse_object(row, n, fixed, max_turns=max_turns)
+            parsed = parse_object(row, n, fixed, max_turns=max_turns, max_responses=max_responses)
         if fixed is None and not isinstance(parsed, LineError):
             fixed = parsed.kind
         yield parsed
@@ -242,6 +251,19 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
         "subset",
         "chosen_score",
         "rejected_score",
+        "correct",
+        "truncated",
+        "cached",
+        "error_code",
+        "error_message",
+    ),
+    "listwise": (
+        "line",
+        "custom_id",
+        "subset",
+        "scores",
+        "best",
+        "worst",
         "correct",
         "truncated",
         "cached",
@@ -270,7 +292,12 @@ def _schema(kind: str, with_model: bool = False) -> Any:
         "correct": pa.bool_(),
         "truncated": pa.bool_(),
         "cached": pa.bool_(),  # the score came from the score cache (null on an error line)
+        "scores": pa.list_(pa.float64()),
+        "best": pa.int64(),
+        "worst": pa.int64(),
     }
+    if kind == "listwise":
+        types["correct"] = pa.float64()  # RewardBench 2's credit: 1/k on a tie at the top
     return pa.schema([pa.field(c, types.get(c, pa.string())) for c in result_columns(kind, with_model=with_model)])
 
 

@@ -26,7 +26,8 @@ def draw(data: ReportData) -> None:
     """Render the charts of `data` to SVG (in place)."""
     xlabel = "chosen − rejected score" if data.pairwise else "score"
     for i, h in enumerate(data.histograms):
-        big = i == 0  # all subsets together (or the only histogram) goes full width
+        # All subsets together (or the only histogram) goes full width; so do both listwise charts.
+        big = i == 0 or data.listwise
         h.svg = charts.histogram_svg(
             h.edges,
             h.counts,

@@ -95,11 +95,14 @@ class Example:
     custom_id: str | None
     subset: str | None
     score: float | None = None  # chat
+    # Pairwise: the two sides. Listwise: chosen = the best response, rejected = the worst.
     chosen_score: float | None = None
     rejected_score: float | None = None
     prompt: list[dict[str, str]] = field(default_factory=list)  # shared turns before the reply
     chosen: list[dict[str, str]] = field(default_factory=list)  # chat: the reply turns
     rejected: list[dict[str, str]] = field(default_factory=list)
+    best: int | None = None  # listwise: which responses `chosen` and `rejected` are (indices as given)
+    worst: int | None = None
 
     @property
     def margin(self) -> float | None:
@@ -119,15 +122,22 @@ class ReportData:
     # What those lines are: "pending" while the job runs; once it ended, what its results call them
     # ("cancelled", "not scored": `db.results.NOT_SCORED`), set by the store that knows those codes.
     unscored_label: str
-    evaluations: dict[str, dict[str, Any] | None]  # model -> `rmscore.evaluation.evaluate`
+    evaluations: dict[str, dict[str, Any] | None]  # model -> `rmscore.evaluation.evaluate` (/ evaluate_listwise)
     histograms: list[Histogram]
-    examples: dict[str, list[Example]]  # chat: "highest", "lowest"; pairwise: "right", "wrong", "lowest"
+    examples: dict[str, list[Example]]  # chat: "highest", "lowest"; pairwise: "right", "wrong", "lowest";
+    # listwise: "widest", "closest" (best - worst margin)
     throughput: dict[str, Any] | None
     generated_at: datetime
+    # Listwise: per model, `db.listwise.best_of_n_spread` (best and worst scores, their margin).
+    best_of_n: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     @property
     def pairwise(self) -> bool:
         return self.job.kind == "pairwise"
+
+    @property
+    def listwise(self) -> bool:
+        return self.job.kind == "listwise"
 
     @property
     def card_model(self) -> bool:

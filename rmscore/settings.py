@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     max_items_per_job: int = Field(default=5_000_000, ge=1)
     max_line_bytes: int = Field(default=1_000_000, ge=64)
     max_turns: int = Field(default=512, ge=1)
+    max_responses: int = Field(default=64, ge=1)  # responses on one listwise line
     sync_max_items: int = Field(default=64, ge=1)
     sync_timeout: float = Field(default=60.0, gt=0)
     # `POST /v1/score` requests waiting in a model's sync queue before new ones get 429 (0: no cap).

@@ -13,8 +13,10 @@ class Tally:
     scored: int = 0
     failed: int = 0
     truncated: int = 0
+    listwise: bool = False  # a listwise line was scored: accuracy is RewardBench 2 credit, not pairs
     errors_by_code: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    _right: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Pairs ranked right; a listwise line adds its RewardBench 2 credit (a fraction when tied at the top).
+    _right: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _pairs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, record: dict[str, Any]) -> None:
@@ -25,10 +27,11 @@ class Tally:
             return
         self.scored += 1
         self.truncated += bool(record.get("truncated"))
+        self.listwise = self.listwise or "scores" in record
         if "correct" in record:
             subset = record.get("subset") or "all"
             self._pairs[subset] += 1
-            self._right[subset] += bool(record["correct"])
+            self._right[subset] += float(record["correct"])
 
     @property
     def accuracy(self) -> dict[str, Any] | None:
@@ -36,7 +39,7 @@ class Tally:
         return accuracy_summary({s: (self._right[s], n) for s, n in self._pairs.items()})
 
 
-def accuracy_summary(per_subset: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
+def accuracy_summary(per_subset: dict[str, tuple[float, int]]) -> dict[str, Any] | None:
     """From {subset: (correct, pairs)}; overall is over all pairs, not a mean of subsets."""
     pairs = sum(n for _, n in per_subset.values())
     if not pairs:

@@ -61,6 +61,7 @@ CHUNK_TERMINAL = (ChunkStatus.done, ChunkStatus.failed, ChunkStatus.cancelled)
 class JobKind(StrEnum):
     chat = "chat"
     pairwise = "pairwise"
+    listwise = "listwise"  # best-of-N: one prompt, several responses
 
 
 AUTO = "auto"  # not a kind: "the first line that names one"

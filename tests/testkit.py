@@ -96,3 +96,24 @@ def assert_records_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], 
                 assert abs(g[k] - v) <= tol, (k, g, w)
             else:
                 assert g[k] == v, (k, g, w)
+
+
+def card_pipeline(model_dir: Path) -> Any:
+    """The model card's scoring, on transformers 5: text-classification, no sigmoid, batch size 1.
+    Returns a function from conversations to their scores (the reference every engine path must meet)."""
+    from transformers import AutoTokenizer, pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    pipe = pipeline("text-classification", model=str(model_dir), tokenizer=tokenizer, device="cpu")
+
+    def score(conversations: list) -> list[float]:
+        texts = [
+            tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=False).replace(
+                tokenizer.bos_token, ""
+            )
+            for c in conversations
+        ]
+        out = pipe(texts, batch_size=1, function_to_apply="none", top_k=None)
+        return [o[0]["score"] for o in out]
+
+    return score

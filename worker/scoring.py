@@ -1,11 +1,20 @@
-"""Score items (chat or pairwise) with an Engine and shape the results as output records."""
+"""Score items (chat, pairwise or listwise) with an Engine and shape the results as output records."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from rmscore.formats import ChatItem, Item, chat_record, error_record, pair_record
+from rmscore.formats import (
+    ChatItem,
+    Item,
+    ListwiseItem,
+    chat_record,
+    error_record,
+    listwise_record,
+    pair_record,
+    response_name,
+)
 from worker.engine import Engine, Overflow, Rejected, Scored
 from worker.render import ControlTokens
 
@@ -13,13 +22,13 @@ from worker.render import ControlTokens
 def score_items(
     engine: Engine, items: Sequence[Item], *, overflow: Overflow | None = None, control_tokens: ControlTokens = "card"
 ) -> list[dict[str, Any]]:
-    """One record per item, in order: formats.chat_record / pair_record / error_record shapes.
+    """One record per item, in order: formats.chat_record / pair_record / listwise_record / error_record.
 
-    All conversations of all items go to the engine in one call, so a pair's two sides and
-    neighbouring items share micro-batches. `control_tokens="neutralize"` breaks control-token
-    strings in content before anything else sees it (`worker.render.ControlStrings`), so the score
-    cache keys on what the model is really fed; each scored record whose input it changed carries
-    `"neutralized": true`.
+    All conversations of all items go to the engine in one call, so a pair's two sides, a listwise
+    line's responses and neighbouring items share micro-batches (packed by length, never per line).
+    `control_tokens="neutralize"` breaks control-token strings in content before anything else sees
+    it (`worker.render.ControlStrings`), so the score cache keys on what the model is really fed;
+    each scored record whose input it changed carries `"neutralized": true`.
     """
     conversations = [c for item in items for c in item.conversations]
     changed = [False] * len(conversations)
@@ -50,6 +59,11 @@ def _records(items: Sequence[Item], results: Sequence[Scored | Rejected]) -> lis
             else:
                 records.append(chat_record(item.line, item.custom_id, r.score, r.num_tokens, r.truncated))
             continue
+        if isinstance(item, ListwiseItem):
+            n = len(item.conversations)
+            records.append(_listwise(item, results[pos : pos + n]))
+            pos += n
+            continue
         chosen, rejected = results[pos], results[pos + 1]
         pos += 2
         bad = [
@@ -72,3 +86,21 @@ def _records(items: Sequence[Item], results: Sequence[Scored | Rejected]) -> lis
             )
         )
     return records
+
+
+def _listwise(item: ListwiseItem, results: Sequence[Scored | Rejected]) -> dict[str, Any]:
+    """One record for the line: an error names the first response the engine refused (as the user
+    named it: responses[i], chosen[i] or rejected[i]); otherwise every response's score, in order."""
+    for i, r in enumerate(results):
+        if isinstance(r, Rejected):
+            message = f"{response_name(i, item.n_chosen)}: {r.message}"
+            return error_record(item.line, item.custom_id, r.code, message, item.subset)
+    scored = [r for r in results if isinstance(r, Scored)]
+    return listwise_record(
+        item.line,
+        item.custom_id,
+        item.subset,
+        [r.score for r in scored],
+        any(r.truncated for r in scored),
+        item.n_chosen,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections import Counter
@@ -27,6 +26,8 @@ from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_
 from db.results import iter_results
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge
+from rmscore.export import jsonl_chunks
+from rmscore.vocabulary import KIND_CHOICES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -45,7 +46,6 @@ RAW_TYPES = (
 # tenant holds at most `max_uploads_per_tenant` of them (per API process).
 _upload_limiter = anyio.CapacityLimiter(16)
 _uploads_in_flight: Counter[str] = Counter()
-_FLUSH_BYTES = 64 * 1024
 CacheQuery = Annotated[
     bool | None,
     Query(description="false: rescore every item instead of taking scores from the score cache [true]."),
@@ -145,7 +145,7 @@ _UPLOAD_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "JSONL, .jsonl.gz, .parquet"},
-                        "kind": {"type": "string", "enum": ["chat", "pairwise", "auto"]},
+                        "kind": {"type": "string", "enum": list(KIND_CHOICES)},
                         "model": {"type": "string"},
                         "metadata": {"type": "string", "description": "A JSON object"},
                         "overflow": {"type": "string", "enum": ["truncate", "error"]},
@@ -252,6 +252,7 @@ async def upload_job(
             max_json_bytes=config.max_json_body_bytes,
             max_line_bytes=settings.max_line_bytes,
             max_turns=settings.max_turns,
+            max_responses=settings.max_responses,
         )
         with tempfile.TemporaryDirectory(prefix="rmscore-upload-") as tmp:
             path = PathLib(tmp) / "upload"
@@ -405,20 +406,6 @@ def _decode_line_cursor(cursor: str | None) -> int:
     return int(line)
 
 
-def _jsonl(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    buf: list[str] = []
-    size = 0
-    for rec in records:
-        line = json.dumps(rec, ensure_ascii=False) + "\n"
-        buf.append(line)
-        size += len(line)
-        if size >= _FLUSH_BYTES:
-            yield "".join(buf).encode()
-            buf, size = [], 0
-    if buf:
-        yield "".join(buf).encode()
-
-
 def _csv(records: Iterator[dict[str, Any]], kind: str) -> Iterator[bytes]:
     from rmscore.export import csv_chunks
 
@@ -458,7 +445,7 @@ def _results(
     records = iter_results(db, job.id, tenant=tenant, after_line=after, errors_only=errors_only, model=model)
     if fmt == "jsonl":
         return StreamingResponse(
-            _jsonl(records),
+            jsonl_chunks(records),
             media_type="application/x-ndjson",
             headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'},
         )

@@ -1,8 +1,8 @@
 """Where the job commands find jobs: the database and broker on this host (`Local`), or the API
 when RMSCORE_API_URL is set (`Remote`, over `rmscore.client`).
 
-Each command (`submit`, `status`, `cancel`, `results`, `jobs`, `report`, `compare`) is written once
-over `Backend`, so every one works in both modes with the same flags, output and exit codes; a
+Each command (`submit`, `status`, `cancel`, `results`, `jobs`, `report`, `compare`, `preferences`,
+`best`) is written once over `Backend`, so every one works in both modes with the same flags, output and exit codes; a
 backend holds only what differs: the calls, and how submitting shows its progress (storing here,
 uploading there). Both give jobs as `rmscore.client.Job` over the same summary dict
 (`db.jobs.job_summary` is what `GET /v1/jobs/{id}` returns)."""
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from rmscore.client import Client, Job
+    from rmscore.preferences import Spec
 
 err = Console(stderr=True)
 
@@ -80,6 +81,12 @@ class Backend(Protocol):
 
     def compare(self, job_id: str, models: list[str] | None, limit: int) -> dict[str, Any]: ...
 
+    def preferences(self, job_id: str, spec: Spec, output: str) -> str:
+        """Write the job's preference rows to `output` ('-': stdout); what was written, to print."""
+
+    def best(self, job_id: str, spec: Spec, output: str) -> str:
+        """Write each line's best response to `output` ('-': stdout); what was written, to print."""
+
     def unserved(self, models: list[str]) -> dict[str, str]:
         """Model -> problem, for those of `models` no live worker serves; {} when that cannot be checked."""
 
@@ -89,6 +96,10 @@ def announce(job: Job, how: str) -> None:
     err.print(
         f"job {job.id}: {job.total:,} lines ({job.failed:,} failed to parse), {job.kind}, model {job.model}, {how}"
     )
+
+
+def _to(output: str) -> str:
+    return "" if output == "-" else f" to {output}"
 
 
 def database_label() -> str:
@@ -235,6 +246,20 @@ class Local:
 
         return compare_job(self.db, job_id, models=models, limit=limit)
 
+    def preferences(self, job_id: str, spec: Spec, output: str) -> str:
+        return self._export(job_id, spec, output)
+
+    best = preferences  # which rows is the spec's `what`
+
+    def _export(self, job_id: str, spec: Spec, output: str) -> str:
+        from db.preferences import open_export
+        from rmscore import preferences
+
+        export = open_export(self.db, job_id, spec)
+        n = preferences.write(export.rows, output, spec.what, export.form)
+        rows = "preference rows" if spec.what == "preferences" else "best responses"
+        return f"{n:,} {rows} of job {job_id} (model {export.model}, {export.form} form) written{_to(output)}"
+
     def unserved(self, models: list[str]) -> dict[str, str]:
         """Read from the broker's Redis; a broker that is down says nothing (the job is stored)."""
         import redis
@@ -301,6 +326,14 @@ class Remote:
 
     def compare(self, job_id: str, models: list[str] | None, limit: int) -> dict[str, Any]:
         return self.client.compare(job_id, models, limit=limit)
+
+    def preferences(self, job_id: str, spec: Spec, output: str) -> str:
+        size = self.client.preferences(job_id, output, pairs=spec.pairs, min_margin=spec.min_margin, model=spec.model)
+        return f"preferences of job {job_id} written{_to(output)} ({size:,} bytes)"
+
+    def best(self, job_id: str, spec: Spec, output: str) -> str:
+        size = self.client.best(job_id, output, min_score=spec.min_score, model=spec.model)
+        return f"best of job {job_id} written{_to(output)} ({size:,} bytes)"
 
     def unserved(self, models: list[str]) -> dict[str, str]:
         """From the API's /readyz (which reads the same Redis); an API that cannot say, says nothing."""

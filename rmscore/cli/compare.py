@@ -28,7 +28,8 @@ def print_comparison(c: dict[str, Any]) -> None:
         return "—" if x is None else f"{100 * x:.1f}%"
 
     t = Table(title=f"job {c['job_id']}: {escape(a)} vs {escape(b)}")
-    for name, justify in (("subset", "left"), ("pairs", "right"), (a, "right"), (b, "right"), ("agree", "right")):
+    unit = "lines" if c.get("kind") == "listwise" else "pairs"
+    for name, justify in (("subset", "left"), (unit, "right"), (a, "right"), (b, "right"), ("agree", "right")):
         t.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
     for s in c["subsets"]:
         t.add_row(escape(s["subset"]), f"{s['n']:,}", pct(s["accuracy"][a]), pct(s["accuracy"][b]), pct(s["agreement"]))
@@ -42,17 +43,23 @@ def print_comparison(c: dict[str, Any]) -> None:
             f"[b]{pct(c['agreement'])}[/b]",
         )
     err.print(t)
-    d = Table(title=f"pairs they disagree on: {c['disagreements_total']:,} (first {len(c['disagreements'])})")
-    for name in ("line", "custom_id", "subset", f"{a} margin", f"{b} margin"):
+    listwise = c.get("kind") == "listwise"
+    what = "lines whose best response they disagree on" if listwise else "pairs they disagree on"
+    d = Table(title=f"{what}: {c['disagreements_total']:,} (first {len(c['disagreements'])})")
+    column = "best" if listwise else "margin"
+    for name in ("line", "custom_id", "subset", f"{a} {column}", f"{b} {column}"):
         d.add_column(escape(name))
     for row in c["disagreements"]:
-        margins = [row["scores"][m]["chosen_score"] - row["scores"][m]["rejected_score"] for m in (a, b)]
-        d.add_row(str(row["line"]), _text(row["custom_id"]), _text(row["subset"]), *(f"{x:+.3f}" for x in margins))
+        if listwise:
+            cells = [f"#{row['scores'][m]['best']} ({row['scores'][m]['best_score']:.3f})" for m in (a, b)]
+        else:
+            cells = [f"{row['scores'][m]['chosen_score'] - row['scores'][m]['rejected_score']:+.3f}" for m in (a, b)]
+        d.add_row(str(row["line"]), _text(row["custom_id"]), _text(row["subset"]), *cells)
     err.print(d)
 
 
 def compare(
-    job_id: Annotated[str, typer.Argument(metavar="JOB", help="A pairwise job scored by several models.")],
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="A pairwise or listwise job scored by several models.")],
     models: Annotated[
         str | None,
         typer.Option(metavar="A,B", help="Two of the job's models, comma-separated [default: its first two]."),

@@ -12,11 +12,14 @@ from rich.table import Table
 err = Console(stderr=True)
 
 
-def accuracy_table(acc: dict[str, Any]) -> Table:
-    """Accuracy per subset and overall (`rmscore.summary.accuracy_summary`'s shape)."""
-    t = Table(title="preference accuracy (chosen > rejected)")
+def accuracy_table(acc: dict[str, Any], kind: str = "pairwise") -> Table:
+    """Accuracy per subset and overall (`rmscore.summary.accuracy_summary`'s shape); a listwise job's
+    is the mean RewardBench 2 credit of its labelled lines."""
+    listwise = kind == "listwise"
+    title = "best-of-N accuracy (RewardBench 2 credit)" if listwise else "preference accuracy (chosen > rejected)"
+    t = Table(title=title)
     t.add_column("subset")
-    t.add_column("pairs", justify="right")
+    t.add_column("lines" if listwise else "pairs", justify="right")
     t.add_column("accuracy", justify="right")
     for name, row in acc["subsets"].items():
         t.add_row(escape(name), f"{row['n']:,}", f"{100 * row['accuracy']:.1f}%")
@@ -45,27 +48,47 @@ def print_job(s: dict[str, Any]) -> None:
         t.add_row("kind / model", escape(f"{s['kind']} / {s['model']}"))
         t.add_row("lines", f"{counts['total']:,}")
         t.add_row("scored / failed", f"{counts['completed']:,} / {counts['failed']:,}")
+    if counts.get("responses") is not None:
+        t.add_row("responses", f"{counts['responses']:,} on the lines that parsed")
     for k in ("created_at", "started_at", "completed_at", "cancelled_at", "failed_at"):
         if s.get(k):
             t.add_row(k.replace("_", " "), s[k])
     if s.get("items_per_second"):
         t.add_row(rate_unit(models), f"{s['items_per_second']:,.1f}")
     err.print(t)
+    if s.get("best_of_n"):
+        err.print(best_of_n_table(s["best_of_n"]))
     if s.get("accuracy"):
-        err.print(accuracy_table(s["accuracy"]))
+        err.print(accuracy_table(s["accuracy"], s["kind"]))
     for table in evaluation_tables(s.get("evaluation")):
         err.print(table)
     if s.get("by_model"):
         m = Table(title="models")
         m.add_column("model")
-        m.add_column("pairs", justify="right")
+        m.add_column("lines" if s["kind"] == "listwise" else "pairs", justify="right")
         m.add_column("accuracy", justify="right")
         for name, row in s["by_model"].items():
             macc = row.get("accuracy")
             m.add_row(escape(name), f"{macc['n']:,}" if macc else "0", f"{100 * macc['overall']:.1f}%" if macc else "—")
         err.print(m)
         # On a line of its own: a table title would wrap to the table's narrow width.
-        err.print(f"rmscore compare {escape(s['id'])}: their agreement and the pairs they disagree on", highlight=False)
+        unit = "lines" if s["kind"] == "listwise" else "pairs"
+        hint = f"rmscore compare {escape(s['id'])}: their agreement and the {unit} they disagree on"
+        err.print(hint, highlight=False)
+
+
+def best_of_n_table(b: dict[str, Any]) -> Table:
+    """A listwise job's best and worst scores and their margin (`db.listwise.best_of_n_spread`)."""
+
+    def num(x: float | None) -> str:
+        return "—" if x is None else f"{x:.4f}"
+
+    t = Table(title=f"best of N ({b['n']:,} lines scored)")
+    for name in ("", "mean", "min", "max"):
+        t.add_column(name, justify="left" if not name else "right")
+    for key, label in (("best", "best score"), ("worst", "worst score"), ("margin", "best − worst")):
+        t.add_row(label, *(num(b[key][a]) for a in ("mean", "min", "max")))
+    return t
 
 
 def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:
@@ -75,17 +98,33 @@ def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.1f}%"
 
+    def sections(title: str, heads: tuple[str, str], rows: list[tuple[str, float | None, str]], total: Any) -> Table:
+        t = Table(title=title)
+        t.add_column(heads[0])
+        t.add_column("score", justify="right")
+        t.add_column(heads[1], justify="right")
+        for name, score, note in rows:
+            t.add_row(name, pct(score), note)
+        t.add_row("[b]score[/b]", f"[b]{pct(total[0])}[/b]", total[1])
+        return t
+
     tables: list[Any] = []
     rb = (evaluation or {}).get("rewardbench")
     if rb:
-        t = Table(title="RewardBench sections (per-prompt weighted, as RewardBench)")
-        t.add_column("section")
-        t.add_column("score", justify="right")
-        t.add_column("subsets", justify="right")
-        for s in rb["sections"]:
-            t.add_row(s["section"], pct(s["score"]), f"{len(s['subsets'])} of {len(s['subsets']) + len(s['missing'])}")
-        t.add_row("[b]score[/b]", f"[b]{pct(rb['score'])}[/b]", "mean of the four")
-        tables.append(t)
+        rows = [
+            (s["section"], s["score"], f"{len(s['subsets'])} of {len(s['subsets']) + len(s['missing'])}")
+            for s in rb["sections"]
+        ]
+        title = "RewardBench sections (per-prompt weighted, as RewardBench)"
+        tables.append(sections(title, ("section", "subsets"), rows, (rb["score"], "mean of the four")))
+    rb2 = (evaluation or {}).get("rewardbench2")
+    if rb2:
+        rows = [(s["section"], s["score"], f"{s['n']:,}") for s in rb2["sections"]]
+        title = "RewardBench 2 (Ties by its own weighted rule)"
+        tables.append(sections(title, ("domain", "lines"), rows, (rb2["score"], "mean of the six")))
+        problem = (rb2.get("ties") or {}).get("problem")
+        if problem:
+            tables.append(f"Ties: {escape(problem)}")
     eb = (evaluation or {}).get("evalbiasbench")
     if eb:
         t = Table(title=f"EvalBiasBench (model card: {eb['reference_model']})")

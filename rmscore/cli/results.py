@@ -66,6 +66,7 @@ def print_accuracy(summary: dict[str, Any], wanted: str | None) -> None:
     """One accuracy line per exported model of a pairwise job (its own model's only, for one model)."""
     by_model = summary.get("by_model") or {summary.get("model"): {"accuracy": summary.get("accuracy")}}
     several = len(by_model) > 1
+    unit = "lines" if summary.get("kind") == "listwise" else "pairs"
     for name, row in by_model.items():
         acc = row.get("accuracy")
         if not acc or (wanted is not None and name != wanted):
@@ -73,7 +74,7 @@ def print_accuracy(summary: dict[str, Any], wanted: str | None) -> None:
         parts = ", ".join(f"{k} {100 * v['accuracy']:.1f}% ({v['n']})" for k, v in acc["subsets"].items())
         who = f"{name}: " if several else ""
         err.print(
-            escape(f"accuracy: {who}overall {100 * acc['overall']:.1f}% over {acc['n']:,} pairs; {parts}"),
+            escape(f"accuracy: {who}overall {100 * acc['overall']:.1f}% over {acc['n']:,} {unit}; {parts}"),
             highlight=False,
             soft_wrap=True,
         )

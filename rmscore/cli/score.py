@@ -153,6 +153,7 @@ def score(
                 kind,  # type: ignore[arg-type]
                 max_line_bytes=settings.max_line_bytes,
                 max_turns=settings.max_turns,
+                max_responses=settings.max_responses,
             )
             for window in windows(parsed, WINDOW):
                 for record in _score_window(engine, window, partial(score_items, control_tokens=control)):
@@ -190,6 +191,7 @@ def run_summary(tally: Tally, engine: Any, seconds: float) -> dict[str, Any]:
         "truncated": tally.truncated,
         "errors": dict(tally.errors_by_code),
         "accuracy": tally.accuracy,
+        "accuracy_kind": "listwise" if tally.listwise else "pairwise",
         "seconds": seconds,
         "items_per_s": tally.total / seconds if seconds else 0.0,
         "tokens_per_s": stats.tokens / seconds if seconds else 0.0,
@@ -213,7 +215,7 @@ def print_summary(s: dict[str, Any]) -> None:
     if s["accuracy"]:
         from rmscore.cli.display import accuracy_table
 
-        err.print(accuracy_table(s["accuracy"]))
+        err.print(accuracy_table(s["accuracy"], s["accuracy_kind"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -39,20 +39,8 @@ def engine(tiny_model_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def card_pipeline(tiny_model_dir: Path, tokenizer):
-    """The model card's scoring, on transformers 5: text-classification, no sigmoid, batch size 1."""
-    from transformers import pipeline
+def card_pipeline(tiny_model_dir: Path):
+    """The model card's scoring (`testkit.card_pipeline`)."""
+    from testkit import card_pipeline
 
-    pipe = pipeline("text-classification", model=str(tiny_model_dir), tokenizer=tokenizer, device="cpu")
-
-    def score(conversations: list) -> list[float]:
-        texts = [
-            tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=False).replace(
-                tokenizer.bos_token, ""
-            )
-            for c in conversations
-        ]
-        out = pipe(texts, batch_size=1, function_to_apply="none", top_k=None)
-        return [o[0]["score"] for o in out]
-
-    return score
+    return card_pipeline(tiny_model_dir)

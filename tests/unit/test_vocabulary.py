@@ -31,5 +31,5 @@ def test_members_are_the_stored_strings() -> None:
 
 
 def test_choices_reads_as_a_message() -> None:
-    assert choices(KIND_CHOICES) == "chat, pairwise or auto"
+    assert choices(KIND_CHOICES) == "chat, pairwise, listwise or auto"
     assert choices(("card",)) == "card"
