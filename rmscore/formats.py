@@ -10,6 +10,8 @@ bad line never stops a run and never disappears. Supported shapes (JSON lines, `
 - HH-RLHF: `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}`
 - EvalBiasBench rows `{"instruction", "response1", "response2", "label", "bias"?}`, and its whole
   `.json` file (bias -> rows)
+- text (online requests only, `text_ok=True`): `{"custom_id"?, "text": str}`, a conversation the
+  caller already rendered with the chat template, as RLHF trainers send it (see `TextItem`)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-Kind = Literal["chat", "pairwise"]
+Kind = Literal["chat", "pairwise", "text"]
 Message = dict[str, str]
 Conversation = list[Message]
 ROLES = ("system", "user", "assistant")
@@ -67,6 +69,26 @@ class PairItem:
 
 
 @dataclass(slots=True)
+class TextItem:
+    """A pre-rendered conversation. Scored under the card's rule for its text: every BOS string is
+    removed and the tokenizer adds exactly one (`worker.render.Renderer.text`), so a text that already
+    starts with `<|begin_of_text|>` (an applied chat template) scores exactly as its conversation.
+    Online requests only: a stored job keeps turns, which reports and exports show."""
+
+    line: int
+    custom_id: str | None
+    text: str
+    kind: Kind = field(default="text", init=False)
+
+    @property
+    def conversations(self) -> list[str]:
+        return [self.text]
+
+    def payload(self) -> dict[str, Any]:
+        return {"text": self.text}
+
+
+@dataclass(slots=True)
 class LineError:
     line: int
     custom_id: str | None
@@ -75,8 +97,8 @@ class LineError:
     subset: str | None = None
 
 
-Item = ChatItem | PairItem
-Parsed = ChatItem | PairItem | LineError
+Item = ChatItem | PairItem | TextItem
+Parsed = ChatItem | PairItem | TextItem | LineError
 
 
 class _Bad(Exception):
@@ -92,6 +114,8 @@ def item_from_payload(
     """Rebuild an item stored with `payload()` (the database keeps that form)."""
     if kind == "chat":
         return ChatItem(line, custom_id, payload["messages"])
+    if kind == "text":
+        return TextItem(line, custom_id, payload["text"])
     return PairItem(line, custom_id, subset, payload["chosen"], payload["rejected"])
 
 
@@ -215,9 +239,9 @@ def detect_kind(obj: Any) -> Kind | None:
 
 
 def parse_object(
-    obj: Any, line: int, kind: Kind | None = None, *, max_turns: int = DEFAULT_MAX_TURNS
+    obj: Any, line: int, kind: Kind | None = None, *, max_turns: int = DEFAULT_MAX_TURNS, text_ok: bool = False
 ) -> Parsed:
-    """Normalize one decoded JSON value. `kind=None` accepts either kind."""
+    """Normalize one decoded JSON value. `kind=None` accepts either kind; `text_ok` also kind text."""
     cid: str | None = None
     subset: str | None = None
     try:
@@ -228,6 +252,11 @@ def parse_object(
         if raw_subset is not None:
             subset = _text(raw_subset, "subset")[:MAX_SUBSET]
         found = detect_kind(obj)
+        if found is None and text_ok and "text" in obj:
+            text = _text(obj["text"], "text")
+            if not text.strip():
+                raise _Bad("empty_text", "text is empty")
+            return TextItem(line, cid, text)
         if found is None:
             raise _Bad(
                 "unknown_format",
@@ -404,8 +433,9 @@ def iter_objects(
     *,
     max_line_bytes: int | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
+    text_ok: bool = False,
 ) -> Iterator[Parsed]:
-    """Decoded JSON values (request items, a document's rows) as lines 1..n.
+    """Decoded JSON values (request items, a document's rows) as lines 1..n (`text_ok`: see parse_object).
 
     An item is held to `max_line_bytes` as its JSON text, however it arrived, as a file's line is.
     `kind="auto"`: the first valid item fixes the kind; None: each item may be either kind.
@@ -416,7 +446,7 @@ def iter_objects(
         if max_line_bytes is not None and size > max_line_bytes:
             parsed: Parsed = LineError(n, None, "line_too_long", f"item is {size} bytes; the limit is {max_line_bytes}")
         else:
-            parsed = parse_object(obj, n, fixed, max_turns=max_turns)
+            parsed = parse_object(obj, n, fixed, max_turns=max_turns, text_ok=text_ok)
         if kind == "auto" and fixed is None and not isinstance(parsed, LineError):
             fixed = parsed.kind
         yield parsed
