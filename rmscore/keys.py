@@ -4,17 +4,11 @@ from __future__ import annotations
 
 PREFIX = "rmscore"
 TASK_SCORE_CHUNK = "rmscore.score_chunk"
-TASK_SCORE_SYNC = "rmscore.score_sync"
 
 
 def score_queue(model_name: str) -> str:
     """Batch work for one model: only workers holding that model consume it."""
     return f"score.{model_name}"
-
-
-def sync_queue(model_name: str) -> str:
-    """Interactive `POST /v1/score` requests; workers poll it ahead of the batch queue."""
-    return f"score.{model_name}.sync"
 
 
 def online_queue(model_name: str) -> str:

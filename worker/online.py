@@ -30,13 +30,29 @@ from typing import Any
 import redis
 
 from rmscore import keys
-from worker.sync_task import REPLY_TTL_S, score_request
+from rmscore.formats import item_from_payload
+from worker import faults
 
 log = logging.getLogger(__name__)
 # BLPOP's wait while idle: under the client's 10 s socket timeout, and short enough that a stop is seen soon.
 IDLE_BLOCK_S = 2
 # Requests taken off the list at once (their items are bounded by RMSCORE_SYNC_MAX_ITEMS each).
 MAX_TAKE = 64
+REPLY_TTL_S = 120  # a reply the API no longer waits for (it answered 504) expires
+
+
+def score_request(
+    runtime: Any, items: list[dict[str, Any]], overflow: str | None, control_tokens: str | None = None
+) -> dict[str, Any]:
+    """Score `items` (`{kind, line, custom_id, subset, payload}`, as api/online.py sends them) with the
+    runtime's engine: the batch path's scoring, so the scores are the card's. Nothing is stored."""
+    from worker.scoring import score_items
+
+    parsed = [item_from_payload(i["kind"], i["line"], i.get("custom_id"), i.get("subset"), i["payload"]) for i in items]
+    faults.before_scoring(parsed)  # inert unless a test asks for it, as on the batch path
+    control = control_tokens or runtime.settings.control_tokens
+    records = score_items(runtime.engine, parsed, overflow=overflow, control_tokens=control)  # type: ignore[arg-type]
+    return {"records": records, "model_identity": runtime.engine.identity, "worker": runtime.name}
 
 
 @dataclass

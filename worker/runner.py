@@ -402,12 +402,9 @@ def run_worker(
     app = create_app(settings)
     r = get_redis(settings.broker_url)
     runtime = WorkerRuntime(settings, engine, db, r, app, name or node_name(engine.name, engine.device, suffix=suffix))
-    from worker import sync_task, tasks
+    from worker import online, tasks
 
     tasks.register(app, runtime)
-    sync_task.register(app, runtime)  # the Celery sync queue, for APIs from before the online lane
-    from worker import online
-
     lane = online.start(runtime, settings.online_window)  # online requests, between micro-batches
     heartbeat = Heartbeat(runtime)
     heartbeat.beat()
