@@ -127,7 +127,17 @@ class OnlineLane(threading.Thread):
                     engine.gate.release()
 
     def stop(self) -> None:
+        """Stop taking requests; those taken but not served go back to the head of the list, for
+        another worker (or this one after a restart) rather than a 504."""
         self.stopping.set()
+        left = []
+        while self._inbox:
+            left.append(self._inbox.popleft())
+        if left:
+            try:
+                self.runtime.redis.lpush(self.queue, *reversed(left))
+            except redis.RedisError as exc:
+                log.warning("online lane: %d requests not handed back: %s", len(left), exc)
 
     # ------------------------------------------------------------------ serving
 

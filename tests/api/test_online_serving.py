@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Online:
     url: str  # RMSCORE_SYNC_TIMEOUT=60
+    metrics_url: str  # the worker's Prometheus endpoint
     short_url: str  # the same fleet through an API with RMSCORE_SYNC_TIMEOUT=1
     key: str
     db_url: str
@@ -58,6 +59,7 @@ def online(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
         RMSCORE_MAX_BATCH_TOKENS="64",
         RMSCORE_CHUNK_SIZE="64",
         OMP_NUM_THREADS="1",
+        RMSCORE_WORKER_METRICS_PORT=str(metrics_port := free_port()),
     )
     procs = [start([*CLI, "worker"], env, tmp / "worker.log")]
     ports = free_port(), free_port()
@@ -68,7 +70,7 @@ def online(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     try:
         for url, proc, log in zip(urls, procs[1:], ("api.log", "api-short.log"), strict=True):
             _wait_http(f"{url}/readyz", proc, tmp / log)  # ready: a worker's heartbeat is there
-        yield Online(urls[0], urls[1], key, db_url, procs[0])
+        yield Online(urls[0], f"http://127.0.0.1:{metrics_port}/metrics", urls[1], key, db_url, procs[0])
     finally:
         stop(procs)
 
@@ -153,7 +155,11 @@ def test_every_face_returns_the_same_scores_the_cards(online: Online, tiny_model
         r = c.post("/v1/classify", json={"messages": convs[1], "use_activation": True})
         assert r.status_code == 200, r.text
         sigmoid = r.json()["data"][0]["probs"][0]
-    trl = reward_function([online.url], online.key)
+    # The first URL refuses connections: the function fails over to the live one. Pickled, as TRL's
+    # worker processes receive it.
+    import pickle
+
+    trl = pickle.loads(pickle.dumps(reward_function([f"http://127.0.0.1:{free_port()}", online.url], online.key)))
     assert trl.__name__ == "rmscore"
     from_trl = trl([c[:-1] for c in convs], [[c[-1]] for c in convs], ground_truth=["x"] * 3)
     for got in (v1[:3], v1[3:], rewards, classify, from_trl):
@@ -162,6 +168,11 @@ def test_every_face_returns_the_same_scores_the_cards(online: Online, tiny_model
     import math
 
     assert sigmoid == pytest.approx(1 / (1 + math.exp(-card[1])), abs=1e-4)
+    # Each of those requests was observed: latency and queue wait on the worker's /metrics.
+    metrics = httpx.get(online.metrics_url, timeout=10).text
+    for name in ("rmscore_worker_online_latency_seconds_count", "rmscore_worker_online_wait_seconds_count"):
+        counts = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name)]
+        assert counts and counts[0] >= 5, (name, counts)
 
 
 def test_faces_refuse_bad_input_with_4xx(online: Online) -> None:
