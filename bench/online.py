@@ -5,8 +5,8 @@ own batch throughput on the same items. Not a test: it reports figures (ratios w
     rmscore make-tiny-model models/small --size small
     .venv/bin/python bench/online.py --model models/small
 
-Runs on loopback like bench/load.py: its own `redis-server`, a fresh SQLite file, one `rmscore worker`
-and one `rmscore api` (auth enabled). HH-RLHF pairs from ../shared/data. Phases, in order:
+Runs on loopback through bench/load.py's `start_stack`: its own `redis-server`, a fresh SQLite file,
+one `rmscore worker` and one `rmscore api` (auth enabled). HH-RLHF pairs from ../shared/data. Phases, in order:
 
 1. engine: the items of phase 4 scored in one in-process engine call (before the worker starts),
    the batch baseline;
@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from load import CLI, REPO, free_port, pct, spawn, wait_for
+from load import REPO, pct, start_stack, stop_all, wait_for
 
 DATA = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
@@ -103,53 +101,19 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="Also write the report as JSON here.")
     a = ap.parse_args()
     model = str(Path(a.model).resolve())
-    redis_server = shutil.which("redis-server")
-    if not redis_server:
-        raise SystemExit("online: needs redis-server on PATH (it starts its own, on loopback)")
-
     latency_pairs = hh_pairs(a.requests * a.request_pairs)
     small = hh_pairs(a.pairs)
     print("online: phase 1, the engine in-process", flush=True)
     engine_cps = engine_rate(model, small)
 
     tmp = Path(tempfile.mkdtemp(prefix="rmscore-online-"))
-    redis_port, api_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-    env.update(
-        RMSCORE_DATABASE_URL=f"sqlite:///{tmp / 'rmscore.db'}",
-        RMSCORE_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-        RMSCORE_MODEL=model,
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_HEARTBEAT_INTERVAL="2",
-        RMSCORE_SYNC_TIMEOUT="120",
-        # Chunks of 64 pairs (not 256): cancelling the job after phase 3 waits for the chunk in hand.
-        RMSCORE_CHUNK_SIZE="64",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        PYTHONPATH=str(REPO),
-    )
     procs: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what was started
     report: dict[str, Any] = {"model": a.model, "engine_conversations_per_s": round(engine_cps, 2)}
     try:
-        redis_cmd = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        procs.append(spawn(redis_cmd, env, tmp / "redis.log"))
-        subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
-        made = subprocess.run([*CLI, "keys", "create", "online"], env=env, cwd=REPO, capture_output=True, text=True)
-        key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
-        if made.returncode != 0 or key is None:
-            raise SystemExit(f"online: could not create an API key:\n{made.stdout}{made.stderr}")
-        procs.append(spawn([*CLI, "worker"], env, tmp / "worker.log"))
-        procs.append(spawn([*CLI, "api", "--port", str(api_port)], env, tmp / "api.log"))
-        url = f"http://127.0.0.1:{api_port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 300, "the API and worker to be ready", procs)
+        # Chunks of 64 pairs (not 256): cancelling the job after phase 3 waits for the chunk in hand.
+        extra = {"RMSCORE_SYNC_TIMEOUT": "120", "RMSCORE_CHUNK_SIZE": "64"}
+        url, key = start_stack(model, tmp, procs, [None], **extra)
         sequential(url, key, latency_pairs, 1, a.request_pairs)  # the first request after start-up
 
         print("online: phase 2, idle", flush=True)
@@ -175,14 +139,7 @@ def main() -> int:
         many_status = asyncio.run(concurrent(url, key, small, a.clients, a.small_pairs))
         many_cps = 2 * a.pairs / (time.perf_counter() - t0)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
     def summary(seconds: list[float], status: Counter[Any]) -> dict[str, Any]:
         ok = status.get(200, 0)
