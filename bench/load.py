@@ -32,10 +32,65 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
 
-from harness import RedisServer, free_port, launch, stop_all, wait_http  # noqa: E402
+import harness  # noqa: E402
+from harness import RedisServer, free_port, launch, wait_http  # noqa: E402
 from testkit import CLI, clean_env  # noqa: E402
 
 TERMINAL = ("completed", "failed", "cancelled")
+
+
+def wait_for(predicate: Any, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise SystemExit(f"load: {what} failed (exited: {[p.args for p in dead]}); see the logs")
+        time.sleep(0.3)
+
+
+def start_stack(
+    model: str,
+    tmp: Path,
+    procs: list[subprocess.Popen[bytes]],
+    workers: list[str | None],
+    database_url: str | None = None,
+    **env_extra: str,
+) -> tuple[str, str]:
+    """Its own `redis-server`, the schema, an API key, `rmscore worker`s (named, or default names for
+    None) and `rmscore api`, all on loopback with auth enabled; (API URL, key) once /readyz answers.
+    Every process is appended to `procs` as it starts, the Redis server first (`stop_all` stops them)."""
+    if not shutil.which("redis-server"):
+        raise SystemExit("bench: needs redis-server on PATH (it starts its own, on loopback)")
+    redis = RedisServer(tmp / "redis.log").start()
+    assert redis.proc is not None
+    procs.append(redis.proc)
+    env = clean_env(
+        RMSCORE_DATABASE_URL=database_url or f"sqlite:///{tmp / 'rmscore.db'}",
+        RMSCORE_BROKER_URL=redis.url,
+        RMSCORE_MODEL=str(Path(model).resolve()),
+        RMSCORE_DEVICE="cpu",
+        RMSCORE_AUTH="enabled",
+        RMSCORE_HEARTBEAT_INTERVAL="2",
+        **env_extra,
+    )
+    subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
+    made = subprocess.run([*CLI, "keys", "create", "bench"], env=env, cwd=REPO, capture_output=True, text=True)
+    key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
+    if made.returncode != 0 or key is None:
+        raise SystemExit(f"bench: could not create an API key:\n{made.stdout}{made.stderr}")
+    for i, name in enumerate(workers):
+        procs.append(launch(["worker", *(["--name", name] if name else [])], env, tmp / f"worker{i}.log"))
+    api_port = free_port()
+    procs.append(launch(["api", "--port", str(api_port)], env, tmp / "api.log"))
+    url = f"http://127.0.0.1:{api_port}"
+    wait_http(f"{url}/readyz", procs[-1], tmp / "api.log", timeout=300)
+    return url, key
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """The API and workers first (their graceful shutdown), then the Redis server they use."""
+    harness.stop_all(procs[1:])
+    harness.stop_all(procs[:1])
 
 
 def items_for(n: int, job: int) -> list[dict[str, Any]]:
@@ -136,37 +191,15 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="Also write the report as JSON here.")
     a = ap.parse_args()
 
-    if not shutil.which("redis-server"):
-        raise SystemExit("load: needs redis-server on PATH (it starts its own, on loopback)")
     tmp = Path(tempfile.mkdtemp(prefix="rmscore-load-"))
-    redis, api_port = RedisServer(tmp / "redis.log"), free_port()
-    broker = redis.url
-    db_url = a.database_url or f"sqlite:///{tmp / 'rmscore.db'}"
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=broker,
-        RMSCORE_MODEL=str(Path(a.model).resolve()),
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_AUTH="enabled",
-        RMSCORE_HEARTBEAT_INTERVAL="2",
-    )
     procs: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what was started
     try:
-        redis.start()
-        subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
-        made = subprocess.run([*CLI, "keys", "create", "load"], env=env, cwd=REPO, capture_output=True, text=True)
-        key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
-        if made.returncode != 0 or key is None:
-            raise SystemExit(f"load: could not create an API key:\n{made.stdout}{made.stderr}")
         from rmscore.settings import model_name
 
-        for i in range(a.workers):  # named <model>@…: /readyz looks for the default model's workers
-            name = f"{model_name(a.model)}@load-w{i}"
-            procs.append(launch(["worker", "--name", name], env, tmp / f"worker{i}.log"))
-        procs.append(launch(["api", "--port", str(api_port)], env, tmp / "api.log"))
-        url = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{url}/readyz", procs[-1], tmp / "api.log", timeout=300)
+        # Named <model>@…: /readyz looks for the default model's workers.
+        names = [f"{model_name(a.model)}@load-w{i}" for i in range(a.workers)]
+        url, key = start_stack(a.model, tmp, procs, names, a.database_url, OMP_NUM_THREADS="1")
         time.sleep(2)  # let the second worker finish its warm-up too
         what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
         print(f"load: {what}", flush=True)
@@ -185,7 +218,6 @@ def main() -> int:
         checked = verify(url, key, stats.accepted, a.drain_timeout)
     finally:
         stop_all(procs)
-        redis.kill()
 
     every = [x for v in stats.latency.values() for x in v]
     report: dict[str, Any] = {

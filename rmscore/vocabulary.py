@@ -4,8 +4,9 @@ StrEnums, so a member is its string: what the tables store, the API sends and th
 same text as before these existed (`JobStatus.queued == "queued"`, `json.dumps` writes "queued").
 
 Adding a kind of input is one line in `JobKind` for every run-time check (the API, the CLI, the
-store); the static `Literal`s that type-check the same words (`rmscore.formats.Kind`,
-`api.schemas.KindIn`) are tied to it by tests/unit/test_vocabulary.py.
+store; a kind for online requests only is also named in `ONLINE_ONLY`); the static `Literal`s that
+type-check the same words (`rmscore.formats.Kind`, `api.schemas.KindIn`) are tied to it by
+tests/unit/test_vocabulary.py.
 """
 
 from __future__ import annotations
@@ -62,10 +63,13 @@ class JobKind(StrEnum):
     chat = "chat"
     pairwise = "pairwise"
     listwise = "listwise"  # best-of-N: one prompt, several responses
+    text = "text"  # a conversation already rendered: online requests only, never a stored job
 
 
+ONLINE_ONLY = (JobKind.text,)  # a stored job keeps turns, which reports and exports show
+JOB_KINDS = tuple(k for k in JobKind if k not in ONLINE_ONLY)  # what a job can be
 AUTO = "auto"  # not a kind: "the first line that names one"
-KIND_CHOICES = (*JobKind, AUTO)  # what a submission may ask for
+KIND_CHOICES = (*JOB_KINDS, AUTO)  # what a submission may ask for
 
 
 class Overflow(StrEnum):

@@ -2,6 +2,8 @@
 
 - `RMSCORE_FAULT_CHUNK_DELAY=SECONDS`: sleep that long after claiming each chunk, so a test can
   kill or stop a worker while it holds a lease, or cancel a job while it runs.
+- `RMSCORE_FAULT_BATCH_DELAY=SECONDS`: sleep that long before each micro-batch's forward pass, so a
+  chunk of a few items takes seconds on the tiny model (online requests served mid-chunk).
 - `RMSCORE_FAULT_POISON=CUSTOM_ID`: scoring raises for any chunk (or `POST /v1/score` request)
   holding an item with that custom_id, as a model that chokes on one input would.
 """
@@ -16,6 +18,7 @@ from rmscore.formats import Item
 
 CHUNK_DELAY_ENV = "RMSCORE_FAULT_CHUNK_DELAY"
 POISON_ENV = "RMSCORE_FAULT_POISON"
+BATCH_DELAY_ENV = "RMSCORE_FAULT_BATCH_DELAY"
 
 
 class InjectedFault(RuntimeError):
@@ -24,6 +27,12 @@ class InjectedFault(RuntimeError):
 
 def after_claim() -> None:
     delay = float(os.environ.get(CHUNK_DELAY_ENV) or 0)
+    if delay > 0:
+        time.sleep(delay)
+
+
+def before_batch() -> None:
+    delay = float(os.environ.get(BATCH_DELAY_ENV) or 0)
     if delay > 0:
         time.sleep(delay)
 

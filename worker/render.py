@@ -83,11 +83,18 @@ class Renderer:
         self.bos_id: int | None = tokenizer.bos_token_id
         self.control = ControlStrings(tokenizer)
 
-    def text(self, conversation: Conversation) -> str:
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
+    def text(self, conversation: Conversation | str) -> str:
+        """The card's text for a conversation; a `str` is text a trainer already rendered (kind `text`),
+        which gets the same rule: every BOS string removed, so the tokenizer puts back exactly one.
+        A text that starts with its own BOS (as a rendered chat template does) thus scores the same
+        as the conversation it renders; a text without one still gets one."""
+        if isinstance(conversation, str):
+            text = conversation
+        else:
+            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
         return text.replace(self.bos_token, "") if self.bos_token else text
 
-    def encode(self, conversations: Sequence[Conversation]) -> list[Encoded]:
+    def encode(self, conversations: Sequence[Conversation | str]) -> list[Encoded]:
         texts = [self.text(c) for c in conversations]
         # One call for the whole list: the fast tokenizer encodes a batch in parallel in Rust.
         all_ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]

@@ -68,6 +68,7 @@ class WorkerRuntime:
     items_done: int = 0
     cache_hits: int = 0  # conversations answered from the score cache instead of the model
     current: Lease | None = None
+    online: Any = None  # worker.online.OnlineLane, once started
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -401,10 +402,10 @@ def run_worker(
     app = create_app(settings)
     r = get_redis(settings.broker_url)
     runtime = WorkerRuntime(settings, engine, db, r, app, name or node_name(engine.name, engine.device, suffix=suffix))
-    from worker import sync_task, tasks
+    from worker import online, tasks
 
     tasks.register(app, runtime)
-    sync_task.register(app, runtime)  # POST /v1/score requests, served ahead of batch chunks
+    lane = online.start(runtime, settings.online_window)  # online requests, between micro-batches
     heartbeat = Heartbeat(runtime)
     heartbeat.beat()
     heartbeat.start()
@@ -431,6 +432,7 @@ def run_worker(
     try:
         worker.start()
     finally:
+        lane.stop()
         reconciler.stop()
         keeper.stopping.set()
         heartbeat.stopping.set()

@@ -9,6 +9,7 @@ from rmscore.formats import (
     ChatItem,
     Item,
     ListwiseItem,
+    TextItem,
     chat_record,
     error_record,
     listwise_record,
@@ -35,7 +36,9 @@ def score_items(
     if control_tokens == "neutralize":
         control = engine.renderer.control
         for i, conversation in enumerate(conversations):
-            conversations[i], changed[i] = control.neutralize(conversation)
+            # A pre-rendered text is left as it is: its control tokens are the chat template's own.
+            if not isinstance(conversation, str):
+                conversations[i], changed[i] = control.neutralize(conversation)
     results = engine.score(conversations, overflow=overflow)
     records = _records(items, results)
     pos = 0
@@ -51,7 +54,7 @@ def _records(items: Sequence[Item], results: Sequence[Scored | Rejected]) -> lis
     records: list[dict[str, Any]] = []
     pos = 0
     for item in items:
-        if isinstance(item, ChatItem):
+        if isinstance(item, ChatItem | TextItem):
             r = results[pos]
             pos += 1
             if isinstance(r, Rejected):

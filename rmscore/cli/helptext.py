@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperOption
 
-from rmscore.vocabulary import JobKind
+from rmscore.vocabulary import JOB_KINDS
 
 DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
 
@@ -25,7 +25,7 @@ DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
 InputFile = Annotated[
     Path, typer.Argument(help="JSONL (or .jsonl.gz, or one .json document) to score.", exists=True)
 ]
-KindOption = Annotated[str, typer.Option(help=f"{', '.join(JobKind)}, or auto (from the first line).")]
+KindOption = Annotated[str, typer.Option(help=f"{', '.join(JOB_KINDS)}, or auto (from the first line).")]
 
 
 def comma_list(value: str | None) -> list[str] | None:

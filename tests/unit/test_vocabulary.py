@@ -6,11 +6,20 @@ from __future__ import annotations
 import json
 from typing import get_args
 
-from rmscore.vocabulary import KIND_CHOICES, ChunkStatus, ControlTokens, JobKind, JobStatus, Overflow, choices
+from rmscore.vocabulary import (
+    JOB_KINDS,
+    KIND_CHOICES,
+    ChunkStatus,
+    ControlTokens,
+    JobKind,
+    JobStatus,
+    Overflow,
+    choices,
+)
 
 
 def test_literals_match_the_enums() -> None:
-    from api.schemas import KindIn
+    from api.schemas import Job, KindIn
     from rmscore.formats import Kind
     from rmscore.settings import Settings
     from worker.engine import Overflow as EngineOverflow
@@ -18,6 +27,7 @@ def test_literals_match_the_enums() -> None:
 
     assert set(get_args(Kind)) == set(JobKind)
     assert set(get_args(KindIn)) == set(KIND_CHOICES)
+    assert set(get_args(Job.model_fields["kind"].annotation)) == set(JOB_KINDS)  # text is online-only
     assert set(get_args(EngineOverflow)) == set(Overflow)
     assert set(get_args(Settings.model_fields["overflow"].annotation)) == set(Overflow)
     assert set(get_args(RenderControlTokens)) == set(ControlTokens)
