@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from apistack import CLI, _wait_http, free_port, stack_env, start, stop
+from apistack import stack_env
+from harness import free_port, launch, stop_all, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -61,18 +62,18 @@ def online(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
         OMP_NUM_THREADS="1",
         RMSCORE_WORKER_METRICS_PORT=str(metrics_port := free_port()),
     )
-    procs = [start([*CLI, "worker"], env, tmp / "worker.log")]
+    procs = [launch(["worker"], env, tmp / "worker.log")]
     ports = free_port(), free_port()
-    procs.append(start([*CLI, "api", "--port", str(ports[0])], env, tmp / "api.log"))
+    procs.append(launch(["api", "--port", str(ports[0])], env, tmp / "api.log"))
     short_env = {**env, "RMSCORE_SYNC_TIMEOUT": "1"}
-    procs.append(start([*CLI, "api", "--port", str(ports[1])], short_env, tmp / "api-short.log"))
+    procs.append(launch(["api", "--port", str(ports[1])], short_env, tmp / "api-short.log"))
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url, proc, log in zip(urls, procs[1:], ("api.log", "api-short.log"), strict=True):
-            _wait_http(f"{url}/readyz", proc, tmp / log)  # ready: a worker's heartbeat is there
+            wait_http(f"{url}/readyz", proc, tmp / log)  # ready: a worker's heartbeat is there
         yield Online(urls[0], f"http://127.0.0.1:{metrics_port}/metrics", urls[1], key, db_url, procs[0])
     finally:
-        stop(procs)
+        stop_all(procs)
 
 
 def hh_pairs(shared_data: Path, n: int) -> list[dict[str, Any]]:
