@@ -14,6 +14,7 @@ That stays the default (scores must be the card's), and `neutralize` (job option
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -83,15 +84,21 @@ class Renderer:
         self.bos_token: str | None = tokenizer.bos_token
         self.bos_id: int | None = tokenizer.bos_token_id
         self.control = ControlStrings(tokenizer)
+        # A fast tokenizer's Rust state must not be called from two threads at once ("Already
+        # borrowed"): a worker renders on its prepare thread and, bisecting a poison chunk, on its device thread.
+        self._lock = threading.Lock()
 
     def text(self, conversation: Conversation) -> str:
         text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
         return text.replace(self.bos_token, "") if self.bos_token else text
 
     def encode(self, conversations: Sequence[Conversation]) -> list[Encoded]:
+        if not conversations:  # every one answered by the score cache (the tokenizer refuses an empty batch)
+            return []
         texts = [self.text(c) for c in conversations]
         # One call for the whole list: the fast tokenizer encodes a batch in parallel in Rust.
-        all_ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        with self._lock:
+            all_ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         return [self._fit(ids) for ids in all_ids]
 
     def _fit(self, ids: list[int]) -> Encoded:
