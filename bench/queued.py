@@ -96,6 +96,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three modes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--chunk-size", type=int, default=None, help="RMSCORE_CHUNK_SIZE (default: the setting's)")
+    ap.add_argument("--chunk-max-tokens", type=int, default=None, help="RMSCORE_CHUNK_MAX_TOKENS (GPU: 1048576)")
     ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     ap.add_argument("--broker-url", default="redis://127.0.0.1:6379/7", help="flushed before and after")
     ap.add_argument("--hh-file", default=str(HH))
@@ -137,8 +138,9 @@ def main() -> int:
     env.update(RMSCORE_DATABASE_URL=db_url, RMSCORE_BROKER_URL=args.broker_url, RMSCORE_HEARTBEAT_INTERVAL="1",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT),
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # fmt: skip
-    if args.chunk_size:
-        env["RMSCORE_CHUNK_SIZE"] = str(args.chunk_size)
+    limits = {"chunk_size": args.chunk_size, "chunk_max_tokens": args.chunk_max_tokens}
+    limits = {k: v for k, v in limits.items() if v}
+    env.update({f"RMSCORE_{k.upper()}": str(v) for k, v in limits.items()})
     workers = {
         "bench-queued@overlap": (model, {}),
         "bench-queued@sequential": (sequential_model, {"RMSCORE_WORKER_OVERLAP": "false"}),
@@ -147,10 +149,11 @@ def main() -> int:
     procs = {name: start_worker(m, name, {**env, **extra}, logs[name], args.device)
              for name, (m, extra) in workers.items()}  # fmt: skip
     settings = Settings(database_url=db_url, broker_url=args.broker_url, model=str(model),
-                        models=[str(sequential_model)], chunk_size=args.chunk_size or 256, _env_file=None)  # fmt: skip
+                        models=[str(sequential_model)], _env_file=None, **limits)  # fmt: skip
     results: dict[str, Any] = {"data": args.data, "items": n, "rounds": [], "database": db_url.split(":", 1)[0],
                                "threads": args.threads, "device": args.device, "model": str(model),
-                               "chunk_size": settings.chunk_size, "load_1min_at_start": os.getloadavg()[0]}  # fmt: skip
+                               "chunk_size": settings.chunk_size, "chunk_max_tokens": settings.chunk_max_tokens,
+                               "load_1min_at_start": os.getloadavg()[0]}  # fmt: skip
     try:
         torch.set_num_threads(args.threads)
         engine = Engine.load(str(model), device=args.device)
