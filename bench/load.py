@@ -147,6 +147,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50, help="Concurrent clients [50].")
     ap.add_argument("--duration", type=float, default=60, help="Seconds the clients run [60].")
     ap.add_argument("--workers", type=int, default=2, help="rmscore worker processes [2].")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes (`rmscore api --workers`) [1].")
     ap.add_argument("--items", type=int, default=4, help="Pairs per job [4].")
     ap.add_argument("--poll", type=float, default=1.0, help="Mean seconds between a client's polls [1.0].")
     ap.add_argument("--drain-timeout", type=float, default=300, help="Most seconds to wait for jobs afterwards [300].")
@@ -194,7 +195,8 @@ def main() -> int:
         for i in range(a.workers):  # named <model>@…: /readyz looks for the default model's workers
             name = f"{model_name(a.model)}@load-w{i}"
             procs.append(spawn([*CLI, "worker", "--name", name], env, tmp / f"worker{i}.log"))
-        procs.append(spawn([*CLI, "api", "--port", str(api_port)], env, tmp / "api.log"))
+        api = [*CLI, "api", "--port", str(api_port), "--workers", str(a.api_workers)]
+        procs.append(spawn(api, env, tmp / "api.log"))
         url = f"http://127.0.0.1:{api_port}"
 
         def ready() -> bool:
@@ -205,7 +207,8 @@ def main() -> int:
 
         wait_for(ready, 300, "the API and workers to be ready", procs)
         time.sleep(2)  # let the second worker finish its warm-up too
-        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
+        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.api_workers} API process(es), "
+        what += f"{a.items} pairs a job, {'PostgreSQL' if a.database_url else 'SQLite'}"
         print(f"load: {what}", flush=True)
 
         stats = Stats()
@@ -234,6 +237,9 @@ def main() -> int:
     report: dict[str, Any] = {
         "clients": a.clients,
         "workers": a.workers,
+        "api_workers": a.api_workers,
+        "database": "postgresql" if a.database_url else "sqlite",
+        "load_1min": os.getloadavg()[0],
         "seconds": round(elapsed, 1),
         "requests": len(every),
         "requests_per_s": round(len(every) / elapsed, 1),
