@@ -5,8 +5,9 @@ One run, the same items, interleaved rounds (noise from other processes falls on
   engine      worker.scoring.score_items on every item in this process, warm: the ceiling;
   queued      the job submitted as `rmscore submit` does (db.producer.submit: stored, then one
               message per chunk to Redis) and scored by a warm `rmscore worker` with its chunk
-              pipeline (worker/chunk_pipeline.py: chunk N+1 prepared and N-1 stored while N is
-              on the device); clock from the submit to the job completed, its results stored;
+              pipeline on (RMSCORE_WORKER_OVERLAP=true, worker/chunk_pipeline.py: chunk N+1
+              prepared and N-1 stored while N is on the device; the default on CUDA only); clock
+              from the submit to the job completed, its results stored;
   sequential  the same with RMSCORE_WORKER_OVERLAP=false: one chunk at a time, start to end.
 Figures: queued / engine (target >= 0.95) and sequential / engine, items/s. Each queued job runs
 under a new tenant, so the score cache (per tenant) never answers it: every item is scored.
@@ -142,7 +143,7 @@ def main() -> int:
     limits = {k: v for k, v in limits.items() if v}
     env.update({f"RMSCORE_{k.upper()}": str(v) for k, v in limits.items()})
     workers = {
-        "bench-queued@overlap": (model, {}),
+        "bench-queued@overlap": (model, {"RMSCORE_WORKER_OVERLAP": "true"}),  # a CPU's default is off
         "bench-queued@sequential": (sequential_model, {"RMSCORE_WORKER_OVERLAP": "false"}),
     }
     logs = {name: tmp / f"{name.split('@')[1]}.log" for name in workers}

@@ -108,6 +108,12 @@ class WorkerRuntime:
         return keys.score_queue(self.engine.name)
 
     @property
+    def overlap(self) -> bool:
+        """Prepare chunk N+1 and store N-1 while N is on the device (RMSCORE_WORKER_OVERLAP; unset: CUDA only)."""
+        chosen = self.settings.worker_overlap
+        return str(self.engine.device).startswith("cuda") if chosen is None else chosen
+
+    @property
     def pipeline(self) -> ChunkPipeline[InHand]:
         """The device and store stages (started on first use: only a worker that takes chunks needs them)."""
         with self._lock:
@@ -174,8 +180,8 @@ class WorkerRuntime:
                 return self._hand_back(lease, exc)
             chunk.error = exc
         self.pipeline.submit(chunk)
-        if not s.worker_overlap:
-            self.pipeline.wait_idle()  # one chunk at a time, start to end: the A/B baseline (bench/queued.py)
+        if not self.overlap:
+            self.pipeline.wait_idle()  # one chunk at a time, start to end
         return "scoring"
 
     def _prepare(self, items: list[Item], options: dict[str, Any], tenant: str) -> tuple[CachingScorer, Prepared]:
@@ -388,6 +394,7 @@ class WorkerRuntime:
             # `lease_owner` (one of them) is what heartbeats named before the pipeline held several.
             "lease_owner": cur.owner if cur else None,
             "lease_owners": [lease.owner for lease in held],
+            "overlap": self.overlap,
             "chunks_in_hand": [lease.chunk_id for lease in held],
             "max_batch_tokens": self.engine.max_batch_tokens,
             "padding_efficiency": stats.padding_efficiency,

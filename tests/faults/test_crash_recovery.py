@@ -38,7 +38,9 @@ def test_a_sigkilled_workers_chunks_in_hand_are_taken_back_promptly_with_default
     assert defaults.lease_seconds >= 5 * PROMPTLY_S  # so only the heartbeat path can be this quick
     # The doomed worker would sleep an hour on the device with its first chunk; meanwhile it prefetches
     # the next one, which then waits for the device. Only its death ends those leases.
-    doomed = env.worker("doomed", **{SCORE_DELAY_ENV: "3600"}).wait_ready(env.pipe.redis)
+    # The pipeline is on by default on CUDA only (RMSCORE_WORKER_OVERLAP): on here, lease settings untouched.
+    doomed = env.worker("doomed", RMSCORE_WORKER_OVERLAP="true", **{SCORE_DELAY_ENV: "3600"})
+    doomed.wait_ready(env.pipe.redis)
     job_id = env.pipe.submit(fault_input, model=MODEL, chunk_size=10)  # 3 chunks
 
     def two_held() -> list[Any]:
