@@ -43,7 +43,9 @@ def prepare_items(
     changed = [False] * len(conversations)
     if control_tokens == "neutralize":
         for i, conversation in enumerate(conversations):
-            conversations[i], changed[i] = renderer.control.neutralize(conversation)
+            # A pre-rendered text (a `str`) is left as it is: its control tokens are the template's own.
+            if not isinstance(conversation, str):
+                conversations[i], changed[i] = renderer.control.neutralize(conversation)
     known = lookup(conversations) if lookup is not None else {}
     todo = [i for i in range(len(conversations)) if i not in known]
     encoded = renderer.encode([conversations[i] for i in todo])
