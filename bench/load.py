@@ -62,6 +62,8 @@ def start_stack(
     procs: list[subprocess.Popen[bytes]],
     workers: list[str | None],
     database_url: str | None = None,
+    *,
+    api_workers: int = 1,
     **env_extra: str,
 ) -> tuple[str, str]:
     """Its own `redis-server`, the schema, an API key, `rmscore worker`s (named, or default names for
@@ -93,7 +95,7 @@ def start_stack(
         raise SystemExit(f"bench: could not create an API key:\n{made.stdout}{made.stderr}")
     for i, name in enumerate(workers):
         procs.append(spawn([*CLI, "worker", *(["--name", name] if name else [])], env, tmp / f"worker{i}.log"))
-    procs.append(spawn([*CLI, "api", "--port", str(api_port)], env, tmp / "api.log"))
+    procs.append(spawn([*CLI, "api", "--port", str(api_port), "--workers", str(api_workers)], env, tmp / "api.log"))
     url = f"http://127.0.0.1:{api_port}"
 
     def ready() -> bool:
@@ -208,6 +210,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50, help="Concurrent clients [50].")
     ap.add_argument("--duration", type=float, default=60, help="Seconds the clients run [60].")
     ap.add_argument("--workers", type=int, default=2, help="rmscore worker processes [2].")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes (`rmscore api --workers`) [1].")
     ap.add_argument("--items", type=int, default=4, help="Pairs per job [4].")
     ap.add_argument("--poll", type=float, default=1.0, help="Mean seconds between a client's polls [1.0].")
     ap.add_argument("--drain-timeout", type=float, default=300, help="Most seconds to wait for jobs afterwards [300].")
@@ -223,9 +226,12 @@ def main() -> int:
 
         # Named <model>@…: /readyz looks for the default model's workers.
         names = [f"{model_name(a.model)}@load-w{i}" for i in range(a.workers)]
-        url, key = start_stack(a.model, tmp, procs, names, a.database_url, OMP_NUM_THREADS="1")
+        url, key = start_stack(
+            a.model, tmp, procs, names, a.database_url, api_workers=a.api_workers, OMP_NUM_THREADS="1"
+        )
         time.sleep(2)  # let the second worker finish its warm-up too
-        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
+        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.api_workers} API process(es), "
+        what += f"{a.items} pairs a job, {'PostgreSQL' if a.database_url else 'SQLite'}"
         print(f"load: {what}", flush=True)
 
         stats = Stats()
@@ -247,6 +253,9 @@ def main() -> int:
     report: dict[str, Any] = {
         "clients": a.clients,
         "workers": a.workers,
+        "api_workers": a.api_workers,
+        "database": "postgresql" if a.database_url else "sqlite",
+        "load_1min": os.getloadavg()[0],
         "seconds": round(elapsed, 1),
         "requests": len(every),
         "requests_per_s": round(len(every) / elapsed, 1),
