@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import signal
@@ -54,6 +55,8 @@ def start_stack(
     procs: list[subprocess.Popen[bytes]],
     workers: list[str | None],
     database_url: str | None = None,
+    *,
+    api_workers: int = 1,
     **env_extra: str,
 ) -> tuple[str, str]:
     """Its own `redis-server`, the schema, an API key, `rmscore worker`s (named, or default names for
@@ -81,7 +84,7 @@ def start_stack(
     for i, name in enumerate(workers):
         procs.append(launch(["worker", *(["--name", name] if name else [])], env, tmp / f"worker{i}.log"))
     api_port = free_port()
-    procs.append(launch(["api", "--port", str(api_port)], env, tmp / "api.log"))
+    procs.append(launch(["api", "--port", str(api_port), "--workers", str(api_workers)], env, tmp / "api.log"))
     url = f"http://127.0.0.1:{api_port}"
     wait_http(f"{url}/readyz", procs[-1], tmp / "api.log", timeout=300)
     return url, key
@@ -184,6 +187,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50, help="Concurrent clients [50].")
     ap.add_argument("--duration", type=float, default=60, help="Seconds the clients run [60].")
     ap.add_argument("--workers", type=int, default=2, help="rmscore worker processes [2].")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes (`rmscore api --workers`) [1].")
     ap.add_argument("--items", type=int, default=4, help="Pairs per job [4].")
     ap.add_argument("--poll", type=float, default=1.0, help="Mean seconds between a client's polls [1.0].")
     ap.add_argument("--drain-timeout", type=float, default=300, help="Most seconds to wait for jobs afterwards [300].")
@@ -199,9 +203,12 @@ def main() -> int:
 
         # Named <model>@…: /readyz looks for the default model's workers.
         names = [f"{model_name(a.model)}@load-w{i}" for i in range(a.workers)]
-        url, key = start_stack(a.model, tmp, procs, names, a.database_url, OMP_NUM_THREADS="1")
+        url, key = start_stack(
+            a.model, tmp, procs, names, a.database_url, api_workers=a.api_workers, OMP_NUM_THREADS="1"
+        )
         time.sleep(2)  # let the second worker finish its warm-up too
-        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
+        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.api_workers} API process(es), "
+        what += f"{a.items} pairs a job, {'PostgreSQL' if a.database_url else 'SQLite'}"
         print(f"load: {what}", flush=True)
 
         stats = Stats()
@@ -223,6 +230,9 @@ def main() -> int:
     report: dict[str, Any] = {
         "clients": a.clients,
         "workers": a.workers,
+        "api_workers": a.api_workers,
+        "database": "postgresql" if a.database_url else "sqlite",
+        "load_1min": os.getloadavg()[0],
         "seconds": round(elapsed, 1),
         "requests": len(every),
         "requests_per_s": round(len(every) / elapsed, 1),

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_ttl: float = Field(default=30.0, gt=0)
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # A worker prepares the next chunk and stores the last one while one is on the device
+    # (worker/chunk_pipeline.py); False: one chunk at a time, start to end. Unset: on for a CUDA
+    # device, off on a CPU, where the "device" is the same cores and the stages only contend for the
+    # GIL (bench/queued.py measured 0.92x of one chunk at a time on the tiny model; README, Performance).
+    worker_overlap: bool | None = None
     # The score cache (db/cache.py). `tenant`: a job only ever gets scores its own tenant's jobs
     # computed, so `cached: true` discloses nothing across tenants. `shared`: one cache for every
     # tenant (more hits; a tenant can then learn that someone already scored a text).

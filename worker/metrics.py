@@ -81,7 +81,8 @@ class _WorkerCollector:
                 "Token budget per micro-batch (lowered after out-of-memory).",
                 engine.max_batch_tokens,
             ),
-            ("rmscore_worker_busy", "1 while a chunk is in hand.", 1 if rt.current else 0),
+            ("rmscore_worker_busy", "1 while a chunk is in hand.", 1 if rt.current or rt.held else 0),
+            ("rmscore_worker_chunks_in_hand", "Chunks leased: being prepared, scored or stored.", len(rt.held)),
         )
         for name, doc, value in gauges:
             g = GaugeMetricFamily(name, doc, labels=labels)
