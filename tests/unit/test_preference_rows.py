@@ -126,6 +126,15 @@ def test_the_writers_take_rows_as_they_go(fmt: str) -> None:
     assert first and seen[0] <= prefs.ROW_GROUP + 1000, seen[0]
 
 
+def test_a_parquet_row_group_holds_a_bounded_amount_of_text() -> None:
+    """Rows of ~1 MB (best-vs-rest repeats a long prompt on up to 63 rows of a line): a row group
+    is cut by its text as well as its row count. Arrow's copies are not seen by tracemalloc, so
+    this counts the rows taken before the first bytes: all 40 (36 MB) before the cut."""
+    seen = [0]
+    first = next(prefs.chunks(endless(40, seen, size=300_000), "parquet", "preferences", "text"))
+    assert first and seen[0] <= 16, seen[0]  # ~10 at ROW_GROUP_CHARS (8 M characters)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_rows_are_written_in_bounded_memory(tmp_path: Path, suffix: str) -> None:
     """20,000 rows of ~3 KB (60 MB held at once, were they materialized) through the file writer:
