@@ -26,7 +26,7 @@ from db.session import reading, retrying, utcnow, writing
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
-from rmscore.formats import KIND_CHOICES, KIND_CHOICES_MESSAGE, Item, Kind, LineError, Parsed, content_hash
+from rmscore.formats import KIND_CHOICES, KIND_CHOICES_MESSAGE, Item, Kind, LineError, Parsed, content_hash, text_chars
 
 DEFAULT_TENANT = "local"
 OVERFLOWS = ("truncate", "error")
@@ -144,6 +144,12 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+# Text per batch of items, besides BATCH rows: lines may hold up to RMSCORE_MAX_LINE_BYTES (1 MB)
+# each, and 1000 of them (a 4 MB .jsonl.gz) held at once, then serialized for the insert, took
+# the API past a GB. 16 M characters keeps a batch's payloads and their JSON within ~50 MB.
+BATCH_CHARS = 16 * 1024**2
+
+
 def estimate_tokens(item: Item) -> int:
     """Rough token count (4 characters a token, a few per turn for the template): sizes chunks."""
     return sum(len(m["content"]) // 4 + 5 for conv in item.conversations for m in conv)
@@ -250,12 +256,14 @@ def create_job(
     scored_by = list(dict.fromkeys([model, *(models or [])]))
     planner = _ChunkPlanner(chunk_size, chunk_max_tokens)
     job_kind: str | None = None if kind == "auto" else kind
-    total = failed = responses = 0
+    total = failed = responses = batch_chars = 0
     item_rows: list[dict[str, Any]] = []
     error_rows: list[dict[str, Any]] = []
     now = utcnow()
 
     def flush() -> None:
+        nonlocal batch_chars
+        batch_chars = 0
         if item_rows:
             retrying(lambda: _insert_batch(db, item_rows, error_rows), what="storing items")
             item_rows.clear()
@@ -292,10 +300,12 @@ def create_job(
             else:
                 job_kind = job_kind or p.kind
                 subset = getattr(p, "subset", None)
-                item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, p.payload(), content_hash(p)))
+                payload = p.payload()
+                batch_chars += text_chars(payload)
+                item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, payload, content_hash(p)))
                 planner.add(p)
                 responses += len(p.conversations) if p.kind == "listwise" else 0
-            if len(item_rows) >= BATCH:
+            if len(item_rows) >= BATCH or batch_chars >= BATCH_CHARS:
                 flush()
         flush()
         planner.close()
