@@ -8,6 +8,8 @@ missing pad token, or a pad-token string typed by a user, can never move the poo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -241,8 +243,24 @@ class Engine:
     def score(
         self, conversations: Sequence[Conversation], *, overflow: Overflow | None = None
     ) -> list[Scored | Rejected]:
-        """Score each conversation; results in input order, one per conversation."""
-        return self.score_encoded(self.renderer.encode(conversations), overflow=overflow)
+        """Score each conversation; results in input order, one per conversation.
+
+        Each distinct conversation is scored once. Packed into different micro-batches (other
+        lengths, other padding), the same conversation came back a few 1e-7 apart: a listwise line
+        of equal responses had a "best" one, and its exports a preference pair whose chosen and
+        rejected were the same reply. Equal input, equal score."""
+        first: dict[str, int] = {}
+        unique: list[Conversation] = []
+        where: list[int] = []
+        for conversation in conversations:
+            blob = json.dumps(conversation, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            key = hashlib.sha256(blob.encode()).hexdigest()
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(conversation)
+            where.append(first[key])
+        scored = self.score_encoded(self.renderer.encode(unique), overflow=overflow)
+        return scored if len(unique) == len(where) else [scored[i] for i in where]
 
     def score_encoded(
         self, encoded: Sequence[Encoded], *, overflow: Overflow | None = None
