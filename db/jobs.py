@@ -419,8 +419,16 @@ def _discard(db: Engine, job_id: str) -> None:
 # --------------------------------------------------------------------------- reads
 
 
+def _named(job_id: str) -> None:
+    """NotFound for an id no job can have before it reaches a query: no stored id holds a NUL, and
+    PostgreSQL refuses one in a query's text (`/v1/jobs/%00/...` was a 500 there)."""
+    if "\x00" in job_id:
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
+
+
 def get_job(db: Engine | Connection, job_id: str, *, tenant: str | None = None) -> JobInfo:
     """The job, or NotFound (also when it belongs to another tenant: no hint that it exists)."""
+    _named(job_id)
     q = select(jobs).where(jobs.c.id == job_id)
     if tenant is not None:
         q = q.where(jobs.c.tenant == tenant)
@@ -555,6 +563,8 @@ def cancel_job(db: Engine, job_id: str, *, tenant: str | None = None) -> JobInfo
     Chunks being scored right now finish (their results are kept too); the job is `cancelling`
     until they do, then `cancelled`. Cancelling a cancelled job is a no-op; a finished one, Conflict.
     """
+
+    _named(job_id)
 
     def run() -> JobInfo:
         now = utcnow()
