@@ -146,8 +146,8 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
 
 # Text per batch of items, besides BATCH rows: lines may hold up to RMSCORE_MAX_LINE_BYTES (1 MB)
 # each, and 1000 of them (a 4 MB .jsonl.gz) held at once, then serialized for the insert, took
-# the API past a GB. 16 M characters keeps a batch's payloads and their JSON within ~50 MB.
-BATCH_CHARS = 16 * 1024**2
+# the API past a GB. 4 M characters keeps a batch's payloads and their JSON within ~15 MB.
+BATCH_CHARS = 4 * 1024**2
 
 
 def estimate_tokens(item: Item) -> int:

@@ -29,7 +29,7 @@ PAGE = 200
 # starts at FIRST_PAGE lines, and each next one takes as many lines as fit PAGE_CHARS at the sizes
 # seen so far (at most PAGE).
 FIRST_PAGE = 8
-PAGE_CHARS = 16 * 1024**2
+PAGE_CHARS = 4 * 1024**2
 
 
 @dataclass(frozen=True)

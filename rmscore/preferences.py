@@ -61,7 +61,7 @@ BEST_COLUMNS = ("prompt", "completion", "score", "custom_id", "line")
 ROW_GROUP = 1000  # Parquet rows per row group: what a writer holds at once
 # ... and at most this much text: rows repeat their line's prompt (best-vs-rest: up to 63 rows of a
 # 1 MB prompt), so 1000 rows could be a GB; a 660 KB .jsonl.gz took the API to 1.8 GB before this.
-ROW_GROUP_CHARS = 4 * 1024**2
+ROW_GROUP_CHARS = 2 * 1024**2
 
 
 @dataclass(frozen=True)

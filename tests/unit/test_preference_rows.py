@@ -132,7 +132,7 @@ def test_a_parquet_row_group_holds_a_bounded_amount_of_text() -> None:
     this counts the rows taken before the first bytes: all 40 (36 MB) before the cut."""
     seen = [0]
     first = next(prefs.chunks(endless(40, seen, size=300_000), "parquet", "preferences", "text"))
-    assert first and seen[0] <= 16, seen[0]  # ~5 at ROW_GROUP_CHARS (4 M characters)
+    assert first and seen[0] <= 16, seen[0]  # ~3 at ROW_GROUP_CHARS (2 M characters)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
