@@ -7,6 +7,7 @@ hash on every request. Wrong keys are never cached: each costs a full check.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import threading
@@ -59,13 +60,27 @@ class KeyCache:
 
 
 def bearer_token(header: str | None) -> str:
+    """The key in `Bearer <key>`, or the password of HTTP Basic (`Basic base64(user:key)`, any user):
+    clients that take only a URL (OpenRLHF's `--remote_rm_url`) send a key as `http://rm:KEY@host/...`."""
     if not header:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() == "basic" and token:
+        token = _basic_password(token)
+    elif scheme.lower() != "bearer":
+        token = ""
+    if not token:
         raise Unauthorized("the Authorization header must be 'Bearer <key>'", code="invalid_api_key")
     return token
+
+
+def _basic_password(credentials: str) -> str:
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 def known_caller(cache: KeyCache, header: str | None, *, enabled: bool) -> Caller | None:

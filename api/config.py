@@ -13,7 +13,7 @@ class ApiConfig:
     # overall. Beyond it, submissions answer 429 with Retry-After. None: no cap.
     max_queued_items: int | None = None
     max_queued_items_per_tenant: int | None = None
-    # `POST /v1/score` requests waiting in a model's sync queue before new ones get 429.
+    # Online requests (`/v1/score`, `/get_reward`, `/classify`) waiting for a model before new ones get 429.
     max_sync_queue: int | None = 256
     max_json_body_bytes: int = 8 * 1024**2
     max_metadata_bytes: int = 16 * 1024

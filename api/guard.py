@@ -2,7 +2,7 @@
 
 FastAPI reads and parses a JSON body before it solves a route's dependencies, so with the API key
 checked in a dependency, anyone could make the API parse 60 MB of JSON without a key. This pure
-ASGI middleware runs first, on every `/v1/*` request:
+ASGI middleware runs first, on every `/v1/*` request and on the trainer paths (`also`):
 
 1. it authenticates from the headers alone (the key's slow hash in a thread); a missing or wrong
    key answers 401 before a byte of the body is read;
@@ -59,11 +59,13 @@ def parsed_size_estimate(body: bytes) -> int:
 class RequestGuard:
     """Authenticate, then bound the body (see the module docstring). Add it as the innermost middleware."""
 
-    def __init__(self, app: ASGIApp, state: ApiState, streamed: tuple[str, ...]) -> None:
-        self.app, self.state, self.streamed = app, state, streamed
+    def __init__(
+        self, app: ASGIApp, state: ApiState, streamed: tuple[str, ...], also: tuple[str, ...] = ()
+    ) -> None:
+        self.app, self.state, self.streamed, self.also = app, state, streamed, also
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or scope["path"] in self.also):
             await self.app(scope, receive, send)
             return
         try:

@@ -21,7 +21,9 @@ from rmscore.settings import Settings, get_settings
 
 log = logging.getLogger("api")
 UPLOAD_PATH = "/v1/jobs/upload"
-DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
+DOCS_ASSETS = "/docs-assets"
+# Outside /v1/ because trainers call these paths as their own servers serve them (api/routes/rewards.py).
+TRAINER_PATHS = ("/get_reward", "/classify")  # Swagger UI's and ReDoc's scripts, styles and icon
 DESCRIPTION = """Submit reward-scoring jobs, follow them, and query stored scores.
 
 Authenticate with `Authorization: Bearer <key>` (`rmscore keys create NAME`). Every error is
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.state.rmscore = state
     errors.install(app)
 
-    from api.routes import exports, health, jobs, report, score, scores
+    from api.routes import exports, health, jobs, report, rewards, score, scores
 
     bearer = HTTPBearer(auto_error=False, description="An API key from `rmscore keys create`")
     from fastapi import Depends
@@ -75,10 +77,11 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.include_router(scores.router, dependencies=secured)
     app.include_router(score.router, dependencies=secured)
     app.include_router(report.router, dependencies=secured)
+    app.include_router(rewards.router, dependencies=secured)
     app.include_router(health.router)
 
     # Innermost, so CORS preflights and latency metrics still see every request it refuses.
-    app.add_middleware(RequestGuard, state=state, streamed=(UPLOAD_PATH,))
+    app.add_middleware(RequestGuard, state=state, streamed=(UPLOAD_PATH,), also=TRAINER_PATHS)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -60,7 +60,7 @@ class _StoreCollector:
             with r.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.llen(keys.score_queue(name))
-                    pipe.llen(keys.sync_queue(name))
+                    pipe.llen(keys.online_queue(name))  # shown as queue="sync", as before the online lane
                 depths = pipe.execute()
         except Exception as e:  # noqa: BLE001
             log.warning("metrics: broker unavailable: %s", e)

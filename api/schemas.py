@@ -245,7 +245,9 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=256)
-    items: list[Any] = Field(min_length=1, description="Chat or pairwise items; `line` is the 1-based index.")
+    items: list[Any] = Field(
+        min_length=1, description="Chat, pairwise or text (`{\"text\": rendered}`) items; `line` is the 1-based index."
+    )
     options: JobOptions | None = None
 
 

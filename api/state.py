@@ -56,7 +56,9 @@ class ApiState:
             if self._aioredis is None:
                 import redis.asyncio as aioredis
 
+                # The socket timeout outlasts one BLPOP slice of api.online (without it, redis-py
+                # used the 5 s connect timeout, and a longer wait died as a "broker outage").
                 self._aioredis = aioredis.Redis.from_url(
-                    self.settings.broker_url, socket_connect_timeout=5, health_check_interval=30
+                    self.settings.broker_url, socket_connect_timeout=5, socket_timeout=15, health_check_interval=30
                 )
             return self._aioredis

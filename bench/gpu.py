@@ -32,6 +32,10 @@ Every result prints as soon as it is measured and --out is rewritten each time, 
 (--time-budget, SIGTERM, Ctrl-C) still reports what it measured.
   python bench/gpu.py                                     # one H100, < 5 minutes
   python bench/gpu.py --device cpu --layers 2 --hidden 64 --intermediate 128 --heads 4 --kv-heads 2 --vocab 2048
+
+The queued job on the GPU (issue 17: queued job / engine, 8B shape): save the model, then run a real
+worker against a real job beside the engine in-process (bench/queued.py; bench/gpu_queued.sh runs both):
+  python bench/gpu.py --save-model /tmp/rand8b && python bench/queued.py --device cuda --model /tmp/rand8b
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=240.0, help="seconds for the whole run (default 240)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense FLOP/s of the device, in T")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu.json")
+    p.add_argument(
+        "--save-model",
+        type=Path,
+        help="also write the model and tokenizer to this directory (then exit before measuring), for"
+        " bench/queued.py: a real `rmscore worker` on the same random 8B-shaped model against a real job",
+    )
     return p.parse_args(argv)
 
 
@@ -278,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [len(i) for i in ids]
 
     model = build_model(args, tok.pad_token_id, device, dtype)
+    if args.save_model:
+        # Random weights of the real shapes: a worker loads them as it would the card's (from_pretrained).
+        model.save_pretrained(args.save_model)
+        tok.save_pretrained(args.save_model)
+        print(f"# wrote the model to {args.save_model}", flush=True)
+        return 0
     sync()
     params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     flops = [conversation_flops(n, params, args.layers, args.hidden) for n in lengths]

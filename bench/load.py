@@ -56,6 +56,69 @@ def wait_for(predicate: Any, timeout: float, what: str, procs: list[subprocess.P
         time.sleep(0.3)
 
 
+def start_stack(
+    model: str,
+    tmp: Path,
+    procs: list[subprocess.Popen[bytes]],
+    workers: list[str | None],
+    database_url: str | None = None,
+    *,
+    api_workers: int = 1,
+    **env_extra: str,
+) -> tuple[str, str]:
+    """Its own `redis-server`, the schema, an API key, `rmscore worker`s (named, or default names for
+    None) and `rmscore api`, all on loopback with auth enabled; (API URL, key) once /readyz answers.
+    Every process is appended to `procs` as it starts (`stop_all` stops them)."""
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        raise SystemExit("bench: needs redis-server on PATH (it starts its own, on loopback)")
+    redis_port, api_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
+    env.update(
+        RMSCORE_DATABASE_URL=database_url or f"sqlite:///{tmp / 'rmscore.db'}",
+        RMSCORE_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+        RMSCORE_MODEL=str(Path(model).resolve()),
+        RMSCORE_DEVICE="cpu",
+        RMSCORE_AUTH="enabled",
+        RMSCORE_HEARTBEAT_INTERVAL="2",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+    )
+    env.update(env_extra)
+    redis_cmd = [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    procs.append(spawn(redis_cmd, env, tmp / "redis.log"))
+    subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
+    made = subprocess.run([*CLI, "keys", "create", "bench"], env=env, cwd=REPO, capture_output=True, text=True)
+    key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
+    if made.returncode != 0 or key is None:
+        raise SystemExit(f"bench: could not create an API key:\n{made.stdout}{made.stderr}")
+    for i, name in enumerate(workers):
+        procs.append(spawn([*CLI, "worker", *(["--name", name] if name else [])], env, tmp / f"worker{i}.log"))
+    procs.append(spawn([*CLI, "api", "--port", str(api_port), "--workers", str(api_workers)], env, tmp / "api.log"))
+    url = f"http://127.0.0.1:{api_port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 300, "the API and workers to be ready", procs)
+    return url, key
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def items_for(n: int, job: int) -> list[dict[str, Any]]:
     return [
         {
@@ -147,6 +210,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50, help="Concurrent clients [50].")
     ap.add_argument("--duration", type=float, default=60, help="Seconds the clients run [60].")
     ap.add_argument("--workers", type=int, default=2, help="rmscore worker processes [2].")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes (`rmscore api --workers`) [1].")
     ap.add_argument("--items", type=int, default=4, help="Pairs per job [4].")
     ap.add_argument("--poll", type=float, default=1.0, help="Mean seconds between a client's polls [1.0].")
     ap.add_argument("--drain-timeout", type=float, default=300, help="Most seconds to wait for jobs afterwards [300].")
@@ -154,58 +218,20 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="Also write the report as JSON here.")
     a = ap.parse_args()
 
-    redis_server = shutil.which("redis-server")
-    if not redis_server:
-        raise SystemExit("load: needs redis-server on PATH (it starts its own, on loopback)")
     tmp = Path(tempfile.mkdtemp(prefix="rmscore-load-"))
-    redis_port, api_port = free_port(), free_port()
-    broker = f"redis://127.0.0.1:{redis_port}/0"
-    db_url = a.database_url or f"sqlite:///{tmp / 'rmscore.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-    env.update(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=broker,
-        RMSCORE_MODEL=str(Path(a.model).resolve()),
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_AUTH="enabled",
-        RMSCORE_HEARTBEAT_INTERVAL="2",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        PYTHONPATH=str(REPO),
-        OMP_NUM_THREADS="1",
-    )
     procs: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what was started
     try:
-        procs.append(
-            spawn(
-                [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                env,
-                tmp / "redis.log",
-            )
-        )
-        subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
-        made = subprocess.run([*CLI, "keys", "create", "load"], env=env, cwd=REPO, capture_output=True, text=True)
-        key = next((w for w in made.stdout.split() if w.startswith("rk_")), None)
-        if made.returncode != 0 or key is None:
-            raise SystemExit(f"load: could not create an API key:\n{made.stdout}{made.stderr}")
         from rmscore.settings import model_name
 
-        for i in range(a.workers):  # named <model>@…: /readyz looks for the default model's workers
-            name = f"{model_name(a.model)}@load-w{i}"
-            procs.append(spawn([*CLI, "worker", "--name", name], env, tmp / f"worker{i}.log"))
-        procs.append(spawn([*CLI, "api", "--port", str(api_port)], env, tmp / "api.log"))
-        url = f"http://127.0.0.1:{api_port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 300, "the API and workers to be ready", procs)
+        # Named <model>@…: /readyz looks for the default model's workers.
+        names = [f"{model_name(a.model)}@load-w{i}" for i in range(a.workers)]
+        url, key = start_stack(
+            a.model, tmp, procs, names, a.database_url, api_workers=a.api_workers, OMP_NUM_THREADS="1"
+        )
         time.sleep(2)  # let the second worker finish its warm-up too
-        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.items} pairs a job"
+        what = f"{a.clients} clients for {a.duration:.0f}s, {a.workers} workers, {a.api_workers} API process(es), "
+        what += f"{a.items} pairs a job, {'PostgreSQL' if a.database_url else 'SQLite'}"
         print(f"load: {what}", flush=True)
 
         stats = Stats()
@@ -221,19 +247,15 @@ def main() -> int:
         elapsed = time.monotonic() - t0
         checked = verify(url, key, stats.accepted, a.drain_timeout)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
     every = [x for v in stats.latency.values() for x in v]
     report: dict[str, Any] = {
         "clients": a.clients,
         "workers": a.workers,
+        "api_workers": a.api_workers,
+        "database": "postgresql" if a.database_url else "sqlite",
+        "load_1min": os.getloadavg()[0],
         "seconds": round(elapsed, 1),
         "requests": len(every),
         "requests_per_s": round(len(every) / elapsed, 1),

@@ -51,8 +51,9 @@ def identity_hash(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def conversation_hash(conversation: Conversation) -> str:
-    """What the model sees of one conversation (as `rmscore.formats.content_hash` hashes an item)."""
+def conversation_hash(conversation: Conversation | str) -> str:
+    """What the model sees of one conversation (as `rmscore.formats.content_hash` hashes an item); a
+    pre-rendered text (a `str`) dumps as a JSON string, so it never shares a hash with turns."""
     blob = json.dumps(conversation, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

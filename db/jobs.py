@@ -152,7 +152,10 @@ BATCH_CHARS = 4 * 1024**2
 
 def estimate_tokens(item: Item) -> int:
     """Rough token count (4 characters a token, a few per turn for the template): sizes chunks."""
-    return sum(len(m["content"]) // 4 + 5 for conv in item.conversations for m in conv)
+    return sum(
+        len(conv) // 4 if isinstance(conv, str) else sum(len(m["content"]) // 4 + 5 for m in conv)
+        for conv in item.conversations
+    )
 
 
 class _ChunkPlanner:

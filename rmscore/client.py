@@ -438,3 +438,116 @@ class Client:
     def ready(self) -> dict[str, Any]:
         resp = self.http.get("/readyz")
         return resp.json()
+
+
+class RewardFunction:
+    """A TRL reward function backed by rmscore (`reward_function` makes one); see its docstring."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        api_key: str | None,
+        *,
+        model: str | None,
+        timeout: float,
+        retries: int,
+        batch_size: int,
+        name: str,
+    ) -> None:
+        if not urls:
+            raise ValueError("reward_function needs at least one URL")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.api_key, self.model = api_key, model
+        self.timeout, self.retries, self.batch_size = timeout, retries, max(1, batch_size)
+        # TRL logs each reward function under its __name__ (GRPOTrainer's reward_func_names).
+        self.__name__ = name
+        self._http: httpx.Client | None = None
+        self._pid = 0
+        self._next = 0  # the URL to try first: calls take turns, spreading load over the fleet
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for trainer processes: each process opens its own connections (below).
+        return {**self.__dict__, "_http": None, "_pid": 0}
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        """TRL's signature: one raw-logit reward per completion. Strings are a prompt and its reply
+        (a user turn, an assistant turn); conversational lists are joined, prompt turns then the
+        completion's. Extra dataset columns TRL passes in `kwargs` are ignored."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        items = [_trl_item(p, c) for p, c in zip(prompts, completions, strict=True)]
+        rewards: list[float] = []
+        for start in range(0, len(items), self.batch_size):
+            records = self._post({"items": items[start : start + self.batch_size], "model": self.model})
+            for rec in records:
+                if "error" in rec:
+                    err = rec["error"]
+                    raise errors.InputError(f"completion {start + rec['line'] - 1}: {err['message']}", code=err["code"])
+                rewards.append(float(rec["score"]))
+        return rewards
+
+    def _client(self) -> httpx.Client:
+        # A client made before a fork is not the child's to use (its sockets are shared): one per process.
+        if self._http is None or self._pid != os.getpid():
+            headers = {"User-Agent": "rmscore-reward-function", CLIENT_HEADER: "rmscore"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout, connect=5.0))
+            self._pid = os.getpid()
+        return self._http
+
+    def _post(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST /v1/score to each URL in turn, on connection errors and 429/502/503/504, for `retries`
+        rounds with backoff. Repeating a request is safe: scoring has no side effect."""
+        last: Exception | None = None
+        for round_ in range(self.retries + 1):
+            for k in range(len(self.urls)):
+                url = self.urls[(self._next + k) % len(self.urls)]
+                try:
+                    resp = self._client().post(f"{url}/v1/score", json=body)
+                except httpx.TransportError as exc:
+                    last = exc
+                    continue
+                if resp.status_code in RETRY_STATUSES:
+                    last = ApiError(f"{url}: HTTP {resp.status_code}", http_status=resp.status_code)
+                    continue
+                raise_for_error(resp)
+                self._next = (self._next + k + 1) % len(self.urls)
+                results: list[dict[str, Any]] = resp.json()["results"]
+                return results
+            if round_ < self.retries:
+                time.sleep(min(0.5 * 2**round_, 8.0))
+        message = f"no rmscore server answered after {self.retries + 1} rounds: {last}"
+        raise ApiError(message, code="unavailable", http_status=503)
+
+
+def _trl_item(prompt: Any, completion: Any) -> dict[str, Any]:
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return {"prompt": prompt, "response": completion}
+    if isinstance(prompt, list) and isinstance(completion, list):
+        return {"messages": [*prompt, *completion]}
+    raise TypeError("prompts and completions must both be strings or both be lists of messages (TRL's formats)")
+
+
+def reward_function(
+    url: str | list[str],
+    api_key: str | None = None,
+    *,
+    model: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 3,
+    batch_size: int = 64,
+    name: str = "rmscore",
+) -> RewardFunction:
+    """A callable with TRL's reward-function signature (`prompts`, `completions`, `**kwargs` ->
+    `list[float]`), for `GRPOTrainer(reward_funcs=[...])`, scoring through `POST /v1/score`.
+
+    `url`: one rmscore API or several, tried in turn (failover); `batch_size`: completions per
+    request (keep it at most the server's RMSCORE_SYNC_MAX_ITEMS, 64 by default). Safe to pickle and
+    to call from several processes. A completion the server cannot score (an empty one, a NUL
+    character) raises `rmscore.errors.InputError`: a silent 0 would train on a wrong reward.
+    """
+    urls = [url] if isinstance(url, str) else list(url)
+    return RewardFunction(
+        urls, api_key, model=model, timeout=timeout, retries=retries, batch_size=batch_size, name=name
+    )

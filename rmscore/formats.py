@@ -13,6 +13,8 @@ bad line never stops a run and never disappears. Supported shapes (JSON lines, `
 - listwise (best-of-N): `{"custom_id"?, "subset"?, "prompt": str|messages, "responses": [str|messages, ...]}`,
   or labelled as RewardBench 2 lays it out: `{"prompt", "chosen": str|[str|messages, ...],
   "rejected": [str|messages, ...], "subset"?}`; each response is scored as its own chat (prompt + reply)
+- text (online requests only, `text_ok=True`): `{"custom_id"?, "text": str}`, a conversation the
+  caller already rendered with the chat template, as RLHF trainers send it (see `TextItem`)
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-Kind = Literal["chat", "pairwise", "listwise"]
-KIND_CHOICES = ("chat", "pairwise", "listwise", "auto")  # what a submission may name (auto: the first line's)
+Kind = Literal["chat", "pairwise", "listwise", "text"]
+# What a submission may name (auto: the first line's). Not text: it is for online requests only.
+KIND_CHOICES = ("chat", "pairwise", "listwise", "auto")
 KIND_CHOICES_MESSAGE = "kind must be chat, pairwise, listwise or auto"
 Message = dict[str, str]
 Conversation = list[Message]
@@ -74,6 +77,26 @@ class PairItem:
     def payload(self) -> dict[str, Any]:
         # `text` only when set: payloads stored before it existed read as not text, and most stay as they were.
         return {"chosen": self.chosen, "rejected": self.rejected, **({"text": True} if self.text else {})}
+
+
+@dataclass(slots=True)
+class TextItem:
+    """A pre-rendered conversation. Scored under the card's rule for its text: every BOS string is
+    removed and the tokenizer adds exactly one (`worker.render.Renderer.text`), so a text that already
+    starts with `<|begin_of_text|>` (an applied chat template) scores exactly as its conversation.
+    Online requests only: a stored job keeps turns, which reports and exports show."""
+
+    line: int
+    custom_id: str | None
+    text: str
+    kind: Kind = field(default="text", init=False)
+
+    @property
+    def conversations(self) -> list[str]:
+        return [self.text]
+
+    def payload(self) -> dict[str, Any]:
+        return {"text": self.text}
 
 
 @dataclass(slots=True)
@@ -138,8 +161,8 @@ def _turns(value: Reply, role: str) -> Conversation:
     return [{"role": role, "content": value}] if isinstance(value, str) else [dict(m) for m in value]
 
 
-Item = ChatItem | PairItem | ListwiseItem
-Parsed = ChatItem | PairItem | ListwiseItem | LineError
+Item = ChatItem | PairItem | ListwiseItem | TextItem
+Parsed = ChatItem | PairItem | ListwiseItem | TextItem | LineError
 
 
 class _Bad(Exception):
@@ -157,6 +180,8 @@ def item_from_payload(
         return ChatItem(line, custom_id, payload["messages"])
     if kind == "listwise":
         return ListwiseItem(line, custom_id, subset, payload["prompt"], payload["responses"], payload.get("n_chosen"))
+    if kind == "text":
+        return TextItem(line, custom_id, payload["text"])
     return PairItem(line, custom_id, subset, payload["chosen"], payload["rejected"], text=payload.get("text") is True)
 
 
@@ -324,8 +349,9 @@ def parse_object(
     *,
     max_turns: int = DEFAULT_MAX_TURNS,
     max_responses: int = DEFAULT_MAX_RESPONSES,
+    text_ok: bool = False,
 ) -> Parsed:
-    """Normalize one decoded JSON value. `kind=None` accepts either kind."""
+    """Normalize one decoded JSON value. `kind=None` accepts either kind; `text_ok` also kind text."""
     cid: str | None = None
     subset: str | None = None
     try:
@@ -336,6 +362,11 @@ def parse_object(
         if raw_subset is not None:
             subset = _text(raw_subset, "subset")[:MAX_SUBSET]
         found = detect_kind(obj)
+        if found is None and text_ok and "text" in obj:
+            text = _text(obj["text"], "text")
+            if not text.strip():
+                raise _Bad("empty_text", "text is empty")
+            return TextItem(line, cid, text)
         if found is None:
             raise _Bad(
                 "unknown_format",
@@ -588,8 +619,9 @@ def iter_objects(
     max_line_bytes: int | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
     max_responses: int = DEFAULT_MAX_RESPONSES,
+    text_ok: bool = False,
 ) -> Iterator[Parsed]:
-    """Decoded JSON values (request items, a document's rows) as lines 1..n.
+    """Decoded JSON values (request items, a document's rows) as lines 1..n (`text_ok`: see parse_object).
 
     An item is held to `max_line_bytes` as its JSON text, however it arrived, as a file's line is.
     `kind="auto"`: the first valid item fixes the kind; None: each item may be either kind.
@@ -600,7 +632,7 @@ def iter_objects(
         if max_line_bytes is not None and size > max_line_bytes:
             parsed: Parsed = LineError(n, None, "line_too_long", f"item is {size} bytes; the limit is {max_line_bytes}")
         else:
-            parsed = parse_object(obj, n, fixed, max_turns=max_turns, max_responses=max_responses)
+            parsed = parse_object(obj, n, fixed, max_turns=max_turns, max_responses=max_responses, text_ok=text_ok)
         if kind == "auto" and fixed is None and not isinstance(parsed, LineError):
             fixed = parsed.kind
         yield parsed

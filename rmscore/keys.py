@@ -4,7 +4,6 @@ from __future__ import annotations
 
 PREFIX = "rmscore"
 TASK_SCORE_CHUNK = "rmscore.score_chunk"
-TASK_SCORE_SYNC = "rmscore.score_sync"
 
 
 def score_queue(model_name: str) -> str:
@@ -12,9 +11,17 @@ def score_queue(model_name: str) -> str:
     return f"score.{model_name}"
 
 
-def sync_queue(model_name: str) -> str:
-    """Interactive `POST /v1/score` requests; workers poll it ahead of the batch queue."""
-    return f"score.{model_name}.sync"
+def online_queue(model_name: str) -> str:
+    """Online requests (`POST /v1/score`, `/get_reward`, `/classify`) for one model: a Redis list the
+    API pushes JSON requests onto and each worker's online lane pops between micro-batches
+    (`worker/online.py`). Not a Celery queue: a chunk in hand would hold a Celery message back."""
+    return f"{PREFIX}:online:{model_name}"
+
+
+def online_inflight(tenant: str) -> str:
+    """A tenant's online requests in flight across every API process (RMSCORE_MAX_ONLINE_PER_TENANT);
+    it expires, so a crashed API process cannot hold a tenant's slots for ever."""
+    return f"{PREFIX}:online:inflight:{tenant}"
 
 
 def chunk_enqueued(chunk_id: int) -> str:
@@ -40,7 +47,7 @@ SYNC_REPLY_PREFIX = f"{PREFIX}:sync:"
 
 
 def sync_reply(request_id: str) -> str:
-    """Where the worker pushes the reply to one `POST /v1/score` request (read once, then expires)."""
+    """Where the worker pushes the reply to one online request (read once, then expires)."""
     return f"{SYNC_REPLY_PREFIX}{request_id}:reply"
 
 

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_ttl: float = Field(default=30.0, gt=0)
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # A worker prepares the next chunk and stores the last one while one is on the device
+    # (worker/chunk_pipeline.py); False: one chunk at a time, start to end. Unset: on for a CUDA
+    # device, off on a CPU, where the "device" is the same cores and the stages only contend for the
+    # GIL (bench/queued.py measured 0.92x of one chunk at a time on the tiny model; README, Performance).
+    worker_overlap: bool | None = None
     # The score cache (db/cache.py). `tenant`: a job only ever gets scores its own tenant's jobs
     # computed, so `cached: true` discloses nothing across tenants. `shared`: one cache for every
     # tenant (more hits; a tenant can then learn that someone already scored a text).
@@ -120,8 +125,13 @@ class Settings(BaseSettings):
     max_responses: int = Field(default=64, ge=1)  # responses on one listwise line
     sync_max_items: int = Field(default=64, ge=1)
     sync_timeout: float = Field(default=60.0, gt=0)
-    # `POST /v1/score` requests waiting in a model's sync queue before new ones get 429 (0: no cap).
+    # Online requests (`POST /v1/score`, `/get_reward`, `/classify`) waiting for a model's workers
+    # before new ones get 429 (0: no cap), and those one tenant may have waiting at once.
     max_sync_queue: int = Field(default=256, ge=0)
+    max_online_per_tenant: int = Field(default=64, ge=0)
+    # Seconds a worker's online lane waits for more requests before scoring the ones it holds, so
+    # concurrent small requests share micro-batches (dynamic batching); 0 scores at once.
+    online_window: float = Field(default=0.005, ge=0, le=1)
     # Back-pressure: lines accepted but not yet scored, overall and per tenant (0: no cap).
     max_queued_items: int = Field(default=0, ge=0)
     max_queued_items_per_tenant: int = Field(default=0, ge=0)

@@ -22,6 +22,7 @@ REDIS_URL = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 # Each suite owns a Redis database, so suites never flush each other's: api 13-14, monitoring 12.
 # Free databases: 0 (a user's default), 1. Benches use 5-6, the demo test 15, tests/readme 2.
 REDIS_DB = {
+    "online": 8,
     "cli": 7,
     "db": 11,
     "pipeline-sqlite": 9,

@@ -1,13 +1,13 @@
 """The worker's side of the score cache (`db.cache`): only conversations it has never scored go to the model.
 
-`CachingScorer` stands in for the engine in `worker.scoring.score_items`: cached scores are
-answered from the database, the rest go to the engine in one call, and their scores are stored
-for later jobs. A cached score of a truncated conversation is not used under overflow=error (the
-engine must reject it), and rejections are never cached, so a job's overflow policy decides as
-it would without the cache.
+`CachingScorer` is consulted while a chunk is prepared (`worker.scoring.prepare_items` takes its
+`lookup`): cached scores are answered from the database, only the rest are rendered and go to the
+engine, and their scores are stored for later jobs (`remember`). A cached score of a truncated
+conversation is not used under overflow=error (the engine must reject it), and rejections are never
+cached, so a job's overflow policy decides as it would without the cache.
 
 The conversations hashed are the ones the engine is fed: with `control_tokens="neutralize"`,
-`score_items` has already broken control-token strings in their content, so such a conversation
+`prepare_items` has already broken control-token strings in their content, so such a conversation
 never meets the card-mode score of its original text (the key is the text the model reads).
 """
 
@@ -31,7 +31,8 @@ def cache_enabled(options: dict[str, Any]) -> bool:
 
 
 class CachingScorer:
-    """Engine-shaped (`score`) front of a loaded engine that consults and fills the score cache.
+    """The score cache in front of a loaded engine: `lookup` before the device, `remember` after it
+    (a worker runs them on its prepare and store threads), or `score`, engine-shaped, for both.
 
     `scope`: the job's tenant, or the shared scope (`db.cache.cache_scope`); lookups and stores
     never leave it. An engine whose weights have no identity (`Engine.weights` None: built in
@@ -47,41 +48,56 @@ class CachingScorer:
         self.enabled = enabled and self.storable
         self.identity = identity_hash(engine.identity)
         self.hits = 0  # conversations answered from the cache (not scored by the model)
-        self.from_cache: list[bool] = []  # per conversation of the last `score` call
+        self.from_cache: list[bool] = []  # per conversation of the last `lookup`
+        self._hashes: list[str] = []
 
-    @property
-    def renderer(self) -> Any:
-        """The engine's renderer (`score_items` neutralizes content with it before the cache sees it)."""
-        return self.engine.renderer
-
-    def score(self, conversations: Sequence[Conversation], *, overflow: Any = None) -> list[Any]:
+    def lookup(self, conversations: Sequence[Conversation | str], *, overflow: Any = None) -> dict[int, Any]:
+        """The cached scores usable for `conversations` (by position): a database read, done while a
+        worker prepares a chunk (before the device)."""
         from worker.engine import Scored
 
-        hashes = [conversation_hash(c) for c in conversations]
+        self._hashes = [conversation_hash(c) for c in conversations]
         policy = overflow or self.engine.overflow
-        found = lookup(self.db, self.scope, self.identity, hashes) if self.enabled else {}
+        found = lookup(self.db, self.scope, self.identity, self._hashes) if self.enabled else {}
         usable = {h: s for h, s in found.items() if not (s.truncated and policy == "error")}
-        self.from_cache = [h in usable for h in hashes]
-        misses = [i for i, hit in enumerate(self.from_cache) if not hit]
-        self.hits += len(conversations) - len(misses)
+        self.from_cache = [h in usable for h in self._hashes]
+        self.hits += sum(self.from_cache)
+        return {
+            i: Scored(usable[h].score, usable[h].num_tokens, usable[h].truncated)
+            for i, h in enumerate(self._hashes)
+            if self.from_cache[i]
+        }
+
+    def remember(self, todo: Sequence[int], results: Sequence[Any]) -> None:
+        """Store the model's new scores (`results`, for the conversations at positions `todo` of the
+        last `lookup`): a database write, done after the device, beside storing the chunk."""
+        from worker.engine import Scored
+
+        if not self.storable:
+            return
+        new = {
+            self._hashes[i]: CachedScore(r.score, r.num_tokens, r.truncated)
+            for i, r in zip(todo, results, strict=True)
+            if isinstance(r, Scored)
+        }
+        if not new:
+            return
+        try:
+            store(self.db, self.scope, self.identity, self.engine.name, new)
+        except Exception as exc:  # noqa: BLE001 - a cache write failing must not fail the chunk
+            log.warning("could not store %d scores in the score cache: %s", len(new), exc)
+
+    def score(self, conversations: Sequence[Conversation | str], *, overflow: Any = None) -> list[Any]:
+        """Engine-shaped: cached scores from the cache, the rest from the engine (then cached)."""
         out: list[Any] = [None] * len(conversations)
-        for i, h in enumerate(hashes):
-            if self.from_cache[i]:
-                s = usable[h]
-                out[i] = Scored(s.score, s.num_tokens, s.truncated)
+        for i, s in self.lookup(conversations, overflow=overflow).items():
+            out[i] = s
+        misses = [i for i, hit in enumerate(self.from_cache) if not hit]
         if misses:
             scored = self.engine.score([conversations[i] for i in misses], overflow=overflow)
-            new: dict[str, CachedScore] = {}
             for i, r in zip(misses, scored, strict=True):
                 out[i] = r
-                if isinstance(r, Scored):
-                    new[hashes[i]] = CachedScore(r.score, r.num_tokens, r.truncated)
-            if not self.storable:
-                return out
-            try:
-                store(self.db, self.scope, self.identity, self.engine.name, new)
-            except Exception as exc:  # noqa: BLE001 - a cache write failing must not fail the chunk
-                log.warning("could not store %d scores in the score cache: %s", len(new), exc)
+            self.remember(misses, scored)
         return out
 
     def mark(self, items: Sequence[Item], records: list[dict[str, Any]]) -> list[dict[str, Any]]:

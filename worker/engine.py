@@ -8,19 +8,18 @@ missing pad token, or a pad-token string typed by a user, can never move the poo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from rmscore.formats import Conversation
+from worker import faults
 from worker.batching import pack
 from worker.render import Encoded, Renderer
 
@@ -116,6 +115,13 @@ class Engine:
     # Called after each micro-batch's forward pass: (rows, padded width, real tokens, seconds). Metrics
     # hang here, outside the scoring path.
     on_batch: Callable[[int, int, int, float], None] | None = field(default=None, repr=False)
+    # Called at every micro-batch boundary of a scoring call, on the calling thread, while it holds
+    # `gate`: the online lane (worker/online.py) serves waiting requests here, so they wait for one
+    # micro-batch of batch work, not for the whole chunk. Must not raise (failures are logged).
+    between_batches: Callable[[], None] | None = field(default=None, repr=False)
+    # Held by whoever is scoring (re-entrant: online work served at a boundary scores inside the batch
+    # call). One scoring call at a time keeps the tokenizer, which is not thread-safe, to one thread.
+    gate: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _model: Any = field(default=None, repr=False)
     _renderer: Renderer | None = field(default=None, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -241,26 +247,11 @@ class Engine:
     # ------------------------------------------------------------------ scoring
 
     def score(
-        self, conversations: Sequence[Conversation], *, overflow: Overflow | None = None
+        self, conversations: Sequence[Conversation | str], *, overflow: Overflow | None = None
     ) -> list[Scored | Rejected]:
-        """Score each conversation; results in input order, one per conversation.
-
-        Each distinct conversation is scored once. Packed into different micro-batches (other
-        lengths, other padding), the same conversation came back a few 1e-7 apart: a listwise line
-        of equal responses had a "best" one, and its exports a preference pair whose chosen and
-        rejected were the same reply. Equal input, equal score."""
-        first: dict[str, int] = {}
-        unique: list[Conversation] = []
-        where: list[int] = []
-        for conversation in conversations:
-            blob = json.dumps(conversation, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-            key = hashlib.sha256(blob.encode()).hexdigest()
-            if key not in first:
-                first[key] = len(unique)
-                unique.append(conversation)
-            where.append(first[key])
-        scored = self.score_encoded(self.renderer.encode(unique), overflow=overflow)
-        return scored if len(unique) == len(where) else [scored[i] for i in where]
+        """Score each conversation (or pre-rendered text, see `Renderer.text`); results in input order."""
+        with self.gate:
+            return self.score_encoded(self.renderer.encode(conversations), overflow=overflow)
 
     def score_encoded(
         self, encoded: Sequence[Encoded], *, overflow: Overflow | None = None
@@ -279,7 +270,9 @@ class Engine:
                 todo.append(i)
         lengths = [len(encoded[i].ids) for i in todo]
         batches = [[todo[b] for b in batch] for batch in pack(lengths, self.max_batch_tokens, self.max_batch_size)]
-        for rows, results in zip(batches, self._run([[encoded[i] for i in rows] for rows in batches]), strict=True):
+        with self.gate:
+            scored = self._run([[encoded[i] for i in rows] for rows in batches])
+        for rows, results in zip(batches, scored, strict=True):
             for i, result in zip(rows, results, strict=True):
                 out[i] = result
         with self._lock:
@@ -287,19 +280,53 @@ class Engine:
         return out  # type: ignore[return-value]
 
     def _run(self, batches: list[list[Encoded]]) -> list[list[Scored | Rejected]]:
-        """Score micro-batches, `lanes` at a time; results in the order of `batches`."""
+        """Score micro-batches, `lanes` at a time; results in the order of `batches`. Between two of
+        them, `between_batches` runs (online requests get the device there)."""
+        out: list[list[Scored | Rejected] | None] = [None] * len(batches)
         if self._pool is None or len(batches) < 2:
-            return [self._score_rows(rows) for rows in batches]
-        futures: list[Future[list[Scored | Rejected]]] = [self._pool.submit(self._score_rows, b) for b in batches]
+            for i, rows in enumerate(batches):
+                if i:
+                    self._boundary()
+                out[i] = self._score_rows(rows)
+            return out  # type: ignore[return-value]
+        # At most `lanes` batches in flight (not all of them queued on the pool at once), so what
+        # `between_batches` submits waits behind one batch per lane, not behind the whole call.
+        inflight: dict[Future[list[Scored | Rejected]], int] = {}
         try:
-            return [f.result() for f in futures]
+            for i, rows in enumerate(batches):
+                if len(inflight) >= self.lanes:
+                    self._collect(inflight, out)
+                    self._boundary()
+                inflight[self._pool.submit(self._score_rows, rows)] = i
+            while inflight:
+                self._collect(inflight, out)
         except BaseException:
-            for f in futures:  # a failed batch fails the call: do not leave the others computing
+            for f in inflight:  # a failed batch fails the call: do not leave the others computing
                 f.cancel()
             raise
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _collect(
+        inflight: dict[Future[list[Scored | Rejected]], int], out: list[list[Scored | Rejected] | None]
+    ) -> None:
+        """Wait for at least one batch in flight; store the finished ones' results (raises their error)."""
+        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+        for f in done:
+            out[inflight.pop(f)] = f.result()
+
+    def _boundary(self) -> None:
+        hook = self.between_batches
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - online work must never fail the batch call it interrupted
+            log.exception("between_batches failed")
 
     def _score_rows(self, rows: list[Encoded]) -> list[Scored | Rejected]:
         """Score one micro-batch; on out-of-memory, halve it, retry, and keep the lower budget."""
+        faults.before_batch()  # inert unless a test asks for slow batches
         try:
             scores = self._forward([r.ids for r in rows])
         except torch.OutOfMemoryError:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # A tiny model on CPU takes milliseconds a batch, the 8B model on a GPU about a second.
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+ONLINE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class _WorkerCollector:
@@ -80,7 +81,8 @@ class _WorkerCollector:
                 "Token budget per micro-batch (lowered after out-of-memory).",
                 engine.max_batch_tokens,
             ),
-            ("rmscore_worker_busy", "1 while a chunk is in hand.", 1 if rt.current else 0),
+            ("rmscore_worker_busy", "1 while a chunk is in hand.", 1 if rt.current or rt.held else 0),
+            ("rmscore_worker_chunks_in_hand", "Chunks leased: being prepared, scored or stored.", len(rt.held)),
         )
         for name, doc, value in gauges:
             g = GaugeMetricFamily(name, doc, labels=labels)
@@ -137,7 +139,29 @@ def build_registry(monitor: Monitor) -> CollectorRegistry:
     )
     rt = monitor.runtime
     time_batches(rt.engine, batch_seconds.labels(rt.name, rt.engine.name))
+    if rt.online is not None:
+        time_online(rt.online.stats, registry, rt.name, rt.engine.name)
     return registry
+
+
+def time_online(stats: Any, registry: CollectorRegistry, worker: str, model: str) -> None:
+    """Online requests' queue wait and latency (the API's send to the worker's reply), as histograms."""
+    hists = [
+        Histogram(name, doc, ["worker", "model"], registry=registry, buckets=ONLINE_SECONDS_BUCKETS).labels(
+            worker, model
+        )
+        for name, doc in (
+            ("rmscore_worker_online_wait_seconds", "Seconds an online request waited before its scoring began."),
+            ("rmscore_worker_online_latency_seconds", "Seconds from an online request's send to its reply."),
+        )
+    ]
+    wait, latency = hists
+
+    def observe(w: float, lat: float) -> None:
+        wait.observe(w)
+        latency.observe(lat)
+
+    stats.on_request = observe
 
 
 def serve(monitor: Monitor, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts

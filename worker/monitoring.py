@@ -137,6 +137,7 @@ class Monitor:
             "oom_splits": engine.stats.oom_splits,
             "current_job": cur.job_id if cur else None,
             "current_chunk": cur.chunk_id if cur else None,
+            "online": rt.online.stats.summary() if rt.online is not None else None,
         }
 
     # ------------------------------------------------------------------ sampler thread

@@ -68,13 +68,15 @@ def held_by_live_worker(r: redis.Redis, leases: list[HeldLease]) -> set[str]:
     """The owners among `leases` that a live heartbeat names as the lease it holds now.
 
     A heartbeat from a worker that predates `lease_owner` in heartbeats counts as holding every
-    lease of its name (a rolling upgrade must not rob old workers).
+    lease of its name (a rolling upgrade must not rob old workers). A heartbeat names every lease
+    its worker holds (`lease_owners`), or, from a worker before the chunk pipeline, its one
+    (`lease_owner`).
     """
     names = sorted({lease.worker for lease in leases})
     if not names:
         return set()
     beats = r.mget([keys.worker_heartbeat(n) for n in names])
-    holding: dict[str, str | None] = {}
+    holding: dict[str, set[str]] = {}
     legacy: set[str] = set()
     for name, raw in zip(names, beats, strict=True):
         if raw is None:
@@ -87,8 +89,11 @@ def held_by_live_worker(r: redis.Redis, leases: list[HeldLease]) -> set[str]:
         if not isinstance(beat, dict) or "lease_owner" not in beat:
             legacy.add(name)
         else:
-            holding[name] = beat["lease_owner"]
-    return {lease.owner for lease in leases if lease.worker in legacy or holding.get(lease.worker) == lease.owner}
+            # `lease_owners`: every chunk in hand (worker/chunk_pipeline.py); a worker from before the
+            # pipeline names its one lease in `lease_owner`.
+            owners = beat.get("lease_owners")
+            holding[name] = set(owners) if isinstance(owners, list) else {beat["lease_owner"]}
+    return {lease.owner for lease in leases if lease.worker in legacy or lease.owner in holding.get(lease.worker, ())}
 
 
 def reclaim_abandoned(db: Engine, r: redis.Redis, settings: Settings) -> tuple[list[ChunkRef], int, int]:

@@ -14,6 +14,7 @@ That stays the default (scores must be the card's), and `neutralize` (job option
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -83,15 +84,35 @@ class Renderer:
         self.bos_token: str | None = tokenizer.bos_token
         self.bos_id: int | None = tokenizer.bos_token_id
         self.control = ControlStrings(tokenizer)
+        # A fast tokenizer's Rust state must not be called from two threads at once ("Already
+        # borrowed"): a worker renders on its prepare thread and, bisecting a poison chunk, on its device thread.
+        self._lock = threading.Lock()
 
-    def text(self, conversation: Conversation) -> str:
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
-        return text.replace(self.bos_token, "") if self.bos_token else text
+    def text(self, conversation: Conversation | str) -> str:
+        """The card's text for a conversation; a `str` is text a trainer already rendered (kind `text`),
+        which gets the same rule: every BOS string removed, so the tokenizer puts back exactly one.
+        A text that starts with its own BOS (as a rendered chat template does) thus scores the same
+        as the conversation it renders; a text without one still gets one."""
+        return self.texts([conversation])[0]
 
-    def encode(self, conversations: Sequence[Conversation]) -> list[Encoded]:
-        texts = [self.text(c) for c in conversations]
+    def texts(self, conversations: Sequence[Conversation | str]) -> list[str]:
+        """The card's text of each conversation; a `str` is text already rendered (kept as it is, then
+        the same BOS rule). The conversations go through one `apply_chat_template` call: the same
+        template renders each (identical strings) without the set-up of a call per conversation."""
+        chats = [c for c in conversations if not isinstance(c, str)]
+        rendered = iter(
+            self.tokenizer.apply_chat_template(chats, tokenize=False, add_generation_prompt=False) if chats else []
+        )
+        texts = [c if isinstance(c, str) else next(rendered) for c in conversations]
+        return [t.replace(self.bos_token, "") for t in texts] if self.bos_token else texts
+
+    def encode(self, conversations: Sequence[Conversation | str]) -> list[Encoded]:
+        if not conversations:  # every one answered by the score cache (the tokenizer refuses an empty batch)
+            return []
+        texts = self.texts(conversations)
         # One call for the whole list: the fast tokenizer encodes a batch in parallel in Rust.
-        all_ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        with self._lock:
+            all_ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         return [self._fit(ids) for ids in all_ids]
 
     def _fit(self, ids: list[int]) -> Encoded:

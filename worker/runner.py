@@ -2,8 +2,10 @@
 
 One process per GPU. It loads the engine and runs a warm-up batch before it takes any work, then
 runs Celery's solo pool in the same process (never a fork after CUDA is initialized). Beside the
-consumer, two daemon threads: a heartbeat (`rmscore:worker:<name>:heartbeat`, for health checks
-and the API) and the reconciler. SIGTERM is Celery's warm shutdown: the chunk in hand finishes.
+consumer, daemon threads: a heartbeat (`rmscore:worker:<name>:heartbeat`, for health checks and the
+API), the lease keeper, the reconciler, and the device and store stages of the chunk pipeline
+(worker/chunk_pipeline.py: chunk N+1 is prepared and N-1 stored while N is on the device).
+SIGTERM is Celery's warm shutdown: the chunks in hand (at most three) are finished and stored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from celery import Celery
@@ -38,8 +40,14 @@ from db.chunks import (
 )
 from db.producer import send_chunks
 from rmscore import keys
+from rmscore.formats import Item
 from rmscore.settings import Settings, model_refs_served
-from worker import failures, faults, poison
+from worker import failures, faults, poison, profiling
+from worker.cache import CachingScorer
+from worker.chunk_pipeline import ChunkPipeline
+
+if TYPE_CHECKING:
+    from worker.scoring import Prepared  # imports torch: only where a chunk is scored
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +64,22 @@ def node_name(model_name: str, device: str, *, host: str | None = None, suffix: 
 
 
 @dataclass
+class InHand:
+    """A chunk this worker holds the lease of, on its way through the pipeline (worker/chunk_pipeline.py)."""
+
+    lease: Lease
+    started: float = field(default_factory=time.perf_counter)
+    items: list[Item] = field(default_factory=list)
+    cache: CachingScorer | None = None
+    prepared: Prepared | None = None
+    # Preparing raised (not the infrastructure): the device stage meets the error, so the chunk is
+    # retried, given back or bisected by the same rules as when scoring raises.
+    error: Exception | None = None
+    scored: list[Any] | None = None  # the model's results for `prepared.todo`, for the score cache
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class WorkerRuntime:
     settings: Settings
     engine: Any  # worker.engine.Engine (typed loosely so this module imports without torch)
@@ -67,8 +91,13 @@ class WorkerRuntime:
     chunks_done: int = 0
     items_done: int = 0
     cache_hits: int = 0  # conversations answered from the score cache instead of the model
-    current: Lease | None = None
+    online: Any = None  # worker.online.OnlineLane, once started
+    current: Lease | None = None  # the chunk on the device
+    # Every lease in hand, by chunk: being prepared, on the device, being stored. The lease keeper
+    # renews each and the heartbeat names each, from the claim until the chunk leaves the worker.
+    held: dict[int, Lease] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _pipeline: ChunkPipeline[InHand] | None = field(default=None, repr=False)
 
     @property
     def model_refs(self) -> set[str]:
@@ -79,9 +108,48 @@ class WorkerRuntime:
     def queue(self) -> str:
         return keys.score_queue(self.engine.name)
 
+    @property
+    def overlap(self) -> bool:
+        """Prepare chunk N+1 and store N-1 while N is on the device (RMSCORE_WORKER_OVERLAP; unset: CUDA only)."""
+        chosen = self.settings.worker_overlap
+        return str(self.engine.device).startswith("cuda") if chosen is None else chosen
+
+    @property
+    def pipeline(self) -> ChunkPipeline[InHand]:
+        """The device and store stages (started on first use: only a worker that takes chunks needs them)."""
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = ChunkPipeline(
+                    lambda chunk: profiling.call(self._on_device, chunk),
+                    lambda chunk: profiling.call(self._store, chunk),
+                )
+            return self._pipeline
+
+    def finish(self) -> None:
+        """Warm shutdown: the chunks in hand are scored and stored before the worker exits."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+
+    def leases(self) -> list[Lease]:
+        with self._lock:
+            return list(self.held.values())
+
+    def _hold(self, lease: Lease) -> None:
+        with self._lock:
+            self.held[lease.chunk_id] = lease
+
+    def _let_go(self, lease: Lease) -> None:
+        """The chunk left this worker (stored, given or handed back, or lost): stop renewing and naming it."""
+        with self._lock:
+            if self.held.get(lease.chunk_id) is lease:
+                del self.held[lease.chunk_id]
+
     def process(self, chunk_id: int) -> str:
-        """Run one chunk to its end. Outcomes: done, skipped (not ours to run), cancelled (its job was
-        cancelled before it started), lost, retry, failed."""
+        """The prepare stage of one chunk: claim it, load, render and tokenize it, hand it to the device.
+
+        Outcomes: scoring (on the device now: scored and stored behind the next chunk's preparation),
+        skipped (not ours to run), cancelled (its job was cancelled before it started), retry (handed
+        back: the database or broker failed while preparing it)."""
         s = self.settings
         self.redis.delete(keys.chunk_enqueued(chunk_id))  # the broker handed it over
         lease = claim_chunk(
@@ -102,78 +170,128 @@ class WorkerRuntime:
                 return "cancelled"
             log.info("chunk %s: skipped (done, taken or out of attempts)", chunk_id)
             return "skipped"
-        self.current = lease
-        t0 = time.perf_counter()
-        items: list[Any] = []
+        self._hold(lease)
+        chunk = InHand(lease)
         try:
             faults.after_claim()
-            items = load_items(self.db, lease)
-            faults.before_scoring(items)
-            records = self._score(items, lease.options, lease.tenant)
-        except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
+            chunk.items = load_items(self.db, lease)
+            chunk.cache, chunk.prepared = self._prepare(chunk.items, lease.options, lease.tenant)
+        except Exception as exc:  # noqa: BLE001 - sorted out here or, for the items' own, on the device
             if failures.is_infrastructure(exc):
                 return self._hand_back(lease, exc)
-            if not poison.should_bisect(lease.attempts, s.max_attempts, items):
-                self.current = None
-                return self._give_back(lease, exc)
+            chunk.error = exc
+        self.pipeline.submit(chunk)
+        if not self.overlap:
+            self.pipeline.wait_idle()  # one chunk at a time, start to end
+        return "scoring"
+
+    def _prepare(self, items: list[Item], options: dict[str, Any], tenant: str) -> tuple[CachingScorer, Prepared]:
+        """Score cache lookup, then the chat template and the tokenizer for the rest (no device)."""
+        from db.cache import cache_scope
+        from worker.cache import CachingScorer, cache_enabled
+        from worker.scoring import prepare_items
+
+        # Conversations this model identity already scored for this tenant (any of its jobs), or for
+        # anyone under a shared cache, come from the score cache.
+        scope = cache_scope(tenant, self.settings.cache_scope)
+        cache = CachingScorer(self.engine, self.db, scope, enabled=cache_enabled(options))
+        lookup = functools.partial(cache.lookup, overflow=options.get("overflow"))
+        control = options.get("control_tokens") or self.settings.control_tokens
+        return cache, prepare_items(self.engine.renderer, items, control_tokens=control, lookup=lookup)
+
+    def _on_device(self, chunk: InHand) -> InHand | None:
+        """The device stage: the chunk to store, or None when it was given or handed back."""
+        lease = chunk.lease
+        self.current = lease
+        try:
+            chunk.records = self._score_prepared(chunk)
+        except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
+            if failures.is_infrastructure(exc):
+                self._hand_back(lease, exc)
+                return None
+            if not poison.should_bisect(lease.attempts, self.settings.max_attempts, chunk.items):
+                self._give_back(lease, exc)
+                return None
             # Last attempt: fail only the items that make scoring raise (worker/poison.py).
             score = functools.partial(self._score, tenant=lease.tenant)
             try:
-                records = poison.bisect_scores(poison.scorer(score, lease.options), items, first_error=exc)
+                chunk.records = poison.bisect_scores(poison.scorer(score, lease.options), chunk.items, first_error=exc)
             except Exception as infra:
                 if not failures.is_infrastructure(infra):
+                    self._let_go(lease)  # a bug: the reconciler takes the chunk back
                     raise
-                return self._hand_back(lease, infra)
+                self._hand_back(lease, infra)
+                return None
+            chunk.scored = None  # bisection's scoring filled the score cache itself
+        finally:
+            self.current = None
+        return chunk
+
+    def _score_prepared(self, chunk: InHand) -> list[dict[str, Any]]:
+        faults.on_device()
+        faults.before_scoring(chunk.items)
+        if chunk.error is not None:
+            raise chunk.error
+        assert chunk.prepared is not None and chunk.cache is not None
+        records, chunk.scored = self._model_pass(chunk.items, chunk.cache, chunk.prepared, chunk.lease.options)
+        return records
+
+    def _model_pass(
+        self, items: list[Item], cache: CachingScorer, prepared: Prepared, options: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
+        """(records, the model's results for `prepared.todo`) of prepared items."""
+        from worker.scoring import score_prepared, shape_records
+
+        overflow = options.get("overflow")
+        results = self._run_engine(lambda: score_prepared(self.engine, prepared, overflow=overflow), options)
+        with self._lock:
+            self.cache_hits += len(prepared.known)
+        return cache.mark(items, shape_records(prepared, results)), [results[i] for i in prepared.todo]
+
+    def _store(self, chunk: InHand) -> None:
+        """The store stage: the results and the chunk done, in one transaction."""
+        lease, records = chunk.lease, chunk.records
         try:
+            if chunk.cache is not None and chunk.prepared is not None and chunk.scored is not None:
+                chunk.cache.remember(chunk.prepared.todo, chunk.scored)
             # A database outage while storing is waited out with the lease in hand (the heartbeat
             # names it, so nobody takes it): failing here on a last attempt would fail every item.
             ok = self._through_outage(
-                lambda: complete_chunk(self.db, lease, records, self.engine.identity), f"storing chunk {chunk_id}"
+                lambda: complete_chunk(self.db, lease, records, self.engine.identity), f"storing chunk {lease.chunk_id}"
             )
         finally:
             # Even when storing failed past all that (an outage longer than the lease): the lease keeper
             # and the heartbeat must let go of this lease, so the reconciler re-queues the chunk.
-            self.current = None
+            self._let_go(lease)
         if not ok:
-            log.warning("chunk %s: lease lost before it was stored; another worker owns it", chunk_id)
-            return "lost"
+            log.warning("chunk %s: lease lost before it was stored; another worker owns it", lease.chunk_id)
+            return
         with self._lock:
             self.chunks_done += 1
             self.items_done += len(records)
         log.info(
             "chunk %s of job %s: %d items in %.2fs",
-            chunk_id,
+            lease.chunk_id,
             lease.job_id,
             len(records),
-            time.perf_counter() - t0,
+            time.perf_counter() - chunk.started,
         )
-        return "done"
 
     def _score(self, items: list[Any], options: dict[str, Any], tenant: str) -> list[dict[str, Any]]:
-        from db.cache import cache_scope
-        from worker.cache import CachingScorer, cache_enabled
+        """Prepare and score `items` in one go, on the calling thread (poison bisection's parts)."""
+        cache, prepared = self._prepare(items, options, tenant)
+        records, scored = self._model_pass(items, cache, prepared, options)
+        cache.remember(prepared.todo, scored)
+        return records
 
-        # Conversations this model identity already scored for this tenant (any of its jobs), or for
-        # anyone under a shared cache, come from the score cache.
-        scope = cache_scope(tenant, self.settings.cache_scope)
-        scorer = CachingScorer(self.engine, self.db, scope, enabled=cache_enabled(options))
-        records = self._run_engine(scorer, items, options)
-        with self._lock:
-            self.cache_hits += scorer.hits
-        return scorer.mark(items, records)
-
-    def _run_engine(self, scorer: Any, items: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
-        from worker.scoring import score_items
-
+    def _run_engine(self, score: Callable[[], T], options: dict[str, Any]) -> T:
         budget = options.get("max_batch_tokens")
         saved = self.engine.max_batch_tokens
-        # The job's choice, else this worker's RMSCORE_CONTROL_TOKENS (default: the card's semantics).
-        control = options.get("control_tokens") or self.settings.control_tokens
         if not budget or budget >= saved:
-            return score_items(scorer, items, overflow=options.get("overflow"), control_tokens=control)
+            return score()
         self.engine.max_batch_tokens = budget  # a job may ask for smaller batches, never bigger ones
         try:
-            return score_items(scorer, items, overflow=options.get("overflow"), control_tokens=control)
+            return score()
         finally:
             # Keep a budget the engine lowered on out-of-memory; otherwise restore the worker's own.
             if self.engine.max_batch_tokens >= budget:
@@ -228,7 +346,7 @@ class WorkerRuntime:
                 f"handing back chunk {lease.chunk_id}",
             )
         finally:
-            self.current = None
+            self._let_go(lease)
         if outcome == "queued":
             ref = ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)
             try:
@@ -241,14 +359,18 @@ class WorkerRuntime:
     def _give_back(self, lease: Lease, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("chunk %s failed on attempt %d: %s", lease.chunk_id, lease.attempts, error)
-        outcome = release_chunk(self.db, lease, error, max_attempts=self.settings.max_attempts)
+        try:
+            outcome = release_chunk(self.db, lease, error, max_attempts=self.settings.max_attempts)
+        finally:
+            self._let_go(lease)
         if outcome == "queued":
             send_chunks(self.app, self.redis, [ChunkRef(lease.chunk_id, lease.job_id, lease.model, lease.n_items)])
             return "retry"
         return outcome
 
     def heartbeat(self) -> dict[str, Any]:
-        cur = self.current
+        held = self.leases()
+        cur = self.current or (held[0] if held else None)
         stats = self.engine.stats
         return {
             "name": self.name,
@@ -268,16 +390,21 @@ class WorkerRuntime:
             "engine_items": stats.items,  # conversations through the model (warm-up included)
             "current_chunk": cur.chunk_id if cur else None,
             "current_job": cur.job_id if cur else None,
-            # The lease in hand: the reconciler takes a lease back only from a worker whose heartbeat
-            # no longer names it (worker/reconcile.py), so it must be exactly the claim's owner.
+            # The leases in hand: the reconciler takes a lease back only from a worker whose heartbeat
+            # no longer names it (worker/reconcile.py), so each must be exactly its claim's owner.
+            # `lease_owner` (one of them) is what heartbeats named before the pipeline held several.
             "lease_owner": cur.owner if cur else None,
+            "lease_owners": [lease.owner for lease in held],
+            "overlap": self.overlap,
+            "chunks_in_hand": [lease.chunk_id for lease in held],
             "max_batch_tokens": self.engine.max_batch_tokens,
             "padding_efficiency": stats.padding_efficiency,
         }
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease of the chunk in hand every `renew_interval` (a third of `heartbeat_ttl`).
+    """Renews the lease of every chunk in hand (being prepared, scored or stored) every
+    `renew_interval` (a third of `heartbeat_ttl`).
 
     A lease then stays fresh however long a chunk takes, and goes stale only when its worker stops
     (killed, machine lost, hung hard): the reconciler takes a stale lease back once no heartbeat
@@ -295,14 +422,12 @@ class LeaseKeeper(threading.Thread):
 
         seconds = self.runtime.settings.lease_seconds
         while not self.stopping.wait(renew_interval(self.runtime.settings)):
-            lease = self.runtime.current
-            if lease is None:
-                continue
-            try:
-                if not renew_lease(self.runtime.db, lease, seconds):
-                    log.warning("chunk %s: lease lost while scoring", lease.chunk_id)
-            except Exception as exc:  # noqa: BLE001 - the database may be failing over; try again
-                log.warning("chunk %s: lease renewal failed: %s", lease.chunk_id, exc)
+            for lease in self.runtime.leases():
+                try:
+                    if not renew_lease(self.runtime.db, lease, seconds):
+                        log.warning("chunk %s: lease lost while in hand", lease.chunk_id)
+                except Exception as exc:  # noqa: BLE001 - the database may be failing over; try again
+                    log.warning("chunk %s: lease renewal failed: %s", lease.chunk_id, exc)
 
 
 class Heartbeat(threading.Thread):
@@ -401,10 +526,10 @@ def run_worker(
     app = create_app(settings)
     r = get_redis(settings.broker_url)
     runtime = WorkerRuntime(settings, engine, db, r, app, name or node_name(engine.name, engine.device, suffix=suffix))
-    from worker import sync_task, tasks
+    from worker import online, tasks
 
     tasks.register(app, runtime)
-    sync_task.register(app, runtime)  # POST /v1/score requests, served ahead of batch chunks
+    lane = online.start(runtime, settings.online_window)  # online requests, between micro-batches
     heartbeat = Heartbeat(runtime)
     heartbeat.beat()
     heartbeat.start()
@@ -431,6 +556,8 @@ def run_worker(
     try:
         worker.start()
     finally:
+        runtime.finish()  # warm shutdown: the chunks in hand are scored and stored, the lease keeper still on
+        lane.stop()
         reconciler.stop()
         keeper.stopping.set()
         heartbeat.stopping.set()

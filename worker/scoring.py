@@ -1,14 +1,24 @@
-"""Score items (chat, pairwise or listwise) with an Engine and shape the results as output records."""
+"""Score items (chat, pairwise, listwise or text) with an Engine and shape the results as output records.
+
+Three steps, so a worker can run each on its own thread (worker/chunk_pipeline.py): `prepare_items`
+(control tokens, score cache lookup, chat template and tokenizer: no device), `score_prepared` (the
+model), `shape_records` (the output records). `score_items` runs the three in a row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rmscore.formats import (
     ChatItem,
+    Conversation,
     Item,
     ListwiseItem,
+    TextItem,
     chat_record,
     error_record,
     listwise_record,
@@ -16,42 +26,105 @@ from rmscore.formats import (
     response_name,
 )
 from worker.engine import Engine, Overflow, Rejected, Scored
-from worker.render import ControlTokens
+from worker.render import ControlTokens, Encoded, Renderer
+
+# Conversations (as the model reads them) -> the ones already scored, by position: the score cache.
+Lookup = Callable[[Sequence[Conversation | str]], dict[int, Scored]]
+
+
+@dataclass
+class Prepared:
+    """Items made ready for the device: every conversation as the model reads it, the scores the
+    cache already had, and the token ids of the rest (`todo`, in that order)."""
+
+    items: Sequence[Item]
+    conversations: list[Conversation | str]
+    changed: list[bool]  # content altered by control-token neutralizing, per conversation
+    known: dict[int, Scored]
+    todo: list[int]
+    encoded: list[Encoded]
+    # A conversation equal to an earlier one in `todo` (position -> that one's): scored once.
+    same: dict[int, int] = field(default_factory=dict)
+
+
+def prepare_items(
+    renderer: Renderer, items: Sequence[Item], *, control_tokens: ControlTokens = "card", lookup: Lookup | None = None
+) -> Prepared:
+    """Everything before the model. `control_tokens="neutralize"` breaks control-token strings in
+    content before anything else sees it (`worker.render.ControlStrings`), so the score cache keys on
+    what the model is really fed. The conversations the cache lacks are rendered and tokenized in
+    one call (`Renderer.encode`)."""
+    conversations = [c for item in items for c in item.conversations]
+    changed = [False] * len(conversations)
+    if control_tokens == "neutralize":
+        for i, conversation in enumerate(conversations):
+            # A pre-rendered text (a `str`) is left as it is: its control tokens are the template's own.
+            if not isinstance(conversation, str):
+                conversations[i], changed[i] = renderer.control.neutralize(conversation)
+    known = lookup(conversations) if lookup is not None else {}
+    # Each distinct conversation goes to the model once. Packed at different places among others,
+    # the same conversation came back a few 1e-7 apart: a listwise line of equal responses had a
+    # "best" one, and its exports a preference pair whose chosen and rejected were the same reply.
+    todo: list[int] = []
+    same: dict[int, int] = {}
+    first: dict[str, int] = {}
+    for i, conversation in enumerate(conversations):
+        if i in known:
+            continue
+        blob = json.dumps(conversation, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        key = hashlib.sha256(blob.encode()).hexdigest()
+        if key in first:
+            same[i] = first[key]
+        else:
+            first[key] = i
+            todo.append(i)
+    encoded = renderer.encode([conversations[i] for i in todo])
+    return Prepared(items, conversations, changed, known, todo, encoded, same)
+
+
+def score_prepared(engine: Engine, prepared: Prepared, *, overflow: Overflow | None = None) -> list[Scored | Rejected]:
+    """One result per conversation, in order: the cache's, or the model's."""
+    scored = engine.score_encoded(prepared.encoded, overflow=overflow) if prepared.todo else []
+    results: list[Scored | Rejected | None] = [None] * len(prepared.conversations)
+    for i, known in prepared.known.items():
+        results[i] = known
+    for i, result in zip(prepared.todo, scored, strict=True):
+        results[i] = result
+    for i, earlier in prepared.same.items():
+        results[i] = results[earlier]
+    return results  # type: ignore[return-value]
+
+
+def shape_records(prepared: Prepared, results: Sequence[Scored | Rejected]) -> list[dict[str, Any]]:
+    """One record per item, in order: formats.chat_record / pair_record / listwise_record / error_record shapes; each
+    scored record whose input neutralizing changed carries `"neutralized": true`."""
+    records = _records(prepared.items, results)
+    pos = 0
+    for item, record in zip(prepared.items, records, strict=True):
+        n = len(item.conversations)
+        if "error" not in record and any(prepared.changed[pos : pos + n]):
+            record["neutralized"] = True
+        pos += n
+    return records
 
 
 def score_items(
     engine: Engine, items: Sequence[Item], *, overflow: Overflow | None = None, control_tokens: ControlTokens = "card"
 ) -> list[dict[str, Any]]:
-    """One record per item, in order: formats.chat_record / pair_record / listwise_record / error_record.
+    """One record per item, in order (see `shape_records`).
 
     All conversations of all items go to the engine in one call, so a pair's two sides, a listwise
     line's responses and neighbouring items share micro-batches (packed by length, never per line).
-    `control_tokens="neutralize"` breaks control-token strings in content before anything else sees
-    it (`worker.render.ControlStrings`), so the score cache keys on what the model is really fed;
-    each scored record whose input it changed carries `"neutralized": true`.
     """
-    conversations = [c for item in items for c in item.conversations]
-    changed = [False] * len(conversations)
-    if control_tokens == "neutralize":
-        control = engine.renderer.control
-        for i, conversation in enumerate(conversations):
-            conversations[i], changed[i] = control.neutralize(conversation)
-    results = engine.score(conversations, overflow=overflow)
-    records = _records(items, results)
-    pos = 0
-    for item, record in zip(items, records, strict=True):
-        n = len(item.conversations)
-        if "error" not in record and any(changed[pos : pos + n]):
-            record["neutralized"] = True
-        pos += n
-    return records
+    prepared = prepare_items(engine.renderer, items, control_tokens=control_tokens)
+    return shape_records(prepared, score_prepared(engine, prepared, overflow=overflow))
 
 
 def _records(items: Sequence[Item], results: Sequence[Scored | Rejected]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     pos = 0
     for item in items:
-        if isinstance(item, ChatItem):
+        if isinstance(item, ChatItem | TextItem):
             r = results[pos]
             pos += 1
             if isinstance(r, Rejected):

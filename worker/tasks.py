@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
-import cProfile
-import os
 from typing import TYPE_CHECKING
 
 from celery import Celery
 from celery.exceptions import Ignore
 
 from rmscore import keys
+from worker import profiling
 
 if TYPE_CHECKING:
     from worker.runner import WorkerRuntime
 
 _runtime: WorkerRuntime | None = None
-# RMSCORE_PROFILE=PATH: cProfile every chunk this process runs and write the stats to PATH at exit
-# (bench/system.py --profile reads it). Off by default: profiling slows the hot path.
-_profile_path = os.environ.get("RMSCORE_PROFILE")
-_profiler: cProfile.Profile | None = None
-if _profile_path:
-    _profiler = cProfile.Profile()
-    atexit.register(_profiler.dump_stats, _profile_path)
 
 
 def register(app: Celery, runtime: WorkerRuntime) -> None:
@@ -32,9 +23,10 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
 
     @app.task(name=keys.TASK_SCORE_CHUNK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
     def score_chunk(job: str, chunk: int, items: int = 0) -> str:
-        """Claim, score and store chunk `chunk` of job `job` (`items` items). Returns the outcome."""
+        """Claim and prepare chunk `chunk` of job `job` (`items` items), then hand it to the device
+        (worker/chunk_pipeline.py: scored and stored behind the next one's preparation). Returns the outcome."""
         assert _runtime is not None
-        outcome = _runtime.process(chunk) if _profiler is None else _profiler.runcall(_runtime.process, chunk)
+        outcome = profiling.call(_runtime.process, chunk)
         if outcome == "cancelled":
             # Flower shows the task REVOKED (what a cancelled task is), not SUCCESS: nothing was scored.
             # Ignore then ends it with no success or failure event (logged at INFO, no traceback) and

@@ -85,6 +85,23 @@ def test_a_live_heartbeat_naming_the_lease_keeps_it(db: Engine, broker: Any) -> 
     assert chunk_row(db, chunk).lease_owner == lease.owner
 
 
+def test_a_heartbeat_naming_several_leases_keeps_each_and_only_those(db: Engine, broker: Any) -> None:
+    """A worker's pipeline holds up to three chunks (worker/chunk_pipeline.py): its heartbeat names
+    each in `lease_owners`. A lease of the same worker name it does not name (a previous incarnation's)
+    is taken back."""
+    settings, r, _ = broker
+    job_id = chat_job(db, 6, chunk_size=2)
+    on_device, prefetched, orphan = chunk_ids(db, job_id)
+    leases = [claim(db, c, "busy@host-cpu") for c in (on_device, prefetched, orphan)]
+    assert all(leases)
+    for c in (on_device, prefetched, orphan):
+        age(db, c, abandon_grace(settings) * 10)
+    beat(r, "busy@host-cpu", leases[0], lease_owners=[leases[0].owner, leases[1].owner])  # type: ignore[union-attr]
+    requeued, failed, cancelled = reclaim_abandoned(db, r, settings)
+    assert [c.id for c in requeued] == [orphan] and (failed, cancelled) == (0, 0)
+    assert [chunk_row(db, c).status for c in (on_device, prefetched)] == ["leased", "leased"]
+
+
 def test_a_fresh_lease_is_kept_without_a_heartbeat(db: Engine, broker: Any) -> None:
     """Redis lost its keys (FLUSHALL, a restart) or the worker's Redis writes hiccup: it still renews."""
     settings, r, _ = broker
