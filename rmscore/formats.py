@@ -362,6 +362,10 @@ def parse_object(
         if raw_subset is not None:
             subset = _text(raw_subset, "subset")[:MAX_SUBSET]
         found = detect_kind(obj)
+        if found is not None and text_ok and "text" in obj:
+            # Either would be scored and the other silently dropped (`text` beside `messages` scored
+            # the messages): which one the caller meant is theirs to say.
+            raise _Bad("unknown_format", f"an item has 'text' or the fields of a {found} item, not both")
         if found is None and text_ok and "text" in obj:
             text = _text(obj["text"], "text")
             if not text.strip():

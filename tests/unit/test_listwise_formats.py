@@ -127,3 +127,13 @@ def test_content_hash_of_a_long_listwise_line_is_the_arrays_digest_in_bounded_me
         tracemalloc.stop()
     assert digest == expected
     assert peak < 8 * 1024**2, peak
+
+
+@pytest.mark.parametrize(
+    "other", [{"messages": ASSISTANT}, {"prompt": "p", "responses": ["a", "b"]}, {"prompt": "p", "response": "r"}]
+)
+def test_an_online_item_with_text_and_a_conversation_is_refused_not_half_read(other: dict) -> None:
+    """`text` beside `messages` (or a listwise line's fields) was scored as the conversation, the
+    text silently dropped: which one the caller meant is theirs to say."""
+    got = parse_object({"text": "<|begin_of_text|>hi", **other}, 3, text_ok=True)
+    assert isinstance(got, LineError) and got.code == "unknown_format", got
