@@ -7,8 +7,6 @@ model), `shape_records` (the output records). `score_items` runs the three in a 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +41,7 @@ class Prepared:
     known: dict[int, Scored]
     todo: list[int]
     encoded: list[Encoded]
-    # A conversation equal to an earlier one in `todo` (position -> that one's): scored once.
+    # A conversation the model reads as an earlier one in `todo` (position -> that one's): scored once.
     same: dict[int, int] = field(default_factory=dict)
 
 
@@ -62,23 +60,23 @@ def prepare_items(
             if not isinstance(conversation, str):
                 conversations[i], changed[i] = renderer.control.neutralize(conversation)
     known = lookup(conversations) if lookup is not None else {}
-    # Each distinct conversation goes to the model once. Packed at different places among others,
-    # the same conversation came back a few 1e-7 apart: a listwise line of equal responses had a
-    # "best" one, and its exports a preference pair whose chosen and rejected were the same reply.
+    rest = [i for i in range(len(conversations)) if i not in known]
+    # Each distinct input goes to the model once: packed at different places among others, the
+    # same token ids came back a few 1e-7 apart, so a listwise line of equal responses had a "best"
+    # one (and its export a pair of the same reply), and a text with its BOS string and one without
+    # scored differently in one request. Equal ids (what the model reads), equal score.
     todo: list[int] = []
+    encoded: list[Encoded] = []
     same: dict[int, int] = {}
-    first: dict[str, int] = {}
-    for i, conversation in enumerate(conversations):
-        if i in known:
-            continue
-        blob = json.dumps(conversation, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        key = hashlib.sha256(blob.encode()).hexdigest()
+    first: dict[tuple[bool, tuple[int, ...]], int] = {}
+    for i, enc in zip(rest, renderer.encode([conversations[i] for i in rest]), strict=True):
+        key = (enc.too_long, tuple(enc.ids))
         if key in first:
             same[i] = first[key]
         else:
             first[key] = i
             todo.append(i)
-    encoded = renderer.encode([conversations[i] for i in todo])
+            encoded.append(enc)
     return Prepared(items, conversations, changed, known, todo, encoded, same)
 
 
