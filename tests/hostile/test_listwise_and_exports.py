@@ -220,3 +220,73 @@ def test_export_queries_tenants_and_keys(hostile: Hostile) -> None:
             for what in ("preferences", "best"):
                 got = hostile.attack(f"GET /{what} with {who}", lambda w=what: other.get(f"{base}/{w}"))
                 assert got.status_code == (404 if who == "another tenant" else 401), (who, got.text)
+
+
+BOS = "<|begin_of_text|>"
+JSON = {"Content-Type": "application/json"}
+TEXT = (
+    f"{BOS}<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+)
+
+
+def test_online_faces(hostile: Hostile) -> None:
+    """`/get_reward`, `/classify` and `/v1/score` (kind text): wrong types, empty and huge inputs,
+    bad text, ambiguous items, and keys in HTTP Basic where they must not count."""
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    sent: list[tuple[str, str, Any, int, str | None]] = [
+        ("/get_reward", "no query", {}, 422, "invalid_request"),
+        ("/get_reward", "empty query", {"query": []}, 422, "invalid_request"),
+        ("/get_reward", "query a string", {"query": TEXT}, 422, "invalid_request"),
+        ("/get_reward", "65 texts", {"query": [TEXT] * 65}, 413, "too_many_items"),
+        ("/get_reward", "a 1.2 MB text", {"query": ["x " * 600_000]}, 422, "line_too_long"),
+        ("/get_reward", "an empty text", {"query": [TEXT, ""]}, 422, "empty_text"),
+        ("/get_reward", "labels of any shape", {"query": [TEXT], "labels": [{"a": 1}]}, 200, None),
+        ("/get_reward", "an unknown model", {"query": [TEXT], "model": "../x\x00"}, 400, "unknown_model"),
+        ("/classify", "input and messages", {"input": TEXT, "messages": msgs}, 422, "invalid_request"),
+        ("/classify", "neither", {"use_activation": True}, 422, "invalid_request"),
+        ("/classify", "empty input list", {"input": []}, 422, "invalid_request"),
+        ("/classify", "messages ending with the user", {"messages": msgs[:1]}, 422, "last_turn_not_assistant"),
+        ("/v1/classify", "65 inputs", {"input": [TEXT] * 65}, 413, "too_many_items"),
+    ]
+    sent += [("/get_reward", f"a query of {t}", {"query": [v]}, 422, "invalid_field") for t, v in
+             (("a number", 1), ("null", None), ("an object", {"a": 1}), ("messages", msgs))]  # fmt: skip
+    with hostile.client() as c:
+        for path, what, body, status, code in sent:
+            r = hostile.attack(f"{path}: {what}", lambda p=path, b=body: c.post(p, json=b))
+            assert r.status_code == status, (path, what, r.text)
+            assert status == 200 or r.json()["error"]["code"] == code, (path, what, r.text)
+        for bad in ("\\ud800", "a\\u0000b"):
+            body = b'{"query": ["' + bad.encode() + b'"]}'
+            send = lambda b=body: c.post("/get_reward", content=b, headers=JSON)  # noqa: E731
+            r = hostile.attack(f"/get_reward: {bad} in a text", send)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_text"), r.text
+        # BOS strings are the card's rule: none, one or many score the same; a text is one text.
+        r = hostile.attack("/get_reward: 0, 1 and 3 BOS strings", lambda: c.post(
+            "/get_reward", json={"query": [TEXT.replace(BOS, ""), TEXT, BOS * 3 + TEXT]}))  # fmt: skip
+        assert r.status_code == 200 and len(set(r.json()["rewards"])) == 1, r.text
+        # An item with `text` and a conversation's fields was scored as the conversation, the text dropped.
+        for other in ({"messages": msgs}, {"prompt": "p", "responses": ["a", "b"]}):
+            item = {"text": TEXT, **other}
+            name = f"/v1/score: text and {list(other)}"
+            r = hostile.attack(name, lambda i=item: c.post("/v1/score", json={"items": [i]}))
+            assert r.status_code == 200 and r.json()["results"][0]["error"]["code"] == "unknown_format", r.text
+    # HTTP Basic carries a key on the trainer faces only: a browser keeps URL credentials and would
+    # add them to a cross-site form post on every other route.
+    basic = httpx.BasicAuth("rm", hostile.keys["alice"])
+    page = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    with httpx.Client(base_url=hostile.url, auth=basic, timeout=120) as b:
+        r = hostile.attack("/get_reward: key in HTTP Basic", lambda: b.post("/get_reward", json={"query": [TEXT]}))
+        assert r.status_code == 200, r.text
+        r = hostile.attack("/v1/classify: key in HTTP Basic", lambda: b.post("/v1/classify", json={"input": TEXT}))
+        assert r.status_code == 200, r.text
+        for path, kwargs in (
+            ("/v1/jobs/upload", {"files": {"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}')}}),
+            ("/v1/jobs", {"json": {"items": [{"prompt": "p", "response": "r"}]}}),
+            ("/v1/score", {"json": {"items": [{"prompt": "p", "response": "r"}]}}),
+        ):
+            name = f"{path}: key in HTTP Basic, cross-site"
+            r = hostile.attack(name, lambda p=path, k=kwargs: b.post(p, headers=page, **k))
+            assert (r.status_code, r.json()["error"]["code"]) == (401, "invalid_api_key"), (path, r.text)
+        r = hostile.attack("GET /v1/jobs: key in HTTP Basic", lambda: b.get("/v1/jobs"))
+        assert r.status_code == 401, r.text
