@@ -104,16 +104,16 @@ def test_listwise_lines_of_every_wrong_shape(hostile: Hostile, via: str) -> None
     assert records[-1]["scores"] and len(records[-1]["scores"]) == 3  # the duplicate key's last value
 
 
+def _upload(h: Hostile, name: str, filename: str, blob: bytes) -> httpx.Response:
+    with h.client() as c:
+        return h.attack(name, lambda: c.post("/v1/jobs/upload", files={"file": (filename, blob)}), len(blob))
+
+
 def test_millions_of_tiny_responses_in_a_small_upload(hostile: Hostile) -> None:
     # 300 lines of 100,000 empty responses: 30 M responses, 120 MB of JSON from a ~150 KB .jsonl.gz.
     line = b'{"prompt": "p", "responses": [' + b",".join([b'""'] * 100_000) + b"]}\n"
     blob = gzip.compress(line * 300 + json.dumps(OK).encode() + b"\n", compresslevel=9)
-    with hostile.client() as c:
-        r = hostile.attack(
-            "listwise .jsonl.gz: 30 M empty responses (300 lines of 100,000)",
-            lambda: c.post("/v1/jobs/upload", files={"file": ("tiny.jsonl.gz", blob)}),
-            len(blob),
-        )
+    r = _upload(hostile, "listwise .jsonl.gz: 30 M empty responses (300 lines of 100,000)", "tiny.jsonl.gz", blob)
     assert r.status_code == 202, r.text
     _check(hostile, r.json()["id"], {n: "too_many_responses" for n in range(1, 301)} | {301: None})
 
@@ -133,13 +133,9 @@ def test_long_prompts_stored_and_exported_in_bounded_memory(hostile: Hostile) ->
     prompt = " ".join(f"word{i % 89}" for i in range(70_000))
     line = json.dumps({"prompt": prompt, "responses": ["r0", "r1", "r2", "r3"]}).encode() + b"\n"
     blob = gzip.compress(line * 40)
+    r = _upload(hostile, "listwise .jsonl.gz: 40 lines of a 500 KB prompt", "long.jsonl.gz", blob)
+    assert r.status_code == 202, r.text
     with hostile.client() as c:
-        r = hostile.attack(
-            "listwise .jsonl.gz: 40 lines of a 500 KB prompt",
-            lambda: c.post("/v1/jobs/upload", files={"file": ("long.jsonl.gz", blob)}),
-            len(blob),
-        )
-        assert r.status_code == 202, r.text
         job_id = r.json()["id"]
         wait_job(c, job_id)
         assert hostile.rss_mb() < RSS_TARGET_MB
