@@ -108,6 +108,16 @@ def test_csv_is_refused_with_the_formats_that_work(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_an_output_that_is_a_directory_is_named_as_given(tmp_path: Path) -> None:
+    """The error named `out.jsonl.part`, a path the user never typed; nothing is left behind."""
+    (tmp_path / "out.jsonl").mkdir()
+    for output in (tmp_path / "out.jsonl", tmp_path / "missing" / "out.parquet"):
+        with pytest.raises(OSError) as e:
+            prefs.write(endless(3, [0]), str(output), "preferences", "text")
+        assert e.value.filename == str(output), e.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
 def endless(n: int, seen: list[int], size: int = 100) -> Iterator[dict[str, Any]]:
     """`n` rows of about 3 x `size` bytes, counting in `seen[0]` how many were taken so far."""
     for i in range(n):
