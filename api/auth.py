@@ -59,14 +59,20 @@ class KeyCache:
             self._entries[digest] = (caller, time.monotonic() + self.ttl)
 
 
-def bearer_token(header: str | None) -> str:
-    """The key in `Bearer <key>`, or the password of HTTP Basic (`Basic base64(user:key)`, any user):
-    clients that take only a URL (OpenRLHF's `--remote_rm_url`) send a key as `http://rm:KEY@host/...`."""
+def bearer_token(header: str | None, *, basic: bool = False) -> str:
+    """The key in `Bearer <key>`, or with `basic` the password of HTTP Basic (`Basic base64(user:key)`,
+    any user): clients that take only a URL (OpenRLHF's `--remote_rm_url`) send a key as
+    `http://rm:KEY@host/...`.
+
+    Basic only where `basic` (the trainer faces, which score and store nothing): a browser that once
+    opened such a URL keeps the credentials and adds them to every request to that origin, a
+    cross-site form post included, so a key in Basic on the writing routes could be spent by any page
+    (a job uploaded, a job cancelled) — what requiring Bearer, which no browser adds, prevents."""
     if not header:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() == "basic" and token:
+    if scheme.lower() == "basic" and token and basic:
         token = _basic_password(token)
     elif scheme.lower() != "bearer":
         token = ""
@@ -83,21 +89,21 @@ def _basic_password(credentials: str) -> str:
     return decoded.partition(":")[2]
 
 
-def known_caller(cache: KeyCache, header: str | None, *, enabled: bool) -> Caller | None:
+def known_caller(cache: KeyCache, header: str | None, *, enabled: bool, basic: bool = False) -> Caller | None:
     """The caller when that needs no slow check (auth disabled, or a key verified lately); None when
     the key must be verified. Raises Unauthorized for a missing or malformed header. Cheap enough
     for the event loop."""
     if not enabled:
         return LOCAL
-    token = bearer_token(header)
+    token = bearer_token(header, basic=basic)
     return cache.get(hashlib.sha256(token.encode("utf-8", "replace")).digest())
 
 
-def authenticate(db: Engine, cache: KeyCache, header: str | None, *, enabled: bool) -> Caller:
-    caller = known_caller(cache, header, enabled=enabled)
+def authenticate(db: Engine, cache: KeyCache, header: str | None, *, enabled: bool, basic: bool = False) -> Caller:
+    caller = known_caller(cache, header, enabled=enabled, basic=basic)
     if caller is not None:
         return caller
-    token = bearer_token(header)
+    token = bearer_token(header, basic=basic)
     digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
     info = verify_key(db, token)
     if info is None:

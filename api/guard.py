@@ -60,9 +60,14 @@ class RequestGuard:
     """Authenticate, then bound the body (see the module docstring). Add it as the innermost middleware."""
 
     def __init__(
-        self, app: ASGIApp, state: ApiState, streamed: tuple[str, ...], also: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        state: ApiState,
+        streamed: tuple[str, ...],
+        also: tuple[str, ...] = (),
+        basic: tuple[str, ...] = (),
     ) -> None:
-        self.app, self.state, self.streamed, self.also = app, state, streamed, also
+        self.app, self.state, self.streamed, self.also, self.basic = app, state, streamed, also, basic
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or scope["path"] in self.also):
@@ -81,11 +86,12 @@ class RequestGuard:
         s = self.state
         header = Headers(scope=scope).get("authorization")
         enabled = s.settings.auth == "enabled"
-        caller = known_caller(s.key_cache, header, enabled=enabled)
+        basic = scope["path"] in self.basic  # HTTP Basic on the trainer faces only (api.auth.bearer_token)
+        caller = known_caller(s.key_cache, header, enabled=enabled, basic=basic)
         if caller is not None:  # the common case, without a thread: a wrong-key flood cannot delay it
             return caller
         return await asyncio.get_running_loop().run_in_executor(
-            _KEY_CHECKS, lambda: authenticate(s.db, s.key_cache, header, enabled=enabled)
+            _KEY_CHECKS, lambda: authenticate(s.db, s.key_cache, header, enabled=enabled, basic=basic)
         )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> list[bytes]:

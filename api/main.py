@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
     app.include_router(health.router)
 
     # Innermost, so CORS preflights and latency metrics still see every request it refuses.
-    app.add_middleware(RequestGuard, state=state, streamed=(UPLOAD_PATH,), also=TRAINER_PATHS)
+    app.add_middleware(
+        RequestGuard, state=state, streamed=(UPLOAD_PATH,), also=TRAINER_PATHS, basic=(*TRAINER_PATHS, "/v1/classify")
+    )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

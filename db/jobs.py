@@ -26,7 +26,7 @@ from db.session import reading, retrying, utcnow, writing
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
-from rmscore.formats import Item, Kind, LineError, Parsed, content_hash, error_record
+from rmscore.formats import Item, Kind, LineError, Parsed, content_hash, error_record, text_chars
 from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, KIND_CHOICES, ControlTokens, JobProgress, Overflow, choices
 
 DEFAULT_TENANT = "local"
@@ -139,6 +139,12 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+# Text per batch of items, besides BATCH rows: lines may hold up to RMSCORE_MAX_LINE_BYTES (1 MB)
+# each, and 1000 of them (a 4 MB .jsonl.gz) held at once, then serialized for the insert, took
+# the API past a GB. 4 M characters keeps a batch's payloads and their JSON within ~15 MB.
+BATCH_CHARS = 4 * 1024**2
+
+
 def estimate_tokens(item: Item) -> int:
     """Rough token count (4 characters a token, a few per turn for the template): sizes chunks."""
     return sum(
@@ -247,12 +253,14 @@ def create_job(
     scored_by = list(dict.fromkeys([model, *(models or [])]))
     planner = _ChunkPlanner(chunk_size, chunk_max_tokens)
     job_kind: str | None = None if kind == "auto" else kind
-    total = failed = responses = 0
+    total = failed = responses = batch_chars = 0
     item_rows: list[dict[str, Any]] = []
     error_rows: list[dict[str, Any]] = []
     now = utcnow()
 
     def flush() -> None:
+        nonlocal batch_chars
+        batch_chars = 0
         if item_rows:
             retrying(lambda: _insert_batch(db, item_rows, error_rows), what="storing items")
             item_rows.clear()
@@ -271,10 +279,12 @@ def create_job(
             else:
                 job_kind = job_kind or p.kind
                 subset = getattr(p, "subset", None)
-                item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, p.payload(), content_hash(p)))
+                payload = p.payload()
+                batch_chars += text_chars(payload)
+                item_rows.append(_item_row(job_id, p.line, p.custom_id, subset, payload, content_hash(p)))
                 planner.add(p)
                 responses += len(p.conversations) if p.kind == "listwise" else 0
-            if len(item_rows) >= BATCH:
+            if len(item_rows) >= BATCH or batch_chars >= BATCH_CHARS:
                 flush()
         flush()
         planner.close()
@@ -388,8 +398,16 @@ def _discard(db: Engine, job_id: str) -> None:
 # --------------------------------------------------------------------------- reads
 
 
+def _named(job_id: str) -> None:
+    """NotFound for an id no job can have before it reaches a query: no stored id holds a NUL, and
+    PostgreSQL refuses one in a query's text (`/v1/jobs/%00/...` was a 500 there)."""
+    if "\x00" in job_id:
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
+
+
 def get_job(db: Engine | Connection, job_id: str, *, tenant: str | None = None) -> JobInfo:
     """The job, or NotFound (also when it belongs to another tenant: no hint that it exists)."""
+    _named(job_id)
     q = select(jobs).where(jobs.c.id == job_id)
     if tenant is not None:
         q = q.where(jobs.c.tenant == tenant)
@@ -524,6 +542,8 @@ def cancel_job(db: Engine, job_id: str, *, tenant: str | None = None) -> JobInfo
     Chunks being scored right now finish (their results are kept too); the job is `cancelling`
     until they do, then `cancelled`. Cancelling a cancelled job is a no-op; a finished one, Conflict.
     """
+
+    _named(job_id)
 
     def run() -> JobInfo:
         now = utcnow()

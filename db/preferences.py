@@ -20,10 +20,16 @@ from db.models import items, results
 from db.session import reading
 from rmscore import preferences
 from rmscore.errors import BadRequest, Conflict
+from rmscore.formats import text_chars
 
 # Lines per read. Each carries its conversations (up to RMSCORE_MAX_LINE_BYTES each), so fewer
-# than the results pages' 1000: a page of long lines stays far below the API's memory.
+# than the results pages' 1000 ...
 PAGE = 200
+# ... and fewer still when lines are long: 200 lines of 1 MB were 200 MB decoded at once. A read
+# starts at FIRST_PAGE lines, and each next one takes as many lines as fit PAGE_CHARS at the sizes
+# seen so far (at most PAGE).
+FIRST_PAGE = 8
+PAGE_CHARS = 4 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def _form(db: Engine, job: JobInfo) -> preferences.Form:
 
 
 def _groups(db: Engine, job: JobInfo, model: str) -> Iterator[preferences.Group]:
-    after = 0
+    after, limit = 0, FIRST_PAGE
     scored = and_(results.c.job_id == items.c.job_id, results.c.line == items.c.line, results.c.model == model)
     while True:
         q = (
@@ -102,7 +108,7 @@ def _groups(db: Engine, job: JobInfo, model: str) -> Iterator[preferences.Group]
                 results.c.error_code.is_(None),
             )
             .order_by(items.c.line)
-            .limit(PAGE)
+            .limit(limit)
         )
         with reading(db) as conn:
             page = conn.execute(q).all()
@@ -114,6 +120,8 @@ def _groups(db: Engine, job: JobInfo, model: str) -> Iterator[preferences.Group]
             else:
                 yield preferences.pair_group(row.line, row.custom_id, row.payload, row.chosen_score, row.rejected_score)
         after = page[-1].line
+        widest = max(text_chars(row.payload) for row in page)
+        limit = max(1, min(PAGE, PAGE_CHARS // max(widest, 1)))
 
 
 def scored_lines(db: Engine, job: JobInfo, model: str) -> int:

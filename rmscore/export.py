@@ -139,6 +139,13 @@ def save(pieces: Iterable[bytes], output: str | os.PathLike[str], *, gz: bool = 
                 f.write(piece)
                 n += len(piece)
         tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename in (str(tmp), tmp) and e.errno is not None:
+            # Name the file the user asked for: "Is a directory: out.jsonl.part" (the output is a
+            # directory) or a missing folder reported on the .part file named a path never typed.
+            raise type(e)(e.errno, e.strerror, str(output)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

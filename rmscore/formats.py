@@ -183,9 +183,32 @@ def item_from_payload(
 
 
 def content_hash(item: Item) -> str:
-    """Identity of what the model sees: equal conversations hash equal, whatever their ids."""
-    blob = json.dumps(item.conversations, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """Identity of what the model sees: equal conversations hash equal, whatever their ids.
+
+    The digest of the conversations' JSON array, fed one conversation at a time: a listwise line
+    repeats its prompt in each of its (up to 64) conversations, so the whole array as one string
+    was 64 times the line (a 1 MB line: 128 MB of text and bytes in the API at once). Same digest
+    as hashing the array whole, so stored hashes keep matching."""
+    digest = hashlib.sha256(b"[")
+    for i, conv in enumerate(item.conversations):
+        if i:
+            digest.update(b",")
+        digest.update(json.dumps(conv, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode())
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
+def text_chars(value: Any) -> int:
+    """About how much memory a decoded JSON value holds, in characters of its strings (8 for any
+    other leaf): what bounds a batch of stored lines or export rows, whose count alone says nothing
+    when one line may be 1 MB."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(k) + text_chars(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(text_chars(v) for v in value) + 8
+    return 8
 
 
 # --------------------------------------------------------------------------- object -> item
@@ -336,6 +359,10 @@ def parse_object(
         if raw_subset is not None:
             subset = _text(raw_subset, "subset")[:MAX_SUBSET]
         found = detect_kind(obj)
+        if found is not None and text_ok and "text" in obj:
+            # Either would be scored and the other silently dropped (`text` beside `messages` scored
+            # the messages): which one the caller meant is theirs to say.
+            raise _Bad("unknown_format", f"an item has 'text' or the fields of a {found} item, not both")
         if found is None and text_ok and "text" in obj:
             text = _text(obj["text"], "text")
             if not text.strip():

@@ -40,7 +40,7 @@ from typing import Any, Literal, get_args
 
 from rmscore.errors import BadRequest
 from rmscore.export import Counted, format_of, jsonl_chunks, save
-from rmscore.formats import Conversation, ListwiseItem
+from rmscore.formats import Conversation, ListwiseItem, text_chars
 
 What = Literal["preferences", "best"]
 Form = Literal["text", "messages"]
@@ -59,6 +59,9 @@ PREFERENCE_COLUMNS = (
 )
 BEST_COLUMNS = ("prompt", "completion", "score", "custom_id", "line")
 ROW_GROUP = 1000  # Parquet rows per row group: what a writer holds at once
+# ... and at most this much text: rows repeat their line's prompt (best-vs-rest: up to 63 rows of a
+# 1 MB prompt), so 1000 rows could be a GB; a 660 KB .jsonl.gz took the API to 1.8 GB before this.
+ROW_GROUP_CHARS = 2 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -258,11 +261,13 @@ def parquet_chunks(records: Iterable[dict[str, Any]], what: What, form: Form) ->
     writer = pq.ParquetWriter(sink, schema)
     batch: list[dict[str, Any]] = []
     wrote = False
+    chars = 0
     for rec in records:
         batch.append(rec)
-        if len(batch) >= ROW_GROUP:
+        chars += sum(text_chars(rec.get(c)) for c in ("prompt", "chosen", "rejected", "completion"))
+        if len(batch) >= ROW_GROUP or chars >= ROW_GROUP_CHARS:
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            batch, wrote = [], True
+            batch, wrote, chars = [], True, 0
             yield sink.take()
     if batch or not wrote:  # an empty export is still a file with the schema
         writer.write_table(pa.Table.from_pylist(batch, schema=schema))

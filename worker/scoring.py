@@ -8,7 +8,7 @@ model), `shape_records` (the output records). `score_items` runs the three in a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rmscore.formats import (
@@ -41,6 +41,8 @@ class Prepared:
     known: dict[int, Scored]
     todo: list[int]
     encoded: list[Encoded]
+    # A conversation the model reads as an earlier one in `todo` (position -> that one's): scored once.
+    same: dict[int, int] = field(default_factory=dict)
 
 
 def prepare_items(
@@ -58,9 +60,24 @@ def prepare_items(
             if not isinstance(conversation, str):
                 conversations[i], changed[i] = renderer.control.neutralize(conversation)
     known = lookup(conversations) if lookup is not None else {}
-    todo = [i for i in range(len(conversations)) if i not in known]
-    encoded = renderer.encode([conversations[i] for i in todo])
-    return Prepared(items, conversations, changed, known, todo, encoded)
+    rest = [i for i in range(len(conversations)) if i not in known]
+    # Each distinct input goes to the model once: packed at different places among others, the
+    # same token ids came back a few 1e-7 apart, so a listwise line of equal responses had a "best"
+    # one (and its export a pair of the same reply), and a text with its BOS string and one without
+    # scored differently in one request. Equal ids (what the model reads), equal score.
+    todo: list[int] = []
+    encoded: list[Encoded] = []
+    same: dict[int, int] = {}
+    first: dict[tuple[bool, tuple[int, ...]], int] = {}
+    for i, enc in zip(rest, renderer.encode([conversations[i] for i in rest]), strict=True):
+        key = (enc.too_long, tuple(enc.ids))
+        if key in first:
+            same[i] = first[key]
+        else:
+            first[key] = i
+            todo.append(i)
+            encoded.append(enc)
+    return Prepared(items, conversations, changed, known, todo, encoded, same)
 
 
 def score_prepared(engine: Engine, prepared: Prepared, *, overflow: Overflow | None = None) -> list[Scored | Rejected]:
@@ -71,6 +88,8 @@ def score_prepared(engine: Engine, prepared: Prepared, *, overflow: Overflow | N
         results[i] = known
     for i, result in zip(prepared.todo, scored, strict=True):
         results[i] = result
+    for i, earlier in prepared.same.items():
+        results[i] = results[earlier]
     return results  # type: ignore[return-value]
 
 

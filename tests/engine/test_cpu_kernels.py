@@ -65,4 +65,5 @@ def test_a_failing_batch_fails_the_call(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(engine, "_forward", forward)
     conv = [{"role": "user", "content": "q " * 20}, {"role": "assistant", "content": "a"}]
     with pytest.raises(RuntimeError, match="boom"):
-        engine.score([conv] * 10)
+        # Distinct conversations: equal ones are scored once (one batch), not ten times.
+        engine.score([conv[:1] + [{"role": "assistant", "content": "a" * (i + 1)}] for i in range(10)])

@@ -73,3 +73,15 @@ def test_a_refused_response_fails_its_line_naming_it(tiny_model_dir, lines) -> N
     assert all(r["error"]["code"] == "too_long" for r in records), records
     assert records[0]["error"]["message"].startswith("chosen[0]: ")
     assert records[1]["error"]["message"].startswith("responses[0]: ")
+
+
+def test_equal_responses_get_equal_scores_whatever_they_are_packed_with(tiny_model_dir) -> None:
+    """The same conversation packed at different places among others came back a few 1e-7 apart:
+    a line of equal responses had a best one, and its export a pair of the same reply. The engine
+    scores each distinct conversation once."""
+    engine = Engine.load(str(tiny_model_dir))
+    same = parse_object({"prompt": "p", "responses": ["same", "same", "same"]}, 2)
+    others = parse_object({"prompt": "Name a prime.", "responses": ["7", "8", "Nine."]}, 1)
+    records = score_items(engine, [others, same])  # type: ignore[list-item]
+    assert len(set(records[1]["scores"])) == 1, records[1]
+    assert records[1]["best"] == records[1]["worst"] == 0

@@ -105,3 +105,35 @@ def test_record_best_worst_and_rewardbench2_credit() -> None:
     assert listwise_record(1, None, None, [1.0, 3.0, 3.0, 0.0], n_chosen=2)["correct"] == 0.5
     assert listwise_record(1, None, None, [3.0, 1.0], n_chosen=1)["correct"] == 1.0
     assert "correct" not in listwise_record(1, None, None, [3.0, 1.0])
+
+
+def test_content_hash_of_a_long_listwise_line_is_the_arrays_digest_in_bounded_memory() -> None:
+    """64 responses to a 1 MB prompt are 64 conversations of 1 MB: hashing them as one JSON string
+    held 64 MB of text and 64 MB of bytes in the API per line. Fed one conversation at a time, the
+    digest is the same and the peak is about one conversation."""
+    import hashlib
+    import tracemalloc
+
+    item = parse_object({"prompt": "p" * 1_000_000, "responses": [f"r{i}" for i in range(64)]}, 1)
+    assert isinstance(item, ListwiseItem)
+    whole = json.dumps(item.conversations, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    expected = hashlib.sha256(whole.encode()).hexdigest()
+    del whole
+    tracemalloc.start()
+    try:
+        digest = content_hash(item)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest == expected
+    assert peak < 8 * 1024**2, peak
+
+
+@pytest.mark.parametrize(
+    "other", [{"messages": ASSISTANT}, {"prompt": "p", "responses": ["a", "b"]}, {"prompt": "p", "response": "r"}]
+)
+def test_an_online_item_with_text_and_a_conversation_is_refused_not_half_read(other: dict) -> None:
+    """`text` beside `messages` (or a listwise line's fields) was scored as the conversation, the
+    text silently dropped: which one the caller meant is theirs to say."""
+    got = parse_object({"text": "<|begin_of_text|>hi", **other}, 3, text_ok=True)
+    assert isinstance(got, LineError) and got.code == "unknown_format", got

@@ -108,6 +108,16 @@ def test_csv_is_refused_with_the_formats_that_work(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_an_output_that_is_a_directory_is_named_as_given(tmp_path: Path) -> None:
+    """The error named `out.jsonl.part`, a path the user never typed; nothing is left behind."""
+    (tmp_path / "out.jsonl").mkdir()
+    for output in (tmp_path / "out.jsonl", tmp_path / "missing" / "out.parquet"):
+        with pytest.raises(OSError) as e:
+            prefs.write(endless(3, [0]), str(output), "preferences", "text")
+        assert e.value.filename == str(output), e.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
 def endless(n: int, seen: list[int], size: int = 100) -> Iterator[dict[str, Any]]:
     """`n` rows of about 3 x `size` bytes, counting in `seen[0]` how many were taken so far."""
     for i in range(n):
@@ -124,6 +134,15 @@ def test_the_writers_take_rows_as_they_go(fmt: str) -> None:
     pieces = prefs.chunks(endless(10**9, seen), fmt, "preferences", "text")
     first = next(pieces)
     assert first and seen[0] <= prefs.ROW_GROUP + 1000, seen[0]
+
+
+def test_a_parquet_row_group_holds_a_bounded_amount_of_text() -> None:
+    """Rows of ~1 MB (best-vs-rest repeats a long prompt on up to 63 rows of a line): a row group
+    is cut by its text as well as its row count. Arrow's copies are not seen by tracemalloc, so
+    this counts the rows taken before the first bytes: all 40 (36 MB) before the cut."""
+    seen = [0]
+    first = next(prefs.chunks(endless(40, seen, size=300_000), "parquet", "preferences", "text"))
+    assert first and seen[0] <= 16, seen[0]  # ~3 at ROW_GROUP_CHARS (2 M characters)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
