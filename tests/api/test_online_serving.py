@@ -261,6 +261,9 @@ def test_store_true_keeps_the_answer_as_a_job_readable_like_any_other(online: On
         assert {s["custom_id"]: s["chosen_score"] for s in scores if s.get("custom_id")} == {
             "p0": recs[0]["chosen_score"], "p1": recs[1]["chosen_score"]}  # fmt: skip
         assert answer["model_identity"] and stored_identities(online.db_url, job_id) == [answer["model_identity"]] * 2
+        for view in ("report", "preferences"):  # readers of turns: a stored pairwise job has them
+            got = c.get(f"/v1/jobs/{job_id}/{view}")
+            assert got.status_code == 200, (view, got.text[:2000])
         # Retry with the key: the stored job answers, nothing new; another request with it: 422.
         again = c.post("/v1/score", json=body, headers={"Idempotency-Key": "online-1"})
         assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true", again.text
