@@ -31,9 +31,12 @@ log = logging.getLogger("api")
 WAIT_SLICE_S = 2.0
 
 
-def parse(items: list[Any], state: Any) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+def parse(
+    items: list[Any], state: Any, keep: list[formats.Parsed] | None = None
+) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """(error records by line, items to score in the worker's wire form), past the item-count limit.
-    Each item is any kind, text included (`formats.TextItem`), with the same checks as a file's line."""
+    Each item is any kind, text included (`formats.TextItem`), with the same checks as a file's line.
+    `keep`: gets every parsed line too (`store: true` stores them as the job's items)."""
     settings = state.settings
     if len(items) > settings.sync_max_items:
         raise TooLarge(
@@ -47,6 +50,8 @@ def parse(items: list[Any], state: Any) -> tuple[dict[int, dict[str, Any]], list
         items, None, max_line_bytes=settings.max_line_bytes, max_turns=settings.max_turns, text_ok=True
     )
     for p in parsed:
+        if keep is not None:
+            keep.append(p)
         if isinstance(p, formats.LineError):
             errors[p.line] = formats.error_record(p.line, p.custom_id, p.code, p.message, p.subset)
         else:

@@ -249,12 +249,26 @@ class ScoreRequest(BaseModel):
         min_length=1, description="Chat, pairwise or text (`{\"text\": rendered}`) items; `line` is the 1-based index."
     )
     options: JobOptions | None = None
+    store: bool = Field(
+        False,
+        description="Also keep the answer as a completed job of yours (chat or pairwise items, one kind): "
+        "`job_id` in the response; readable as any job. Text items are refused (422 text_not_stored).",
+    )
+    metadata: dict[str, Any] | None = Field(None, description="The stored job's metadata (with store: true only).")
+
+
+class StoreError(BaseModel):
+    code: str
+    message: str
 
 
 class ScoreResponse(BaseModel):
     model: str
     results: list[ResultRecord]
     model_identity: dict[str, Any] | None = None
+    stored: bool | None = Field(None, description="With store: true: whether the answer was kept as a job.")
+    job_id: str | None = Field(None, description="With store: true: the job that keeps the answer.")
+    store_error: StoreError | None = Field(None, description="Why it was not kept (the scores stand).")
 
 
 class Health(BaseModel):

@@ -90,6 +90,18 @@ def chunk_statuses(db_url: str, job_id: str) -> list[str]:
         return [r[0] for r in conn.execute(text("SELECT status FROM chunks WHERE job_id = :j"), {"j": job_id})]
 
 
+def stored_identities(db_url: str, job_id: str) -> list[Any]:
+    """The model identity of each scored result row (the API answers do not show it)."""
+    from sqlalchemy import select
+
+    from db.models import results
+    from db.session import get_engine
+
+    with get_engine(db_url).connect() as conn:
+        q = select(results.c.model_identity).where(results.c.job_id == job_id, results.c.error_code.is_(None))
+        return [r[0] for r in conn.execute(q.order_by(results.c.line))]
+
+
 def test_answered_while_the_worker_holds_a_chunk(online: Online, shared_data: Path) -> None:
     from testkit import wait_until
 
@@ -217,3 +229,61 @@ def test_faces_refuse_bad_input_with_4xx(online: Online) -> None:
     assert r.status_code == 200 and len(r.json()["rewards"]) == 1, r.text
     r = httpx.post(f"{online.url}/get_reward", json={"query": ["x"]}, headers={"Authorization": "Basic !!"})
     assert r.status_code == 401
+
+
+def test_store_true_keeps_the_answer_as_a_job_readable_like_any_other(online: Online, shared_data: Path) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+    from testkit import clean_env, run_cli
+
+    pairs = [{**p, "custom_id": f"p{i}"} for i, p in enumerate(hh_pairs(shared_data, 2))]
+    body = {"items": [*pairs, {"chosen": "no prompt"}], "store": True, "metadata": {"run": "ppo-7"}}
+    with online.client() as c:
+        r = c.post("/v1/score", json=body, headers={"Idempotency-Key": "online-1"})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["stored"] is True and answer["job_id"], answer
+        job_id, recs = answer["job_id"], answer["results"]
+        assert [("chosen_score" in x, "error" in x) for x in recs] == [(True, False), (True, False), (False, True)]
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        assert (job["status"], job["kind"], job["metadata"]) == ("completed", "pairwise", {"run": "ppo-7"})
+        assert job["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+        # The stored results are the answer, with `cached` as the worker gave it (absent: scored by the model).
+        lines = [json.loads(x) for x in c.get(f"/v1/jobs/{job_id}/results").text.splitlines()]
+        assert lines == [x if "error" in x else {**x, "cached": x.get("cached", False)} for x in recs], lines
+        for fmt in ("csv", "json", "parquet"):
+            got = c.get(f"/v1/jobs/{job_id}/results", params={"format": fmt})
+            assert got.status_code == 200, (fmt, got.text)
+        table = pq.read_table(io.BytesIO(got.content)).to_pylist()
+        assert [row["chosen_score"] for row in table[:2]] == [x["chosen_score"] for x in recs[:2]]
+        scores = c.get("/v1/scores", params={"job_id": job_id}).json()["data"]
+        assert {s["custom_id"]: s["chosen_score"] for s in scores if s.get("custom_id")} == {
+            "p0": recs[0]["chosen_score"], "p1": recs[1]["chosen_score"]}  # fmt: skip
+        assert answer["model_identity"] and stored_identities(online.db_url, job_id) == [answer["model_identity"]] * 2
+        for view in ("report", "preferences"):  # readers of turns: a stored pairwise job has them
+            got = c.get(f"/v1/jobs/{job_id}/{view}")
+            assert got.status_code == 200, (view, got.text[:2000])
+        # Retry with the key: the stored job answers, nothing new; another request with it: 422.
+        again = c.post("/v1/score", json=body, headers={"Idempotency-Key": "online-1"})
+        assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true", again.text
+        assert (again.json()["job_id"], again.json()["results"]) == (job_id, lines)
+        other = c.post("/v1/score", json={**body, "items": pairs[:1]}, headers={"Idempotency-Key": "online-1"})
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
+        # Refused before any scoring, each with its 4xx: text (no turns to report on), mixed kinds,
+        # metadata with nothing to keep it in.
+        for bad, code in (
+            ({"items": [{"text": "Hello"}], "store": True}, "text_not_stored"),
+            ({"items": [pairs[0], {"prompt": "a", "response": "b"}], "store": True}, "mixed_kinds"),
+            ({"items": pairs[:1], "metadata": {"a": 1}}, "invalid_request"),
+            ({"items": pairs[:1], "store": "yes please"}, None),
+        ):  # fmt: skip
+            r = c.post("/v1/score", json=bad)
+            assert 400 <= r.status_code < 500, (bad, r.status_code, r.text)
+            assert code is None or r.json()["error"]["code"] == code, r.text
+    # The CLI reads it from the database as it reads any job.
+    env = clean_env(RMSCORE_DATABASE_URL=online.db_url)
+    status = run_cli(["status", job_id], env)
+    assert "completed" in status.stdout + status.stderr
+    out = run_cli(["results", job_id], env).stdout
+    assert [json.loads(x)["line"] for x in out.splitlines() if x.startswith("{")] == [1, 2, 3], out

@@ -130,3 +130,29 @@ def test_flower_lists_the_jobs_chunk_tasks_as_succeeded_with_readable_arguments(
 def test_flower_metrics_show_the_worker_online(fleet: Fleet) -> None:
     line = re.compile(rf'^flower_worker_online\{{worker="{re.escape(fleet.worker.name)}"\}} 1\.0$', re.M)
     wait_until(lambda: line.search(fleet.flower("/metrics").text), 60, "flower_worker_online of the worker")
+
+
+def test_flower_shows_the_online_lanes_stats_after_an_online_request(fleet: Fleet) -> None:
+    """`rmscore.online.*` rows (worker/online.py's OnlineStats) count a `POST /v1/score` once the
+    worker's next stats reach Flower."""
+    from db.api_keys import create_key
+    from db.session import get_engine
+
+    key = create_key(get_engine(fleet.settings.database_url), "flower-online")[0]
+    r = httpx.post(
+        f"{fleet.api_url}/v1/score",
+        json={"items": [{"prompt": "Hi?", "response": "Hello."}, {"text": "Hello there"}]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    assert all("score" in rec for rec in r.json()["results"]), r.text
+
+    def online() -> dict[str, Any] | None:
+        stats = (fleet.flower("/api/workers", refresh="true").json().get(fleet.worker.name) or {}).get("stats", {})
+        rows = {k.removeprefix("rmscore.online."): v for k, v in stats.items() if k.startswith("rmscore.online.")}
+        return rows if rows.get("requests", 0) >= 1 else None
+
+    rows = wait_until(online, 60, "the online request in the worker's Flower stats")
+    assert rows["items"] >= 2 and rows["engine_calls"] >= 1 and rows["expired"] == 0
+    assert rows["latency_p50_s"] is not None and rows["latency_p50_s"] >= rows["wait_p50_s"] >= 0
