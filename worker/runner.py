@@ -77,6 +77,8 @@ class InHand:
     error: Exception | None = None
     scored: list[Any] | None = None  # the model's results for `prepared.todo`, for the score cache
     records: list[dict[str, Any]] = field(default_factory=list)
+    # How it ended, for the task's result (Flower shows it): scoring until a stage settles it.
+    outcome: str = "scoring"
 
 
 @dataclass
@@ -147,7 +149,8 @@ class WorkerRuntime:
     def process(self, chunk_id: int) -> str:
         """The prepare stage of one chunk: claim it, load, render and tokenize it, hand it to the device.
 
-        Outcomes: scoring (on the device now: scored and stored behind the next chunk's preparation),
+        Outcomes: scoring (overlap on: on the device now, scored and stored behind the next chunk's
+        preparation; overlap off: how the chunk ended instead, done, lost or what handing it back said),
         skipped (not ours to run), cancelled (its job was cancelled before it started), retry (handed
         back: the database or broker failed while preparing it)."""
         s = self.settings
@@ -182,8 +185,8 @@ class WorkerRuntime:
             chunk.error = exc
         self.pipeline.submit(chunk)
         if not self.overlap:
-            self.pipeline.wait_idle()  # one chunk at a time, start to end
-        return "scoring"
+            self.pipeline.wait_idle()  # one chunk at a time, start to end: say how it ended
+        return chunk.outcome
 
     def _prepare(self, items: list[Item], options: dict[str, Any], tenant: str) -> tuple[CachingScorer, Prepared]:
         """Score cache lookup, then the chat template and the tokenizer for the rest (no device)."""
@@ -207,10 +210,10 @@ class WorkerRuntime:
             chunk.records = self._score_prepared(chunk)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
             if failures.is_infrastructure(exc):
-                self._hand_back(lease, exc)
+                chunk.outcome = self._hand_back(lease, exc)
                 return None
             if not poison.should_bisect(lease.attempts, self.settings.max_attempts, chunk.items):
-                self._give_back(lease, exc)
+                chunk.outcome = self._give_back(lease, exc)
                 return None
             # Last attempt: fail only the items that make scoring raise (worker/poison.py).
             score = functools.partial(self._score, tenant=lease.tenant)
@@ -220,7 +223,7 @@ class WorkerRuntime:
                 if not failures.is_infrastructure(infra):
                     self._let_go(lease)  # a bug: the reconciler takes the chunk back
                     raise
-                self._hand_back(lease, infra)
+                chunk.outcome = self._hand_back(lease, infra)
                 return None
             chunk.scored = None  # bisection's scoring filled the score cache itself
         finally:
@@ -264,8 +267,10 @@ class WorkerRuntime:
             # and the heartbeat must let go of this lease, so the reconciler re-queues the chunk.
             self._let_go(lease)
         if not ok:
+            chunk.outcome = "lost"
             log.warning("chunk %s: lease lost before it was stored; another worker owns it", lease.chunk_id)
             return
+        chunk.outcome = "done"
         with self._lock:
             self.chunks_done += 1
             self.items_done += len(records)
