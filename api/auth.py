@@ -3,11 +3,6 @@
 Keys are checked against their slow hash (`db.api_keys.verify_key`); a verified key is then cached
 in the process for a few seconds under the SHA-256 of the key, so a busy client does not pay the
 hash on every request. Wrong keys are never cached: each costs a full check.
-
-Checks of one key are single-flight: while a key is being verified, other requests with the same
-key wait for that answer instead of running a scrypt each. Without it, the first burst of a busy
-client (50 load-test clients submitting at once) and every cache expiry queued one ~140 ms scrypt
-per request on the two key-check threads: seconds of latency for the first requests.
 """
 
 from __future__ import annotations
@@ -17,7 +12,6 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -42,21 +36,11 @@ class Caller:
 LOCAL = Caller(DEFAULT_TENANT)
 
 
-class _Flight:
-    """One verification in progress: its waiters block on `done` and read `caller` (None: refused)."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.caller: Caller | None = None
-        self.ok = False  # False also when the check raised: waiters then check for themselves
-
-
 class KeyCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._entries: dict[bytes, tuple[Caller, float]] = {}
-        self._flights: dict[bytes, _Flight] = {}
 
     def get(self, digest: bytes) -> Caller | None:
         with self._lock:
@@ -73,35 +57,6 @@ class KeyCache:
             if len(self._entries) > 10_000:  # bounded: drop everything rather than grow
                 self._entries.clear()
             self._entries[digest] = (caller, time.monotonic() + self.ttl)
-
-    def verify_once(self, digest: bytes, check: Callable[[], Caller | None]) -> Caller | None:
-        """`check()`'s answer for this key, run by one thread at a time per key: a thread that finds
-        a check of the same key in flight waits for its answer. A verified caller is cached; a
-        refusal is not (the next request checks again), but the requests that waited share it. If
-        the check raised (the database went away), each waiter runs its own check."""
-        with self._lock:
-            flight = self._flights.get(digest)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[digest] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.ok:
-                return flight.caller
-            caller = check()
-            if caller is not None:
-                self.put(digest, caller)
-            return caller
-        try:
-            flight.caller = check()
-            flight.ok = True
-            if flight.caller is not None:
-                self.put(digest, flight.caller)
-            return flight.caller
-        finally:
-            with self._lock:
-                del self._flights[digest]
-            flight.done.set()
 
 
 def bearer_token(header: str | None) -> str:
@@ -144,19 +99,12 @@ def authenticate(db: Engine, cache: KeyCache, header: str | None, *, enabled: bo
         return caller
     token = bearer_token(header)
     digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
-
-    def check() -> Caller | None:
-        # A hit on the cache first: the flight this thread waited for may just have filled it.
-        hit = cache.get(digest)
-        if hit is not None:
-            return hit
-        info = verify_key(db, token)
-        return None if info is None else Caller(info.tenant, info.admin, info.id)
-
-    caller = cache.verify_once(digest, check)
-    if caller is None:
+    info = verify_key(db, token)
+    if info is None:
         # Same message for unknown, wrong and revoked keys: nothing to learn from the answer.
         raise Unauthorized("invalid API key", code="invalid_api_key")
+    caller = Caller(info.tenant, info.admin, info.id)
+    cache.put(digest, caller)
     return caller
 
 
