@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -38,6 +39,7 @@ from harness import RedisServer, free_port, launch, wait_http  # noqa: E402
 from testkit import CLI, clean_env  # noqa: E402
 
 TERMINAL = ("completed", "failed", "cancelled")
+SPLITS = ("submit_first", "submit_later")  # "submit" split in two: reported, not counted twice in "all"
 
 
 def wait_for(predicate: Any, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -113,45 +115,47 @@ class Stats:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.status: Counter[tuple[str, int | str]] = Counter()
         self.accepted: dict[str, int] = {}  # job id -> items submitted
+        self.t0 = time.monotonic()
+        self.when: list[tuple[float, str, float]] = []  # (latency s, what, seconds into the run)
 
     def record(self, what: str, seconds: float, status: int | str) -> None:
         self.latency[what].append(seconds)
+        self.when.append((seconds, what, time.monotonic() - seconds - self.t0))
         self.status[(what, status)] += 1
 
 
-async def client_loop(
-    n: int, url: str, key: str, deadline: float, stats: Stats, items: int, poll: float
-) -> None:
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
-        job = 0
+async def client_loop(n: int, http: httpx.AsyncClient, deadline: float, stats: Stats, items: int, poll: float) -> None:
+    job = 0
+    while time.monotonic() < deadline:
+        job += 1
+        body = {"kind": "pairwise", "items": items_for(items, n * 100_000 + job), "options": {"cache": False}}
+        t0 = time.perf_counter()
+        try:
+            r = await http.post("/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+            status: int | str = r.status_code
+        except httpx.HTTPError as e:
+            status = type(e).__name__
+        took = time.perf_counter() - t0
+        stats.record("submit", took, status)
+        # Every client's first submit arrives at once (a burst of --clients): reported apart too.
+        stats.latency["submit_first" if job == 1 else "submit_later"].append(took)
+        if status != 202:
+            retry = float(r.headers.get("Retry-After", 1)) if isinstance(status, int) else 1.0
+            await asyncio.sleep(min(retry, 5.0))
+            continue
+        job_id = r.json()["id"]
+        stats.accepted[job_id] = items
         while time.monotonic() < deadline:
-            job += 1
-            body = {"kind": "pairwise", "items": items_for(items, n * 100_000 + job), "options": {"cache": False}}
+            await asyncio.sleep(poll * (0.5 + random.random()))
             t0 = time.perf_counter()
             try:
-                r = await http.post("/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
-                status: int | str = r.status_code
+                r = await http.get(f"/v1/jobs/{job_id}")
+                status = r.status_code
             except httpx.HTTPError as e:
                 status = type(e).__name__
-            stats.record("submit", time.perf_counter() - t0, status)
-            if status != 202:
-                retry = float(r.headers.get("Retry-After", 1)) if isinstance(status, int) else 1.0
-                await asyncio.sleep(min(retry, 5.0))
-                continue
-            job_id = r.json()["id"]
-            stats.accepted[job_id] = items
-            while time.monotonic() < deadline:
-                await asyncio.sleep(poll * (0.5 + random.random()))
-                t0 = time.perf_counter()
-                try:
-                    r = await http.get(f"/v1/jobs/{job_id}")
-                    status = r.status_code
-                except httpx.HTTPError as e:
-                    status = type(e).__name__
-                stats.record("poll", time.perf_counter() - t0, status)
-                if status == 200 and r.json()["status"] in TERMINAL:
-                    break
+            stats.record("poll", time.perf_counter() - t0, status)
+            if status == 200 and r.json()["status"] in TERMINAL:
+                break
 
 
 def pct(values: list[float], q: float) -> float:
@@ -211,22 +215,30 @@ def main() -> int:
         what += f"{a.items} pairs a job, {'PostgreSQL' if a.database_url else 'SQLite'}"
         print(f"load: {what}", flush=True)
 
-        stats = Stats()
-        t0 = time.monotonic()
-        deadline = t0 + a.duration
+        async def run_all() -> tuple[Stats, float]:
+            # Every client is made before the clock starts: making one loads a CA bundle (~0.1 s of
+            # CPU, blocking this event loop), so making them inside the run stalled requests already
+            # in flight and counted ~4 s of the bench's own start-up in the first submits' latency.
+            headers = {"Authorization": f"Bearer {key}"}
+            async with contextlib.AsyncExitStack() as stack:
+                clients = [
+                    await stack.enter_async_context(httpx.AsyncClient(base_url=url, headers=headers, timeout=60))
+                    for _ in range(a.clients)
+                ]
+                stats = Stats()
+                t0 = time.monotonic()
+                deadline = t0 + a.duration
+                await asyncio.gather(
+                    *(client_loop(n, http, deadline, stats, a.items, a.poll) for n, http in enumerate(clients))
+                )
+                return stats, time.monotonic() - t0
 
-        async def run_all() -> None:
-            await asyncio.gather(
-                *(client_loop(n, url, key, deadline, stats, a.items, a.poll) for n in range(a.clients))
-            )
-
-        asyncio.run(run_all())
-        elapsed = time.monotonic() - t0
+        stats, elapsed = asyncio.run(run_all())
         checked = verify(url, key, stats.accepted, a.drain_timeout)
     finally:
         stop_all(procs)
 
-    every = [x for v in stats.latency.values() for x in v]
+    every = [x for what, v in stats.latency.items() if what not in SPLITS for x in v]
     report: dict[str, Any] = {
         "clients": a.clients,
         "workers": a.workers,
@@ -242,6 +254,7 @@ def main() -> int:
         },
         "status": {f"{what} {code}": n for (what, code), n in sorted(stats.status.items(), key=str)},
         "errors": {f"{what} {code}": n for (what, code), n in stats.status.items() if code not in (200, 202)},
+        "slowest": [f"{w} {lat * 1000:.0f} ms at {at:.1f}s" for lat, w, at in sorted(stats.when, reverse=True)[:15]],
         "jobs_accepted": checked["jobs"],
         "items_accepted": sum(stats.accepted.values()),
         "problems": checked["problems"],
