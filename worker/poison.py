@@ -56,13 +56,3 @@ def should_bisect(attempt: int, max_attempts: int, items: Sequence[Item]) -> boo
     when its items were loaded and there is more than one to tell apart."""
     return attempt >= max_attempts and len(items) > 1
 
-
-def scorer(score: Callable[[Sequence[Item], dict[str, Any]], list[dict[str, Any]]], options: dict[str, Any]) -> ScoreFn:
-    """The worker's scoring of part of a chunk, with the same fault-injection hook as a whole chunk."""
-    from worker import faults
-
-    def run(part: Sequence[Item]) -> list[dict[str, Any]]:
-        faults.before_scoring(part)
-        return score(part, options)
-
-    return run
