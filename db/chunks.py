@@ -30,7 +30,7 @@ from db.jobs import finish_job, mark_running
 from db.models import chunks, items, jobs
 from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
-from rmscore import failures
+from rmscore import failure_messages
 from rmscore.formats import Item, item_from_payload
 from rmscore.vocabulary import JOB_ACTIVE
 
@@ -291,8 +291,8 @@ def _fail_chunk(conn: Connection, chunk_id: int, guard: Any, error: str, now: da
     if res.rowcount != 1:
         raise LeaseLost(str(chunk_id))
     # Tenants read this message; the cause (exception text, a worker's host name) stays in the
-    # chunk's `error` and the log (rmscore/failures.py).
-    message = failures.chunk_failed(c.attempts, chunk_id)
+    # chunk's `error` and the log (rmscore/failure_messages.py).
+    message = failure_messages.chunk_failed(c.attempts, chunk_id)
     log.warning("chunk %s of job %s failed after %d attempt(s): %s", chunk_id, c.job_id, c.attempts, error)
     lines = conn.execute(
         select(items.c.line, items.c.custom_id, items.c.subset).where(

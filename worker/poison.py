@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from db.chunks import SCORING_FAILED
-from rmscore import failures
+from rmscore import failure_messages
 from rmscore.formats import Item, error_record
 from worker.failures import is_infrastructure
 
@@ -44,8 +44,8 @@ def bisect_scores(score: ScoreFn, items: Sequence[Item], *, first_error: BaseExc
         item = items[0]
         cause = f"{type(first_error).__name__}: {first_error}"
         log.warning("line %d (%s) fails scoring on its own: %s", item.line, item.custom_id, cause)
-        # The cause goes to the log only: exception text can name hosts, paths or SQL (rmscore/failures.py).
-        message = failures.item_failed(item.line)
+        # The cause goes to the log only: exception text can name hosts, paths or SQL (rmscore/failure_messages.py).
+        message = failure_messages.item_failed(item.line)
         return [error_record(item.line, item.custom_id, SCORING_FAILED, message, getattr(item, "subset", None))]
     mid = len(items) // 2
     return bisect_scores(score, items[:mid]) + bisect_scores(score, items[mid:])
