@@ -4,7 +4,7 @@ A chunk that raised on every attempt but its last is, on that last attempt, scor
 (recursively), so one input the model chokes on ends with a `scoring_failed` error (the cause in the
 worker's log, not in the tenant's result), and its neighbours get their scores. A chunk that failed
 only transiently scores whole.
-Only an item's own failure marks it: an infrastructure error (worker/failures.py) met while
+Only an item's own failure marks it: an infrastructure error (worker/blame.py) met while
 bisecting stops the bisection and is raised, so the worker gives the whole chunk back.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from db.chunks import SCORING_FAILED
 from rmscore import failure_messages
 from rmscore.formats import Item, error_record
-from worker.failures import is_infrastructure
+from worker.blame import is_infrastructure
 
 log = logging.getLogger(__name__)
 

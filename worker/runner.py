@@ -42,7 +42,7 @@ from db.producer import send_chunks
 from rmscore import keys
 from rmscore.formats import Item
 from rmscore.settings import Settings, model_refs_served
-from worker import failures
+from worker import blame
 from worker.cache import CachingScorer
 from worker.chunk_pipeline import ChunkPipeline
 from worker.middleware import Chain, build
@@ -188,7 +188,7 @@ class WorkerRuntime:
             chunk.items = load_items(self.db, lease)
             self._prepare(chunk)
         except Exception as exc:  # noqa: BLE001 - sorted out here or, for the items' own, on the device
-            if failures.is_infrastructure(exc):
+            if blame.is_infrastructure(exc):
                 return self._hand_back(lease, exc)
             chunk.error = exc
         self.pipeline.submit(chunk)
@@ -216,14 +216,14 @@ class WorkerRuntime:
             self.middleware.on_device(chunk)
             self._score(chunk)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
-            if failures.is_infrastructure(exc):
+            if blame.is_infrastructure(exc):
                 self._hand_back(lease, exc)
                 return None
             try:
                 # Last attempt: the poison middleware fails only the items that make scoring raise.
                 records = self.middleware.recover(chunk, exc, functools.partial(self._score_part, lease))
             except Exception as infra:
-                if not failures.is_infrastructure(infra):
+                if not blame.is_infrastructure(infra):
                     self._let_go(lease)  # a bug: the reconciler takes the chunk back
                     raise
                 self._hand_back(lease, infra)
@@ -334,7 +334,7 @@ class WorkerRuntime:
             try:
                 return call()
             except Exception as exc:
-                if not failures.is_infrastructure(exc) or time.monotonic() + delay > deadline:
+                if not blame.is_infrastructure(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("%s: %s: %s; trying again in %.0fs", what, type(exc).__name__, exc, delay)
                 time.sleep(delay)
