@@ -83,7 +83,7 @@ class InHand:
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    engine: Any  # worker.engine.Engine (typed loosely so this module imports without torch)
+    engine: Any  # worker.engine.Scorer (typed loosely so this module imports without torch)
     db: DbEngine
     redis: redis.Redis
     app: Celery
@@ -498,13 +498,13 @@ def run_worker(
     from db.migrate import ensure_schema
     from db.session import get_engine
     from rmscore.broker import create_app, get_redis
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.reconcile import Reconciler
 
     db = get_engine(settings.database_url)
     ensure_schema(db)
     t0 = time.perf_counter()
-    engine = Engine.load(
+    engine = Scorer.load(
         model,
         device=device,
         dtype=settings.dtype,

@@ -116,12 +116,12 @@ def score(
         "neutralize" if (control_tokens or settings.control_tokens) == "neutralize" else "card"
     )
 
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
 
     model_id = model or settings.model
     with err.status(f"loading {model_id}"):
-        engine = Engine.load(
+        engine = Scorer.load(
             model_id,
             device=device or settings.device,
             dtype=dtype or settings.dtype,
