@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from db.jobs import check_options, resolve_model
-from rmscore import failures, formats, keys
+from rmscore import failure_messages, formats, keys
 from rmscore.errors import Overloaded, RmscoreError, ScoringFailed, Timeout, TooLarge, Unavailable
 
 log = logging.getLogger("api")
@@ -99,9 +99,9 @@ async def score(
     reply: dict[str, Any] = json.loads(got)
     if "error" in reply:
         # The worker's message is exception text (hosts, paths, SQL): the log gets it, the tenant a
-        # fixed message (rmscore/failures.py).
+        # fixed message (rmscore/failure_messages.py).
         log.warning("online scoring failed on a worker: %s", reply["error"].get("message"))
-        raise ScoringFailed(failures.request_failed(), code="scoring_failed")
+        raise ScoringFailed(failure_messages.request_failed(), code="scoring_failed")
     return short, reply
 
 

@@ -76,7 +76,7 @@ def main() -> int:
     from transformers import AutoConfig, AutoTokenizer, pipeline
 
     from rmscore.inputs import iter_parsed
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
     from worker.tiny_model import make_tiny_model
 
@@ -105,7 +105,7 @@ def main() -> int:
 
     pipe = pipeline("text-classification", model=args.model, tokenizer=tok, device="cpu", dtype=torch.float32)
     engines = {
-        f"engine@{b}" if len(args.budgets) > 1 else "engine": Engine.load(args.model, max_batch_tokens=b)
+        f"engine@{b}" if len(args.budgets) > 1 else "engine": Scorer.load(args.model, max_batch_tokens=b)
         for b in args.budgets
     }
     methods: dict[str, Any] = {

@@ -11,7 +11,7 @@ Methods, each on the same conversations (HH-RLHF harmless-base test, chosen and 
   packed         the engine's algorithm, model only, on pre-tokenized ids: sort by length, pack
                  micro-batches under --max-batch-tokens, right-pad (no padding mask: exact under a causal
                  mask, see worker.engine.MASK_FREE), sdpa, pool the last real token
-  engine         worker.engine.Engine.from_model(...).score(...), so rendering and tokenization are
+  engine         worker.engine.Scorer.from_model(...).score(...), so rendering and tokenization are
                  on the clock too
 packed and engine get --chunk conversations per call, as a worker gets a chunk: batches are packed
 within a call, so small chunks leave part-filled batches (on an H200, 512 conversations per call gave
@@ -191,9 +191,9 @@ def packed_method(model: Any, ids: list[list[int]], budget: int, device: Any, pa
 def engine_method(
     model: Any, tok: Any, convs: list[Any], budget: int | None, device: Any, padding_mask: bool
 ) -> Any:
-    from worker.engine import Engine
+    from worker.engine import Scorer
 
-    engine = Engine.from_model(model, tok, model="bench-random-8b", device=str(device), max_batch_tokens=budget)
+    engine = Scorer.from_model(model, tok, model="bench-random-8b", device=str(device), max_batch_tokens=budget)
     engine.mask_free = engine.mask_free and not padding_mask
 
     def run(idx: list[int]) -> None:

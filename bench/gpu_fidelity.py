@@ -36,7 +36,7 @@ def main() -> int:
     from transformers import pipeline
 
     from rmscore.inputs import iter_parsed
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.tiny_model import make_tiny_model
 
     items = list(iter_parsed(args.data_dir / "evalbiasbench.json"))
@@ -46,7 +46,7 @@ def main() -> int:
     report: dict[str, object] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else args.device}
     report["conversations"] = len(convs)
     for dtype, limit in (("float32", 1e-4), ("bfloat16", None)):
-        engine = Engine.load(str(model_dir), device=args.device, dtype=dtype)
+        engine = Scorer.load(str(model_dir), device=args.device, dtype=dtype)
         tok = engine.renderer.tokenizer
         pipe = pipeline(
             "text-classification", model=str(model_dir), tokenizer=tok, device=args.device, dtype=getattr(torch, dtype)

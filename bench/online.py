@@ -45,9 +45,9 @@ def hh_pairs(n: int) -> list[dict[str, Any]]:
 def engine_rate(model: str, pairs: list[dict[str, Any]]) -> float:
     """Conversations per second of one in-process engine call over `pairs` (the worker's settings)."""
     from rmscore.formats import PairItem, parse_object
-    from worker.engine import Engine
+    from worker.engine import Scorer
 
-    engine = Engine.load(model, device="cpu")
+    engine = Scorer.load(model, device="cpu")
     engine.warmup()
     convs = [c for p in pairs if isinstance(it := parse_object(p, 1), PairItem) for c in it.conversations]
     t0 = time.perf_counter()

@@ -110,11 +110,11 @@ def main() -> int:
     # The engine on the same pairs; its scores checked against Ray's.
     import torch
 
-    from worker.engine import Engine
+    from worker.engine import Scorer as WorkerScorer
     from worker.scoring import score_items
 
     torch.set_num_threads(args.threads)
-    engine = Engine.load(model, device="cpu")
+    engine = WorkerScorer.load(model, device="cpu")
     engine.warmup()
     t0 = time.perf_counter()
     records = score_items(engine, items)  # type: ignore[arg-type]

@@ -113,7 +113,7 @@ def main() -> int:
     from rmscore.broker import create_app
     from rmscore.inputs import iter_parsed
     from rmscore.settings import Settings
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
     from worker.tiny_model import make_tiny_model
 
@@ -157,7 +157,7 @@ def main() -> int:
                                "load_1min_at_start": os.getloadavg()[0]}  # fmt: skip
     try:
         torch.set_num_threads(args.threads)
-        engine = Engine.load(str(model), device=args.device)
+        engine = Scorer.load(str(model), device=args.device)
         engine.warmup()
         wait_ready(r, procs, logs)
         db, app = get_engine(db_url), create_app(settings)

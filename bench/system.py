@@ -70,12 +70,12 @@ def engine_rate(model: str, data: Path, threads: int) -> float:
     import torch
 
     from rmscore.inputs import iter_parsed
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
 
     torch.set_num_threads(threads)
     items = list(iter_parsed(str(data)))
-    engine = Engine.load(model, device="cpu")
+    engine = Scorer.load(model, device="cpu")
     engine.warmup()
     t0 = time.perf_counter()
     score_items(engine, items)  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ class CachedScore:
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:
-    """Hash of the fields that make two scores comparable (`worker.engine.Engine.identity`)."""
+    """Hash of the fields that make two scores comparable (`worker.engine.Scorer.identity`)."""
     keep = {k: identity.get(k) for k in IDENTITY_FIELDS}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select, true, update
 
 from db.jobs import finish_job, mark_running
 from db.models import chunks, items, jobs
 from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
-from rmscore import failures
+from rmscore import failure_messages
 from rmscore.formats import Item, item_from_payload
 from rmscore.vocabulary import JOB_ACTIVE
 
@@ -181,6 +181,12 @@ def load_items(db: Engine, lease: Lease) -> list[Item]:
     return [item_from_payload(lease.kind, r.line, r.custom_id, r.subset, r.payload) for r in rows]  # type: ignore[arg-type]
 
 
+def _leased_by(owner: str) -> ColumnElement[bool]:
+    """A chunk still leased to `owner`: every write of a lease holder is guarded on it, so a lease
+    taken back (and perhaps claimed again by another worker) is never written through a stale one."""
+    return and_(chunks.c.status == "leased", chunks.c.lease_owner == owner)
+
+
 def complete_chunk(db: Engine, lease: Lease, records: list[dict[str, Any]], identity: dict[str, Any] | None) -> bool:
     """Store the records and mark the chunk done, atomically; False if the lease was lost."""
     if len(records) != lease.n_items:
@@ -200,11 +206,7 @@ def complete_chunk(db: Engine, lease: Lease, records: list[dict[str, Any]], iden
                 )
                 done = conn.execute(
                     update(chunks)
-                    .where(
-                        chunks.c.id == lease.chunk_id,
-                        chunks.c.status == "leased",
-                        chunks.c.lease_owner == lease.owner,
-                    )
+                    .where(chunks.c.id == lease.chunk_id, _leased_by(lease.owner))
                     .values(status="done", updated_at=now, error=None)
                 )
                 if done.rowcount != 1:
@@ -229,7 +231,7 @@ def release_chunk(db: Engine, lease: Lease, error: str, *, max_attempts: int, re
 
     def run() -> str:
         now = utcnow()
-        mine = and_(chunks.c.status == "leased", chunks.c.lease_owner == lease.owner)
+        mine = _leased_by(lease.owner)
         try:
             with writing(db) as conn:
                 if lease.attempts >= max_attempts and not refund:
@@ -263,11 +265,7 @@ def renew_lease(db: Engine, lease: Lease, lease_seconds: float) -> bool:
         with writing(db) as conn:
             res = conn.execute(
                 update(chunks)
-                .where(
-                    chunks.c.id == lease.chunk_id,
-                    chunks.c.status == "leased",
-                    chunks.c.lease_owner == lease.owner,
-                )
+                .where(chunks.c.id == lease.chunk_id, _leased_by(lease.owner))
                 .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
             )
             return res.rowcount == 1
@@ -293,8 +291,8 @@ def _fail_chunk(conn: Connection, chunk_id: int, guard: Any, error: str, now: da
     if res.rowcount != 1:
         raise LeaseLost(str(chunk_id))
     # Tenants read this message; the cause (exception text, a worker's host name) stays in the
-    # chunk's `error` and the log (rmscore/failures.py).
-    message = failures.chunk_failed(c.attempts, chunk_id)
+    # chunk's `error` and the log (rmscore/failure_messages.py).
+    message = failure_messages.chunk_failed(c.attempts, chunk_id)
     log.warning("chunk %s of job %s failed after %d attempt(s): %s", chunk_id, c.job_id, c.attempts, error)
     lines = conn.execute(
         select(items.c.line, items.c.custom_id, items.c.subset).where(
@@ -449,11 +447,7 @@ def reclaim_leases(db: Engine, held: list[HeldLease], *, since: datetime, max_at
     out = Reaped([])
     now = utcnow()
     for lease in held:
-        guard = and_(
-            chunks.c.status == "leased",
-            chunks.c.lease_owner == lease.owner,
-            chunks.c.updated_at < since,
-        )
+        guard = and_(_leased_by(lease.owner), chunks.c.updated_at < since)
 
         def run(lease: HeldLease = lease, guard: Any = guard) -> ChunkRef | str | None:
             try:

@@ -35,7 +35,7 @@ class CachingScorer:
     (a worker runs them on its prepare and store threads), or `score`, engine-shaped, for both.
 
     `scope`: the job's tenant, or the shared scope (`db.cache.cache_scope`); lookups and stores
-    never leave it. An engine whose weights have no identity (`Engine.weights` None: built in
+    never leave it. An engine whose weights have no identity (`Scorer.weights` None: built in
     memory, or a hub model without a commit) never uses the cache: nothing could prove a cached
     score came from the same weights.
     """

@@ -89,7 +89,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 @dataclass
-class Engine:
+class Scorer:
     model: str
     name: str
     device: str
@@ -141,7 +141,7 @@ class Engine:
         overflow: Overflow = "truncate",
         lanes: int | None = None,
         packed: bool = True,
-    ) -> Engine:
+    ) -> Scorer:
         """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -187,7 +187,7 @@ class Engine:
         overflow: Overflow = "truncate",
         lanes: int | None = None,
         packed: bool = True,
-    ) -> Engine:
+    ) -> Scorer:
         """Wrap an already-loaded model (benchmarks build one in memory)."""
         from rmscore.settings import model_name
 

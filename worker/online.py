@@ -5,7 +5,7 @@ object onto the model's Redis list `keys.online_queue(model)` and waits on its r
 
 - while no chunk is being scored, the lane's thread waits on that list and scores at once;
 - while a chunk is being scored, the engine calls `serve_pending` at every micro-batch boundary
-  (`Engine.between_batches`), so a request waits for one micro-batch (per lane), never a chunk.
+  (`Scorer.between_batches`), so a request waits for one micro-batch (per lane), never a chunk.
   That is what the Celery sync queue could not give: a solo worker takes its next message only
   after the chunk in hand is stored.
 
@@ -142,7 +142,7 @@ class OnlineLane(threading.Thread):
     # ------------------------------------------------------------------ serving
 
     def serve_pending(self) -> None:
-        """`Engine.between_batches`: serve what the thread has taken, if anything (cheap otherwise)."""
+        """`Scorer.between_batches`: serve what the thread has taken, if anything (cheap otherwise)."""
         if self._inbox:
             self.serve()
 

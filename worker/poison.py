@@ -4,7 +4,7 @@ A chunk that raised on every attempt but its last is, on that last attempt, scor
 (recursively), so one input the model chokes on ends with a `scoring_failed` error (the cause in the
 worker's log, not in the tenant's result), and its neighbours get their scores. A chunk that failed
 only transiently scores whole.
-Only an item's own failure marks it: an infrastructure error (worker/failures.py) met while
+Only an item's own failure marks it: an infrastructure error (worker/blame.py) met while
 bisecting stops the bisection and is raised, so the worker gives the whole chunk back.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from db.chunks import SCORING_FAILED
-from rmscore import failures
+from rmscore import failure_messages
 from rmscore.formats import Item, error_record
-from worker.failures import is_infrastructure
+from worker.blame import is_infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def bisect_scores(score: ScoreFn, items: Sequence[Item], *, first_error: BaseExc
         item = items[0]
         cause = f"{type(first_error).__name__}: {first_error}"
         log.warning("line %d (%s) fails scoring on its own: %s", item.line, item.custom_id, cause)
-        # The cause goes to the log only: exception text can name hosts, paths or SQL (rmscore/failures.py).
-        message = failures.item_failed(item.line)
+        # The cause goes to the log only: exception text can name hosts, paths or SQL (rmscore/failure_messages.py).
+        message = failure_messages.item_failed(item.line)
         return [error_record(item.line, item.custom_id, SCORING_FAILED, message, getattr(item, "subset", None))]
     mid = len(items) // 2
     return bisect_scores(score, items[:mid]) + bisect_scores(score, items[mid:])
@@ -56,13 +56,3 @@ def should_bisect(attempt: int, max_attempts: int, items: Sequence[Item]) -> boo
     when its items were loaded and there is more than one to tell apart."""
     return attempt >= max_attempts and len(items) > 1
 
-
-def scorer(score: Callable[[Sequence[Item], dict[str, Any]], list[dict[str, Any]]], options: dict[str, Any]) -> ScoreFn:
-    """The worker's scoring of part of a chunk, with the same fault-injection hook as a whole chunk."""
-    from worker import faults
-
-    def run(part: Sequence[Item]) -> list[dict[str, Any]]:
-        faults.before_scoring(part)
-        return score(part, options)
-
-    return run

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,9 +42,10 @@ from db.producer import send_chunks
 from rmscore import keys
 from rmscore.formats import Item
 from rmscore.settings import Settings, model_refs_served
-from worker import failures, faults, poison, profiling
+from worker import blame
 from worker.cache import CachingScorer
 from worker.chunk_pipeline import ChunkPipeline
+from worker.middleware import Chain, build
 
 if TYPE_CHECKING:
     from worker.scoring import Prepared  # imports torch: only where a chunk is scored
@@ -84,7 +85,7 @@ class InHand:
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    engine: Any  # worker.engine.Engine (typed loosely so this module imports without torch)
+    engine: Any  # worker.engine.Scorer (typed loosely so this module imports without torch)
     db: DbEngine
     redis: redis.Redis
     app: Celery
@@ -92,7 +93,6 @@ class WorkerRuntime:
     started_at: float = field(default_factory=time.time)
     chunks_done: int = 0
     items_done: int = 0
-    cache_hits: int = 0  # conversations answered from the score cache instead of the model
     online: Any = None  # worker.online.OnlineLane, once started
     current: Lease | None = None  # the chunk on the device
     # Every lease in hand, by chunk: being prepared, on the device, being stored. The lease keeper
@@ -100,6 +100,17 @@ class WorkerRuntime:
     held: dict[int, Lease] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _pipeline: ChunkPipeline[InHand] | None = field(default=None, repr=False)
+    # Fault injection, profiling, score cache, poison bisection (worker/middleware.py): built once.
+    middleware: Chain = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.middleware = build(self.engine, self.db, cache_scope=s.cache_scope, max_attempts=s.max_attempts)
+
+    @property
+    def cache_hits(self) -> int:
+        """Conversations answered from the score cache instead of the model."""
+        return self.middleware.cache_hits()
 
     @property
     def model_refs(self) -> set[str]:
@@ -122,8 +133,8 @@ class WorkerRuntime:
         with self._lock:
             if self._pipeline is None:
                 self._pipeline = ChunkPipeline(
-                    lambda chunk: profiling.call(self._on_device, chunk),
-                    lambda chunk: profiling.call(self._store, chunk),
+                    lambda chunk: self.middleware.stage(self._on_device, chunk),
+                    lambda chunk: self.middleware.stage(self._store, chunk),
                 )
             return self._pipeline
 
@@ -176,11 +187,11 @@ class WorkerRuntime:
         self._hold(lease)
         chunk = InHand(lease)
         try:
-            faults.after_claim()
+            self.middleware.after_claim(chunk)
             chunk.items = load_items(self.db, lease)
-            chunk.cache, chunk.prepared = self._prepare(chunk.items, lease.options, lease.tenant)
+            self._prepare(chunk)
         except Exception as exc:  # noqa: BLE001 - sorted out here or, for the items' own, on the device
-            if failures.is_infrastructure(exc):
+            if blame.is_infrastructure(exc):
                 return self._hand_back(lease, exc)
             chunk.error = exc
         self.pipeline.submit(chunk)
@@ -188,75 +199,67 @@ class WorkerRuntime:
             self.pipeline.wait_idle()  # one chunk at a time, start to end: say how it ended
         return chunk.outcome
 
-    def _prepare(self, items: list[Item], options: dict[str, Any], tenant: str) -> tuple[CachingScorer, Prepared]:
-        """Score cache lookup, then the chat template and the tokenizer for the rest (no device)."""
-        from db.cache import cache_scope
-        from worker.cache import CachingScorer, cache_enabled
+    def _prepare(self, chunk: InHand) -> None:
+        """The chat template and the tokenizer for the chunk's items (no device); a middleware may
+        answer some conversations first (the score cache's `lookup`)."""
         from worker.scoring import prepare_items
 
-        # Conversations this model identity already scored for this tenant (any of its jobs), or for
-        # anyone under a shared cache, come from the score cache.
-        scope = cache_scope(tenant, self.settings.cache_scope)
-        cache = CachingScorer(self.engine, self.db, scope, enabled=cache_enabled(options))
-        lookup = functools.partial(cache.lookup, overflow=options.get("overflow"))
+        self.middleware.before_prepare(chunk)
+        options = chunk.lease.options
+        cache = chunk.cache
+        lookup = None if cache is None else functools.partial(cache.lookup, overflow=options.get("overflow"))
         control = options.get("control_tokens") or self.settings.control_tokens
-        return cache, prepare_items(self.engine.renderer, items, control_tokens=control, lookup=lookup)
+        chunk.prepared = prepare_items(self.engine.renderer, chunk.items, control_tokens=control, lookup=lookup)
 
     def _on_device(self, chunk: InHand) -> InHand | None:
         """The device stage: the chunk to store, or None when it was given or handed back."""
         lease = chunk.lease
         self.current = lease
         try:
-            chunk.records = self._score_prepared(chunk)
+            self.middleware.on_device(chunk)
+            self._score(chunk)
         except Exception as exc:  # noqa: BLE001 - any scoring failure is retried, then recorded
-            if failures.is_infrastructure(exc):
+            if blame.is_infrastructure(exc):
                 chunk.outcome = self._hand_back(lease, exc)
                 return None
-            if not poison.should_bisect(lease.attempts, self.settings.max_attempts, chunk.items):
-                chunk.outcome = self._give_back(lease, exc)
-                return None
-            # Last attempt: fail only the items that make scoring raise (worker/poison.py).
-            score = functools.partial(self._score, tenant=lease.tenant)
             try:
-                chunk.records = poison.bisect_scores(poison.scorer(score, lease.options), chunk.items, first_error=exc)
+                # Last attempt: the poison middleware fails only the items that make scoring raise.
+                records = self.middleware.recover(chunk, exc, functools.partial(self._score_part, lease))
             except Exception as infra:
-                if not failures.is_infrastructure(infra):
+                if not blame.is_infrastructure(infra):
                     self._let_go(lease)  # a bug: the reconciler takes the chunk back
                     raise
                 chunk.outcome = self._hand_back(lease, infra)
                 return None
-            chunk.scored = None  # bisection's scoring filled the score cache itself
+            if records is None:
+                chunk.outcome = self._give_back(lease, exc)
+                return None
+            chunk.records = records
         finally:
             self.current = None
         return chunk
 
-    def _score_prepared(self, chunk: InHand) -> list[dict[str, Any]]:
-        faults.on_device()
-        faults.before_scoring(chunk.items)
-        if chunk.error is not None:
-            raise chunk.error
-        assert chunk.prepared is not None and chunk.cache is not None
-        records, chunk.scored = self._model_pass(chunk.items, chunk.cache, chunk.prepared, chunk.lease.options)
-        return records
-
-    def _model_pass(
-        self, items: list[Item], cache: CachingScorer, prepared: Prepared, options: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[Any]]:
-        """(records, the model's results for `prepared.todo`) of prepared items."""
+    def _score(self, chunk: InHand) -> None:
+        """The model's pass over a prepared chunk: its records, and its new scores in `chunk.scored`."""
         from worker.scoring import score_prepared, shape_records
 
+        self.middleware.before_score(chunk.items)
+        if chunk.error is not None:
+            raise chunk.error  # preparing raised: met here, so the same retry rules apply
+        prepared, options = chunk.prepared, chunk.lease.options
+        assert prepared is not None
         overflow = options.get("overflow")
         results = self._run_engine(lambda: score_prepared(self.engine, prepared, overflow=overflow), options)
-        with self._lock:
-            self.cache_hits += len(prepared.known)
-        return cache.mark(items, shape_records(prepared, results)), [results[i] for i in prepared.todo]
+        chunk.records = shape_records(prepared, results)
+        chunk.scored = [results[i] for i in prepared.todo]
+        self.middleware.after_score(chunk)
 
     def _store(self, chunk: InHand) -> None:
         """The store stage: the results and the chunk done, in one transaction."""
-        lease, records = chunk.lease, chunk.records
+        lease = chunk.lease
         try:
-            if chunk.cache is not None and chunk.prepared is not None and chunk.scored is not None:
-                chunk.cache.remember(chunk.prepared.todo, chunk.scored)
+            self.middleware.before_store(chunk)
+            records = chunk.records
             # A database outage while storing is waited out with the lease in hand (the heartbeat
             # names it, so nobody takes it): failing here on a last attempt would fail every item.
             ok = self._through_outage(
@@ -282,12 +285,14 @@ class WorkerRuntime:
             time.perf_counter() - chunk.started,
         )
 
-    def _score(self, items: list[Any], options: dict[str, Any], tenant: str) -> list[dict[str, Any]]:
-        """Prepare and score `items` in one go, on the calling thread (poison bisection's parts)."""
-        cache, prepared = self._prepare(items, options, tenant)
-        records, scored = self._model_pass(items, cache, prepared, options)
-        cache.remember(prepared.todo, scored)
-        return records
+    def _score_part(self, lease: Lease, items: Sequence[Item]) -> list[dict[str, Any]]:
+        """Prepare, score and finish part of a chunk in one go, on the calling thread (poison
+        bisection's parts): the same middleware as a whole chunk, but never stored as one."""
+        part = InHand(lease, items=list(items))
+        self._prepare(part)
+        self._score(part)
+        self.middleware.before_store(part)
+        return part.records
 
     def _run_engine(self, score: Callable[[], T], options: dict[str, Any]) -> T:
         budget = options.get("max_batch_tokens")
@@ -334,7 +339,7 @@ class WorkerRuntime:
             try:
                 return call()
             except Exception as exc:
-                if not failures.is_infrastructure(exc) or time.monotonic() + delay > deadline:
+                if not blame.is_infrastructure(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("%s: %s: %s; trying again in %.0fs", what, type(exc).__name__, exc, delay)
                 time.sleep(delay)
@@ -498,13 +503,13 @@ def run_worker(
     from db.migrate import ensure_schema
     from db.session import get_engine
     from rmscore.broker import create_app, get_redis
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.reconcile import Reconciler
 
     db = get_engine(settings.database_url)
     ensure_schema(db)
     t0 = time.perf_counter()
-    engine = Engine.load(
+    engine = Scorer.load(
         model,
         device=device,
         dtype=settings.dtype,

@@ -1,4 +1,4 @@
-"""Score items (chat, pairwise, listwise or text) with an Engine and shape the results as output records.
+"""Score items (chat, pairwise, listwise or text) with a Scorer and shape the results as output records.
 
 Three steps, so a worker can run each on its own thread (worker/chunk_pipeline.py): `prepare_items`
 (control tokens, score cache lookup, chat template and tokenizer: no device), `score_prepared` (the
@@ -23,7 +23,7 @@ from rmscore.formats import (
     pair_record,
     response_name,
 )
-from worker.engine import Engine, Overflow, Rejected, Scored
+from worker.engine import Overflow, Rejected, Scored, Scorer
 from worker.render import ControlTokens, Encoded, Renderer
 
 # Conversations (as the model reads them) -> the ones already scored, by position: the score cache.
@@ -80,7 +80,7 @@ def prepare_items(
     return Prepared(items, conversations, changed, known, todo, encoded, same)
 
 
-def score_prepared(engine: Engine, prepared: Prepared, *, overflow: Overflow | None = None) -> list[Scored | Rejected]:
+def score_prepared(engine: Scorer, prepared: Prepared, *, overflow: Overflow | None = None) -> list[Scored | Rejected]:
     """One result per conversation, in order: the cache's, or the model's."""
     scored = engine.score_encoded(prepared.encoded, overflow=overflow) if prepared.todo else []
     results: list[Scored | Rejected | None] = [None] * len(prepared.conversations)
@@ -107,7 +107,7 @@ def shape_records(prepared: Prepared, results: Sequence[Scored | Rejected]) -> l
 
 
 def score_items(
-    engine: Engine, items: Sequence[Item], *, overflow: Overflow | None = None, control_tokens: ControlTokens = "card"
+    engine: Scorer, items: Sequence[Item], *, overflow: Overflow | None = None, control_tokens: ControlTokens = "card"
 ) -> list[dict[str, Any]]:
     """One record per item, in order (see `shape_records`).
 

@@ -8,7 +8,6 @@ from celery import Celery
 from celery.exceptions import Ignore
 
 from rmscore import keys
-from worker import profiling
 
 if TYPE_CHECKING:
     from worker.runner import WorkerRuntime
@@ -26,7 +25,7 @@ def register(app: Celery, runtime: WorkerRuntime) -> None:
         """Claim and prepare chunk `chunk` of job `job` (`items` items), then hand it to the device
         (worker/chunk_pipeline.py: scored and stored behind the next one's preparation). Returns the outcome."""
         assert _runtime is not None
-        outcome = profiling.call(_runtime.process, chunk)
+        outcome = _runtime.middleware.stage(_runtime.process, chunk)  # the prepare stage (worker/middleware.py)
         if outcome == "cancelled":
             # Flower shows the task REVOKED (what a cancelled task is), not SUCCESS: nothing was scored.
             # Ignore then ends it with no success or failure event (logged at INFO, no traceback) and

@@ -6,11 +6,12 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
@@ -413,17 +414,32 @@ def _csv(records: Iterator[dict[str, Any]], kind: str) -> Iterator[bytes]:
         yield piece.encode()
 
 
-def _results(
-    db: Any,
-    job: JobInfo,
-    tenant: str | None,
-    fmt: ResultFormat,
-    cursor: str | None,
-    limit: int,
-    *,
-    errors_only: bool,
-    model: str | None = None,
-) -> Any:
+@dataclass(frozen=True)
+class ResultQuery:
+    """The query parameters `/results` and `/errors` share (one page or stream of a job's records)."""
+
+    format: ResultFormat
+    cursor: str | None
+    limit: int
+    model: str | None
+
+
+def _result_query(
+    format: Annotated[ResultFormat, Query(description="jsonl, csv, parquet, or json (one page).")] = "jsonl",
+    cursor: Annotated[str | None, Query(max_length=512, description="Resume after this (all formats).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size of format=json.")] = 100,
+    model: Annotated[
+        str | None, Query(max_length=256, description="Whose records, for a job scored by several models.")
+    ] = None,
+) -> ResultQuery:
+    return ResultQuery(format, cursor, limit, model)
+
+
+ResultQueryDep = Annotated[ResultQuery, Depends(_result_query)]
+
+
+def _results(db: Any, job: JobInfo, tenant: str | None, query: ResultQuery, *, errors_only: bool) -> Any:
+    fmt, cursor, limit, model = query.format, query.cursor, query.limit, query.model
     after = _decode_line_cursor(cursor)
     name = f"{job.id}-{'errors' if errors_only else 'results'}"
     if fmt == "json":
@@ -478,22 +494,12 @@ def _results(
     summary="A job's results in input order",
     responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT),
 )
-def job_results(
-    job_id: JobId,
-    caller: CallerDep,
-    db: DbDep,
-    format: Annotated[ResultFormat, Query(description="jsonl, csv, parquet, or json (one page).")] = "jsonl",
-    cursor: Annotated[str | None, Query(max_length=512, description="Resume after this (all formats).")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Page size of format=json.")] = 100,
-    model: Annotated[
-        str | None, Query(max_length=256, description="Whose results, for a job scored by several models.")
-    ] = None,
-) -> Any:
+def job_results(job_id: JobId, caller: CallerDep, db: DbDep, query: ResultQueryDep) -> Any:
     """One record per line that has an outcome, as `rmscore score` writes it. While the job runs,
     lines not yet scored are left out (page the JSON form once the job has ended to see each line
     exactly once); after it ends every line is there, those never scored as errors."""
     job = get_job(db, job_id, tenant=caller.scope)
-    return _results(db, job, caller.scope, format, cursor, limit, errors_only=False, model=model)
+    return _results(db, job, caller.scope, query, errors_only=False)
 
 
 @router.get(
@@ -502,19 +508,9 @@ def job_results(
     summary="Only the lines that failed",
     responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT),
 )
-def job_errors(
-    job_id: JobId,
-    caller: CallerDep,
-    db: DbDep,
-    format: Annotated[ResultFormat, Query()] = "jsonl",
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    model: Annotated[
-        str | None, Query(max_length=256, description="Whose errors, for a job scored by several models.")
-    ] = None,
-) -> Any:
+def job_errors(job_id: JobId, caller: CallerDep, db: DbDep, query: ResultQueryDep) -> Any:
     job = get_job(db, job_id, tenant=caller.scope)
-    return _results(db, job, caller.scope, format, cursor, limit, errors_only=True, model=model)
+    return _results(db, job, caller.scope, query, errors_only=True)
 
 
 @router.get(

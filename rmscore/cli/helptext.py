@@ -47,6 +47,13 @@ def env_default(setting: str, value: object) -> str:
     return f"[default: $RMSCORE_{setting.upper()}, else {value}]"
 
 
+# The model to load and its device, as `score`, `worker` and `up` take them (one help text each).
+ModelPathOption = Annotated[
+    str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
+]
+DeviceOption = Annotated[str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")]
+
+
 class _PlainArgument(TyperArgument):
     """An argument shown by its name alone (`INPUT`), as click shows it, not `{input} <path>`."""
 

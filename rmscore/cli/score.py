@@ -23,7 +23,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from rmscore.cli.helptext import DEFAULT_MODEL, InputFile, KindOption, check_choice, env_default
+from rmscore.cli.helptext import (
+    DeviceOption,
+    InputFile,
+    KindOption,
+    ModelPathOption,
+    check_choice,
+    env_default,
+)
 from rmscore.formats import LineError, Parsed, error_record, open_input
 from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
@@ -56,13 +63,9 @@ def score(
     output: Annotated[
         str, typer.Option("-o", "--output", metavar="FILE", help="Where to write result lines ('-' = stdout).")
     ] = "-",
-    model: Annotated[
-        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
-    ] = None,
+    model: ModelPathOption = None,
     kind: KindOption = "auto",
-    device: Annotated[
-        str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")
-    ] = None,
+    device: DeviceOption = None,
     dtype: Annotated[
         str | None,
         typer.Option(
@@ -113,12 +116,12 @@ def score(
         "neutralize" if (control_tokens or settings.control_tokens) == "neutralize" else "card"
     )
 
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
 
     model_id = model or settings.model
     with err.status(f"loading {model_id}"):
-        engine = Engine.load(
+        engine = Scorer.load(
             model_id,
             device=device or settings.device,
             dtype=dtype or settings.dtype,

@@ -7,16 +7,12 @@ from typing import Annotated
 
 import typer
 
-from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+from rmscore.cli.helptext import DeviceOption, ModelPathOption, env_default
 
 
 def worker(
-    model: Annotated[
-        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help=f"auto, cpu, cuda, cuda:1 … {env_default('device', 'auto')}")
-    ] = None,
+    model: ModelPathOption = None,
+    device: DeviceOption = None,
     max_batch_tokens: Annotated[
         int | None,
         typer.Option(

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rmscore.cli.helptext import DEFAULT_MODEL, env_default
+from rmscore.cli.helptext import ModelPathOption
 
 err = Console(stderr=True)
 
@@ -20,9 +20,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def up(
-    model: Annotated[
-        str | None, typer.Option(help=f"Model directory or hub id. {env_default('model', DEFAULT_MODEL)}")
-    ] = None,
+    model: ModelPathOption = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [default: one per GPU, or 1 CPU].")] = None,
     host: Annotated[str, typer.Option(help="API address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port.")] = 8000,

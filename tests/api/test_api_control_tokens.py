@@ -81,10 +81,10 @@ def run(local: Local, source: Any, **options: Any) -> tuple[str, list[dict[str, 
 def expected(tiny_model_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Both modes scored in this process by the engine itself (what the worker must answer)."""
     from rmscore.formats import parse_object
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
 
-    engine = Engine.load(str(tiny_model_dir), device="cpu")
+    engine = Scorer.load(str(tiny_model_dir), device="cpu")
     items = [parse_object(obj, n, "pairwise") for n, obj in enumerate(ITEMS, 1)]
     return {mode: score_items(engine, items, control_tokens=mode) for mode in ("card", "neutralize")}
 

@@ -20,10 +20,10 @@ ITEMS = [
 
 def test_sync_score_equals_engine(stack: Stack, tiny_model_dir: Path) -> None:
     from rmscore.formats import parse_object
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
 
-    engine = Engine.load(str(tiny_model_dir), device="cpu")
+    engine = Scorer.load(str(tiny_model_dir), device="cpu")
     parsed = [parse_object(obj, i + 1) for i, obj in enumerate(ITEMS)]
     want = score_items(engine, [p for p in parsed if not hasattr(p, "code")])
     with stack.client() as c:

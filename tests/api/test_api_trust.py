@@ -152,17 +152,18 @@ def test_a_failed_line_gives_the_tenant_a_code_not_the_cause(stack: Stack) -> No
     """The worker raises on the poison item; the exception's text is for the operator's log only."""
     import socket
 
-    from rmscore import failures
+    from rmscore import failure_messages
 
     items = [*_chat(2, "safe"), {"custom_id": POISON_ID, "prompt": "p", "response": "r"}]
     with stack.client("ivan") as c:
         job = c.post("/v1/jobs", json={"kind": "chat", "items": items}).json()
         wait_job(c, job["id"])
         (bad,) = [r for r in read_jsonl(c.get(f"/v1/jobs/{job['id']}/results").text) if "error" in r]
-        assert bad["line"] == 3 and bad["error"] == {"code": "scoring_failed", "message": failures.item_failed(3)}
+        expected = {"code": "scoring_failed", "message": failure_messages.item_failed(3)}
+        assert bad["line"] == 3 and bad["error"] == expected
         sync = c.post("/v1/score", json={"items": items})
         message = _error(sync, 502, "scoring_failed")
-        assert message == failures.request_failed()
+        assert message == failure_messages.request_failed()
     for text in (bad["error"]["message"], message, sync.text):
         assert "poisons its chunk" not in text and "InjectedFault" not in text
         assert socket.gethostname() not in text

@@ -32,10 +32,10 @@ def scored(rows: list[Any]) -> list[Any]:
 
 def fresh_model_scores(model_dir: Path) -> list[tuple[float, float]]:
     """(chosen, rejected) of every good line of `pairs(...)`, from the model at `model_dir` loaded here."""
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
 
-    engine = Engine.load(str(model_dir), device="cpu", lanes=1)
+    engine = Scorer.load(str(model_dir), device="cpu", lanes=1)
     from rmscore.formats import LineError
 
     items = [p for p in iter_parsed_items(pairs("ref")) if not isinstance(p, LineError)]

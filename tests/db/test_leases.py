@@ -30,7 +30,7 @@ from db.jobs import cancel_job, create_job, get_job
 from db.models import chunks, results
 from db.results import iter_results, job_accuracy
 from db.session import reading, utcnow, writing
-from rmscore import failures
+from rmscore import failure_messages
 from rmscore.formats import ChatItem, chat_record, error_record, pair_record, parse_object
 
 LEASE = dict(lease_seconds=60, max_attempts=3)
@@ -193,7 +193,7 @@ def test_release_retries_then_fails_with_the_error_on_every_item(db: Engine) -> 
     out = list(iter_results(db, job_id))
     assert [r.get("error", {}).get("code") for r in out] == [SCORING_FAILED, SCORING_FAILED, None]
     # The tenant reads a fixed message naming the chunk; the exception text stays with the operator.
-    assert out[0]["error"]["message"] == out[1]["error"]["message"] == failures.chunk_failed(3, bad)
+    assert out[0]["error"]["message"] == out[1]["error"]["message"] == failure_messages.chunk_failed(3, bad)
     assert "boom" not in out[0]["error"]["message"]
     with reading(db) as conn:
         assert conn.execute(select(chunks.c.error).where(chunks.c.id == bad)).scalar_one() == "RuntimeError: boom"
@@ -230,7 +230,7 @@ def test_reaper_requeues_expired_leases_and_fails_used_up_ones(db: Engine) -> No
     job = get_job(db, job_id)
     assert (job.completed, job.failed, job.status) == (2, 2, "completed")
     # A worker's name (its host) is for the operator: in the chunk's error, not in the tenant's result.
-    assert list(iter_results(db, job_id))[2]["error"]["message"] == failures.chunk_failed(3, b)
+    assert list(iter_results(db, job_id))[2]["error"]["message"] == failure_messages.chunk_failed(3, b)
     with reading(db) as conn:
         error = conn.execute(select(chunks.c.error).where(chunks.c.id == b)).scalar_one()
     assert "lease expired" in error and lb.owner in error

@@ -33,9 +33,9 @@ def tokenizer(tiny_model_dir: Path):
 
 @pytest.fixture(scope="session")
 def engine(tiny_model_dir: Path):
-    from worker.engine import Engine
+    from worker.engine import Scorer
 
-    return Engine.load(str(tiny_model_dir))
+    return Scorer.load(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="session")

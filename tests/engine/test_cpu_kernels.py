@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from worker import cpu_linear
-from worker.engine import Engine, Scored, lanes_for
+from worker.engine import Scored, Scorer, lanes_for
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="this torch build has no oneDNN linear ops")
 
@@ -45,8 +45,8 @@ def test_lanes_return_results_in_input_order(tiny_model_dir):
         [{"role": "user", "content": "q " * (1 + i % 13)}, {"role": "assistant", "content": f"a{i}"}]
         for i in range(60)
     ]
-    one = Engine.load(str(tiny_model_dir), max_batch_tokens=64, lanes=1, packed=False)
-    four = Engine.load(str(tiny_model_dir), max_batch_tokens=64, lanes=4, packed=False)
+    one = Scorer.load(str(tiny_model_dir), max_batch_tokens=64, lanes=1, packed=False)
+    four = Scorer.load(str(tiny_model_dir), max_batch_tokens=64, lanes=4, packed=False)
     a, b = one.score(convs), four.score(convs)
     assert four.stats.batches > 8  # enough batches for the lanes to overlap
     assert all(isinstance(r, Scored) for r in a + b)
@@ -57,7 +57,7 @@ def test_lanes_return_results_in_input_order(tiny_model_dir):
 
 
 def test_a_failing_batch_fails_the_call(tiny_model_dir, monkeypatch):
-    engine = Engine.load(str(tiny_model_dir), max_batch_tokens=64, lanes=2)
+    engine = Scorer.load(str(tiny_model_dir), max_batch_tokens=64, lanes=2)
 
     def forward(batch):
         raise RuntimeError("boom")

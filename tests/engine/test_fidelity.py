@@ -9,7 +9,7 @@ import pytest
 from rmscore.formats import PairItem
 from rmscore.inputs import iter_parsed
 from worker import cpu_linear
-from worker.engine import Engine
+from worker.engine import Scorer
 from worker.scoring import score_items
 
 
@@ -33,7 +33,7 @@ def reference(items, card_pipeline) -> list[float]:
     ids=["batch-size-1", "cpu-default", "large-budget", "plain-kernels-one-lane"],
 )
 def test_scores_match_card_pipeline(tiny_model_dir, items, reference, budget, batch_size, lanes, packed):
-    engine = Engine.load(
+    engine = Scorer.load(
         str(tiny_model_dir), max_batch_tokens=budget, max_batch_size=batch_size, lanes=lanes, packed=packed
     )
     assert engine.lanes == lanes

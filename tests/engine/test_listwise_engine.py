@@ -8,7 +8,7 @@ import pytest
 
 from rmscore.formats import ChatItem, ListwiseItem, PairItem, parse_object
 from rmscore.inputs import iter_parsed
-from worker.engine import Engine
+from worker.engine import Scorer
 from worker.scoring import score_items
 
 
@@ -48,7 +48,7 @@ def reference(lines, card_pipeline) -> list[float]:
 def test_listwise_scores_match_the_card_and_each_response_as_its_own_chat(
     tiny_model_dir, lines, reference, budget, batch_size
 ) -> None:
-    engine = Engine.load(str(tiny_model_dir), max_batch_tokens=budget, max_batch_size=batch_size)
+    engine = Scorer.load(str(tiny_model_dir), max_batch_tokens=budget, max_batch_size=batch_size)
     records = score_items(engine, lines)
     assert [r["line"] for r in records] == [item.line for item in lines]
     ours = [s for r in records for s in r["scores"]]
@@ -66,7 +66,7 @@ def test_listwise_scores_match_the_card_and_each_response_as_its_own_chat(
 
 
 def test_a_refused_response_fails_its_line_naming_it(tiny_model_dir, lines) -> None:
-    engine = Engine.load(str(tiny_model_dir), overflow="error")
+    engine = Scorer.load(str(tiny_model_dir), overflow="error")
     engine.renderer.max_length = engine.max_length = 64  # a short limit, as tests/engine/test_tokens.py does
     records = score_items(engine, lines[:2])
     # HH replies run past 64 tokens: each line ends as one error naming the first response refused.
@@ -79,7 +79,7 @@ def test_equal_responses_get_equal_scores_whatever_they_are_packed_with(tiny_mod
     """The same conversation packed at different places among others came back a few 1e-7 apart:
     a line of equal responses had a best one, and its export a pair of the same reply. The engine
     scores each distinct conversation once."""
-    engine = Engine.load(str(tiny_model_dir))
+    engine = Scorer.load(str(tiny_model_dir))
     same = parse_object({"prompt": "p", "responses": ["same", "same", "same"]}, 2)
     others = parse_object({"prompt": "Name a prime.", "responses": ["7", "8", "Nine."]}, 1)
     records = score_items(engine, [others, same])  # type: ignore[list-item]

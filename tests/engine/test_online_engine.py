@@ -15,9 +15,9 @@ CONVS = [
 
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_boundary_hook_runs_between_batches_and_changes_no_score(tiny_model_dir: Path, lanes: int) -> None:
-    from worker.engine import Engine, Scored
+    from worker.engine import Scored, Scorer
 
-    engine = Engine.load(str(tiny_model_dir), device="cpu", max_batch_tokens=64, lanes=lanes)
+    engine = Scorer.load(str(tiny_model_dir), device="cpu", max_batch_tokens=64, lanes=lanes)
     plain = engine.score(CONVS)
     calls: list[list[float]] = []
     # What the online lane does at a boundary: score other work with the same engine, re-entrantly.
@@ -36,9 +36,9 @@ def test_boundary_hook_runs_between_batches_and_changes_no_score(tiny_model_dir:
 
 
 def test_text_scores_as_its_conversation(tiny_model_dir: Path, card_pipeline, tokenizer) -> None:  # type: ignore[no-untyped-def]
-    from worker.engine import Engine, Scored
+    from worker.engine import Scored, Scorer
 
-    engine = Engine.load(str(tiny_model_dir), device="cpu")
+    engine = Scorer.load(str(tiny_model_dir), device="cpu")
     conv = CONVS[5]
     rendered = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
     bos = tokenizer.bos_token

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.engine import Engine, Rejected, Scored
+from worker.engine import Rejected, Scored, Scorer
 
 
 def convs(n: int) -> list[list[dict[str, str]]]:
@@ -20,11 +20,11 @@ def convs(n: int) -> list[list[dict[str, str]]]:
 
 
 def test_oom_halves_batches_and_keeps_scores(tiny_model_dir, monkeypatch):
-    clean = Engine.load(str(tiny_model_dir), max_batch_tokens=100_000)
+    clean = Scorer.load(str(tiny_model_dir), max_batch_tokens=100_000)
     expected = clean.score(convs(40))
 
     # One lane: out-of-memory is a CUDA event, and CUDA engines run one batch at a time.
-    engine = Engine.load(str(tiny_model_dir), max_batch_tokens=100_000, lanes=1)
+    engine = Scorer.load(str(tiny_model_dir), max_batch_tokens=100_000, lanes=1)
     real_forward = engine._forward
     seen: list[int] = []  # padded tokens of each attempted batch
     limit = 300  # the injected card holds 300 padded tokens
@@ -51,7 +51,7 @@ def test_oom_halves_batches_and_keeps_scores(tiny_model_dir, monkeypatch):
 
 
 def test_single_item_oom_is_a_per_item_error(tiny_model_dir, monkeypatch):
-    engine = Engine.load(str(tiny_model_dir))
+    engine = Scorer.load(str(tiny_model_dir))
 
     def forward(batch):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")

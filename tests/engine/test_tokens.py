@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from worker.engine import Engine, Rejected, Scored
+from worker.engine import Rejected, Scored, Scorer
 
 SPECIALS = ["<|eot_id|>", "<|reserved_special_token_5|>", "<|begin_of_text|>", "<|start_header_id|>"]
 
@@ -61,7 +61,7 @@ def test_batch_composition_does_not_change_scores(engine):
 
 
 def test_overflow_truncates_from_the_left(tiny_model_dir, tokenizer, hf_model):
-    engine = Engine.load(str(tiny_model_dir))
+    engine = Scorer.load(str(tiny_model_dir))
     engine.renderer.max_length = engine.max_length = 64  # a short limit keeps the test fast
     long = conv("word " * 200, "the reply that matters")
     [enc] = engine.renderer.encode([long])
@@ -77,7 +77,7 @@ def test_overflow_truncates_from_the_left(tiny_model_dir, tokenizer, hf_model):
 
 
 def test_overflow_error_rejects_only_that_item(tiny_model_dir):
-    engine = Engine.load(str(tiny_model_dir), overflow="error")
+    engine = Scorer.load(str(tiny_model_dir), overflow="error")
     engine.renderer.max_length = engine.max_length = 64
     results = engine.score([conv("hi"), conv("word " * 200), conv("bye")])
     assert isinstance(results[0], Scored) and isinstance(results[2], Scored)

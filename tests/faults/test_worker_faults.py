@@ -11,7 +11,7 @@ from faultkit import MODEL, POISON_ID, POISON_LINE, FaultEnv
 from testkit import assert_records_equal
 
 from db.chunks import SCORING_FAILED
-from rmscore import failures
+from rmscore import failure_messages
 from worker.faults import CHUNK_DELAY_ENV, POISON_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,7 +65,7 @@ def test_a_poison_item_is_retried_with_its_chunk_then_fails_alone(
     assert [r["line"] for r in bad] == [POISON_LINE]
     assert bad[0]["custom_id"] == POISON_ID and bad[0]["error"]["code"] == SCORING_FAILED
     # A fixed message for the tenant; the cause, as the model raised it, in the worker's log only.
-    assert bad[0]["error"]["message"] == failures.item_failed(POISON_LINE)
+    assert bad[0]["error"]["message"] == failure_messages.item_failed(POISON_LINE)
     assert "poisons its chunk" in worker.output()
     assert_records_equal(
         [r for r in records if r["line"] != POISON_LINE], [r for r in clean_reference if r["line"] != POISON_LINE]

@@ -23,7 +23,7 @@ def job(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[An
     from db.jobs import create_job
     from db.migrate import upgrade
     from db.session import make_engine
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
     from worker.tiny_model import make_tiny_model
 
@@ -31,7 +31,7 @@ def job(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[An
     db = make_engine(f"sqlite:///{tmp / 'rmscore.db'}")
     upgrade(db)
     engines = {
-        name: Engine.load(str(make_tiny_model(tmp / name, "tiny", seed=seed)), device="cpu")
+        name: Scorer.load(str(make_tiny_model(tmp / name, "tiny", seed=seed)), device="cpu")
         for name, seed in (("a", 0), ("b", 1))
     }
     with gzip.open(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:

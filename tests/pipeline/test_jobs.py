@@ -10,7 +10,7 @@ from pipekit import HH_PAIRS, Pipeline
 from testkit import assert_records_equal, run_cli
 
 from db.chunks import SCORING_FAILED
-from rmscore import failures
+from rmscore import failure_messages
 
 
 def test_datasets_complete_and_match_rmscore_score(
@@ -83,7 +83,7 @@ def test_a_poison_chunk_is_retried_then_only_its_poison_item_fails(
     assert [r["line"] for r in failed] == [6]
     assert {r["error"]["code"] for r in failed} == {SCORING_FAILED}
     # The tenant gets a fixed message; the exception's text is in the worker's log only.
-    assert failed[0]["error"]["message"] == failures.item_failed(6)
+    assert failed[0]["error"]["message"] == failure_messages.item_failed(6)
     assert "poisons its chunk" in steady_worker.output()
     assert pipeline.result_rows(job_id) == 12
 

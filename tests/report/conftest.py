@@ -22,11 +22,11 @@ def report_db(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.tiny_model import make_tiny_model
 
     model_dir = make_tiny_model(tmp_path_factory.mktemp("models") / "tiny", "tiny", seed=0)
-    return Engine.load(str(model_dir), device="cpu")
+    return Scorer.load(str(model_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,14 @@ LINES = 30
 
 @pytest.fixture(scope="module")
 def two_model_job(tmp_path_factory: pytest.TempPathFactory, report_db: Any, tiny_engine: Any) -> tuple[str, str]:
-    from worker.engine import Engine
+    from worker.engine import Scorer
     from worker.scoring import score_items
     from worker.tiny_model import make_tiny_model
 
     lines = pairwise_lines(SHARED)[:LINES]
     job_id = make_job(report_db, tiny_engine, lines, kind="pairwise", chunk_size=16)
     model_dir = make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-b", "tiny", seed=1)
-    other = Engine.load(str(model_dir), device="cpu")
+    other = Scorer.load(str(model_dir), device="cpu")
     assert other.name != tiny_engine.name
     items = [p for p in (parse_object(o, n) for n, o in enumerate(lines, start=1)) if not isinstance(p, LineError)]
     rows = [result_row(job_id, other.name, r, other.identity, utcnow()) for r in score_items(other, items)]

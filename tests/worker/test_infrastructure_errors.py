@@ -1,4 +1,4 @@
-"""Whose fault a failure is (worker/failures.py), and what poison bisection does with each kind.
+"""Whose fault a failure is (worker/blame.py), and what poison bisection does with each kind.
 
 The infrastructure errors here are real ones: SQLAlchemy's OperationalError from connecting to a
 port nobody listens on, redis-py's ConnectionError from the same.
@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from db.chunks import SCORING_FAILED
 from rmscore.formats import Item, parse_object
-from worker.failures import is_infrastructure
+from worker.blame import is_infrastructure
 from worker.poison import bisect_scores
 
 
