@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from api.config import ApiConfig
 from db.jobs import (
     CreatedJob,
-    Fingerprint,
+    JobRequest,
     check_kind,
     check_options,
     find_by_idempotency_key,
@@ -136,22 +136,40 @@ def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Itera
     )
 
 
-def store(
-    db: Any,
+def prepare(
     settings: Settings,
-    parsed: Iterable[formats.Parsed],
+    config: ApiConfig,
     *,
     kind: str,
-    model: str,
-    tenant: str,
+    model: str | None,
+    models: Sequence[str] | None,
     metadata: dict[str, Any] | None,
     options: dict[str, Any] | None,
+    tenant: str,
     idempotency_key: str | None,
-    models: list[str] | None = None,
-    fingerprint: Fingerprint = None,
-) -> CreatedJob:
-    """Store the job (`model` already resolved; `models`: more to compare it with, resolved too)
-    and hand its chunks to the broker. `fingerprint`: the request's, for `Idempotency-Key` replays.
+    fingerprint: str | None,
+) -> JobRequest:
+    """Validate what applies to the whole job before any line is read: the request `store` takes.
+
+    `models` (more to compare with) and `model` are resolved to short names; without `model` the
+    job's own is the first of `models`, else the server's default.
+    """
+    check_kind(kind)
+    others = [resolve_model(m, settings) for m in models or []]
+    return JobRequest(
+        model=resolve_model(model or (others[0] if others else None), settings),
+        kind=kind,
+        tenant=tenant,
+        metadata=check_metadata(metadata, config),
+        options=check_options(options),
+        idempotency_key=idempotency_key,
+        models=others or None,
+        fingerprint=fingerprint,
+    )
+
+
+def store(db: Any, settings: Settings, parsed: Iterable[formats.Parsed], request: JobRequest) -> CreatedJob:
+    """Store the job `request` asks for and hand its chunks to the broker.
 
     The sequence is the producer's (`db.producer.store_and_enqueue`, as `rmscore submit` runs it);
     what is the API's own is that no error after the store fails the request: the job is accepted,
@@ -159,35 +177,7 @@ def store(
     """
     from db.producer import store_and_enqueue  # Celery and Redis clients load on the first job, not at start-up
 
-    return store_and_enqueue(
-        db,
-        settings,
-        parsed,
-        model=model,
-        kind=kind,
-        tenant=tenant,
-        metadata=metadata,
-        options=options,
-        idempotency_key=idempotency_key,
-        models=models,
-        fingerprint=fingerprint,
-        tolerate=(Exception,),
-    )
-
-
-def prepare(
-    settings: Settings,
-    config: ApiConfig,
-    *,
-    model: str | None,
-    kind: str,
-    metadata: dict[str, Any] | None,
-    options: dict[str, Any] | None,
-) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
-    """Validate what applies to the whole job before any line is read: (model, metadata, options)."""
-    check_kind(kind)
-    short = resolve_model(model, settings)
-    return short, check_metadata(metadata, config), check_options(options)
+    return store_and_enqueue(db, settings, parsed, request, tolerate=(Exception,))
 
 
 def check_count(n: int, settings: Settings) -> None:

@@ -96,6 +96,26 @@ class CreatedJob:
     created: bool  # False when an earlier submission with the same idempotency key was returned
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """What a producer asks to store as a job, checked and with its models resolved to short names.
+
+    Each producer (the API's routes, `db.producer.submit`) builds one and hands it whole to
+    `db.producer.store_and_enqueue`: what a job request holds is listed here once, not again in
+    every signature on the way down. Lines travel beside it, as a stream.
+    """
+
+    model: str
+    kind: str = "auto"
+    tenant: str = DEFAULT_TENANT
+    chunk_size: int | None = None  # None: the server's `Settings.chunk_size`
+    metadata: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    models: Sequence[str] | None = None  # more models to compare `model` with (see `create_job`)
+    fingerprint: Fingerprint = None  # the request's, for `Idempotency-Key` replays (see `replay`)
+
+
 def resolve_model(name: str | None, settings: Any = None) -> str:
     """The short model name a job is scored with; only models the operator configured are accepted."""
     if settings is None:

@@ -3,7 +3,8 @@
 Here in `db/` (not `worker/`) because every producer runs it — the API, `rmscore submit`, and the
 workers' reconciler re-sending lost chunks — and none of them needs the model: `db/` may use the
 shared core's broker (`rmscore.broker`), and the API and CLI may use `db/`. No torch here.
-`store_and_enqueue` is the one sequence; `submit` and the API's `api.submission.store` both call it.
+`store_and_enqueue` is the one sequence; `submit` and the API's `api.submission.store` both call it
+with a `db.jobs.JobRequest` they build.
 
 Each message names a chunk (`job=`, `chunk=`, `items=`, readable in Flower), never its payload.
 It is published to the model's queue through Redis' default exchange (routing key = queue name),
@@ -25,7 +26,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import Engine
 
 from db.chunks import ChunkRef, mark_enqueued, queued_chunks
-from db.jobs import CreatedJob, Fingerprint, create_job, resolve_model
+from db.jobs import CreatedJob, JobRequest, create_job, resolve_model
 from db.session import get_engine
 from rmscore import keys
 from rmscore.broker import get_app, get_redis
@@ -116,10 +117,7 @@ def submit(
         )
     else:
         parsed = source
-    return store_and_enqueue(
-        db,
-        s,
-        parsed,
+    request = JobRequest(
         model=short,
         kind=kind,
         tenant=tenant,
@@ -128,51 +126,43 @@ def submit(
         options=options,
         idempotency_key=idempotency_key,
         models=others,
-        app=app,
-        r=r,
     )
+    return store_and_enqueue(db, s, parsed, request, app=app, r=r)
 
 
 def store_and_enqueue(
     db: Engine,
     settings: Settings,
     parsed: Iterable[Parsed],
+    request: JobRequest,
     *,
-    model: str,
-    kind: str,
-    tenant: str,
-    chunk_size: int | None = None,
-    metadata: dict[str, Any] | None = None,
-    options: dict[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    models: Sequence[str] | None = None,
-    fingerprint: Fingerprint = None,
     app: Celery | None = None,
     r: redis.Redis | None = None,
     tolerate: tuple[type[Exception], ...] = BROKER_ERRORS,
 ) -> CreatedJob:
-    """Store the job (`model`, `models` already resolved), then hand its chunks to the broker.
+    """Store the job `request` asks for (its models already resolved), then hand its chunks to the broker.
 
     Written once so every producer stores and sends the same way. Sending failures of the kinds in
     `tolerate` are logged, not raised: the job is stored and its chunks queued in the database, so
     the workers' reconciler sends them once the broker answers again, and failing here would invite
     a duplicate job. (The API tolerates any error after the store: an accepted job keeps its 202.)
-    `fingerprint`: the request's, for `Idempotency-Key` replays.
     """
+    # The one place a request meets the server's limits; `create_job` keeps plain keywords, which
+    # is how the store's own tests and tools call it.
     created = create_job(
         db,
         parsed,
-        model=model,
-        kind=kind,
-        tenant=tenant,
-        chunk_size=chunk_size or settings.chunk_size,
+        model=request.model,
+        kind=request.kind,
+        tenant=request.tenant,
+        chunk_size=request.chunk_size or settings.chunk_size,
         chunk_max_tokens=settings.chunk_max_tokens,
-        metadata=metadata,
-        options=options,
-        idempotency_key=idempotency_key,
+        metadata=request.metadata,
+        options=request.options,
+        idempotency_key=request.idempotency_key,
         max_items=settings.max_items_per_job,
-        models=models,
-        fingerprint=fingerprint,
+        models=request.models,
+        fingerprint=request.fingerprint,
         model_refs=settings.model_refs,  # the exact model each chunk must be scored with
     )
     if created.created and created.job.status == "queued":

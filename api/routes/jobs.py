@@ -23,7 +23,7 @@ from api.errors import responses
 from api.schemas import Comparison, Job, JobCreate, JobList, JobStatus, KindIn, ResultPage
 from api.upload import Limits, Upload, parse_file, parse_metadata, receive_multipart, receive_raw
 from db.compare import compare_job
-from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs, resolve_model
+from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs
 from db.results import iter_results
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge
@@ -93,29 +93,20 @@ def create_job(
     if earlier is not None:
         return created_response(earlier, db, response)
     submission.check_count(len(body.items), settings)
-    models = [resolve_model(m, settings) for m in body.models] if body.models else None
-    model, metadata, options = submission.prepare(
+    request = submission.prepare(
         settings,
         config,
-        model=body.model or (models[0] if models else None),
         kind=body.kind,
+        model=body.model,
+        models=body.models,
         metadata=body.metadata,
         options=_with_cache(body.options.model_dump(exclude_none=True) if body.options else None, cache),
-    )
-    submission.check_backlog(db, config, caller.tenant, len(body.items))
-    created = submission.store(
-        db,
-        settings,
-        submission.parse_items(body.items, body.kind, settings),
-        kind=body.kind,
-        model=model,
         tenant=caller.tenant,
-        metadata=metadata,
-        options=options,
         idempotency_key=idempotency_key,
-        models=models,
         fingerprint=fingerprint,
     )
+    submission.check_backlog(db, config, caller.tenant, len(body.items))
+    created = submission.store(db, settings, submission.parse_items(body.items, body.kind, settings), request)
     return created_response(created, db, response)
 
 
@@ -272,32 +263,21 @@ async def upload_job(
             ovf = overflow or f.get("overflow")
             ctl = control_tokens or f.get("control_tokens")
             given = {**({"overflow": ovf} if ovf else {}), **({"control_tokens": ctl} if ctl else {})}
-            m, meta, opts = submission.prepare(
+            wanted = models or f.get("models") or ""
+            request = submission.prepare(
                 settings,
                 config,
-                model=model or f.get("model") or None,
                 kind=k,
+                model=model or f.get("model") or None,
+                models=[x.strip() for x in wanted.split(",") if x.strip()],
                 metadata=parse_metadata(meta_raw),
                 options=_with_cache(given or None, _form_bool(f.get("cache"), "cache") if cache is None else cache),
-            )
-            wanted = models or f.get("models") or ""
-            others = [resolve_model(x.strip(), settings) for x in wanted.split(",") if x.strip()]
-            if others and not (model or f.get("model")):
-                m = others[0]
-            lines = parse_file(path, upload.filename, k, limits)
-            return submission.store(
-                db,
-                settings,
-                submission.within_backlog(lines, db, config, caller.tenant),
-                kind=k,
-                model=m,
                 tenant=caller.tenant,
-                metadata=meta,
-                options=opts,
                 idempotency_key=idempotency_key,
-                models=others or None,
                 fingerprint=fingerprint.hexdigest(),
             )
+            lines = parse_file(path, upload.filename, k, limits)
+            return submission.store(db, settings, submission.within_backlog(lines, db, config, caller.tenant), request)
 
     # One tenant may hold only a few upload slots: its stalled or slow uploads cannot starve the others.
     if _uploads_in_flight[caller.tenant] >= settings.max_uploads_per_tenant:
