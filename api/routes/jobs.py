@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal
@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.types import DecoratedCallable
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
@@ -23,7 +24,7 @@ from api.errors import responses
 from api.schemas import Comparison, Job, JobCreate, JobList, JobStatus, KindIn, ResultPage
 from api.upload import Limits, Upload, parse_file, parse_metadata, receive_multipart, receive_raw
 from db.compare import compare_job
-from db.jobs import CreatedJob, JobInfo, cancel_job, get_job, job_summary, list_jobs
+from db.jobs import CreatedJob, cancel_job, get_job, job_summary, list_jobs
 from db.results import iter_results
 from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge
@@ -418,7 +419,8 @@ def _result_query(
 ResultQueryDep = Annotated[ResultQuery, Depends(_result_query)]
 
 
-def _results(db: Any, job: JobInfo, tenant: str | None, query: ResultQuery, *, errors_only: bool) -> Any:
+def _results(db: Any, job_id: str, tenant: str | None, query: ResultQuery, *, errors_only: bool) -> Any:
+    job = get_job(db, job_id, tenant=tenant)
     fmt, cursor, limit, model = query.format, query.cursor, query.limit, query.model
     after = _decode_line_cursor(cursor)
     name = f"{job.id}-{'errors' if errors_only else 'results'}"
@@ -468,29 +470,24 @@ def _results(db: Any, job: JobInfo, tenant: str | None, query: ResultQuery, *, e
     )
 
 
-@router.get(
-    "/{job_id}/results",
-    response_model=None,
-    summary="A job's results in input order",
-    responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT),
-)
+def _result_route(path: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """`/results` and `/errors` answer the same query the same way; only which lines differs."""
+    return router.get(
+        path, response_model=None, summary=summary, responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT)
+    )
+
+
+@_result_route("/{job_id}/results", "A job's results in input order")
 def job_results(job_id: JobId, caller: CallerDep, db: DbDep, query: ResultQueryDep) -> Any:
     """One record per line that has an outcome, as `rmscore score` writes it. While the job runs,
     lines not yet scored are left out (page the JSON form once the job has ended to see each line
     exactly once); after it ends every line is there, those never scored as errors."""
-    job = get_job(db, job_id, tenant=caller.scope)
-    return _results(db, job, caller.scope, query, errors_only=False)
+    return _results(db, job_id, caller.scope, query, errors_only=False)
 
 
-@router.get(
-    "/{job_id}/errors",
-    response_model=None,
-    summary="Only the lines that failed",
-    responses=responses(400, 401, 404, 422, ok=_RESULT_CONTENT),
-)
+@_result_route("/{job_id}/errors", "Only the lines that failed")
 def job_errors(job_id: JobId, caller: CallerDep, db: DbDep, query: ResultQueryDep) -> Any:
-    job = get_job(db, job_id, tenant=caller.scope)
-    return _results(db, job, caller.scope, query, errors_only=True)
+    return _results(db, job_id, caller.scope, query, errors_only=True)
 
 
 @router.get(
