@@ -9,6 +9,7 @@ loaded and warmed up) also starts the Prometheus endpoint of `worker.metrics` wh
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, bootsteps
 
 if TYPE_CHECKING:
+    from worker.engine import EngineStats
     from worker.runner import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -59,35 +61,25 @@ class Throughput:
 
 
 @dataclass
-class Baseline:
-    """Engine counters at install time: the warm-up batch is not work the worker did for anyone."""
-
-    conversations: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-    batches: int = 0
-
-
-@dataclass
 class Monitor:
     """Reads what the worker holds and has done; shared by the bootstep and the metrics endpoint."""
 
     runtime: WorkerRuntime
     load_seconds: float
-    baseline: Baseline = field(default_factory=Baseline)
+    # The engine's counters at install time: the warm-up batch is not work the worker did for anyone.
+    baseline: EngineStats = field(init=False)
     throughput: Throughput = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
-        s = self.runtime.engine.stats
-        self.baseline = Baseline(s.items, s.tokens, s.padded_tokens, s.batches)
+        self.baseline = copy.copy(self.runtime.engine.stats)
         self.throughput = Throughput(self.tokens_scored)
         self.throughput.sample()
 
     # ------------------------------------------------------------------ counters since start-up
 
     def conversations_scored(self) -> int:
-        return int(self.runtime.engine.stats.items - self.baseline.conversations)
+        return int(self.runtime.engine.stats.items - self.baseline.items)
 
     def cache_hits(self) -> int:
         """Conversations answered from the score cache instead of the model."""
@@ -153,26 +145,55 @@ class Monitor:
             self.throughput.sample()
 
 
-def gpu_info(device: str) -> dict[str, Any] | None:
-    """Name and memory of the worker's CUDA device; None on CPU (or if CUDA cannot answer)."""
+@dataclass(frozen=True)
+class CudaMemory:
+    """A CUDA device and its memory in bytes, as torch reports it (Flower and Prometheus show it)."""
+
+    index: int
+    name: str
+    total: int
+    allocated: int
+    reserved: int
+    max_allocated: int
+
+
+def cuda_memory(device: str) -> CudaMemory | None:
+    """The worker's CUDA device (its current one for a bare "cuda") and its memory; None on a CPU.
+
+    Raises what the driver raises: each caller decides what it answers then."""
     if not device.startswith("cuda"):
         return None
-    try:
-        import torch
+    import torch
 
-        index = torch.device(device).index
-        index = torch.cuda.current_device() if index is None else index
-        props = torch.cuda.get_device_properties(index)
-        return {
-            "index": index,
-            "name": props.name,
-            "memory_total_mib": props.total_memory // MIB,
-            "memory_allocated_mib": torch.cuda.memory_allocated(index) // MIB,
-            "memory_reserved_mib": torch.cuda.memory_reserved(index) // MIB,
-            "max_memory_allocated_mib": torch.cuda.max_memory_allocated(index) // MIB,
-        }
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    props = torch.cuda.get_device_properties(index)
+    return CudaMemory(
+        index=index,
+        name=props.name,
+        total=props.total_memory,
+        allocated=torch.cuda.memory_allocated(index),
+        reserved=torch.cuda.memory_reserved(index),
+        max_allocated=torch.cuda.max_memory_allocated(index),
+    )
+
+
+def gpu_info(device: str) -> dict[str, Any] | None:
+    """Name and memory (MiB) of the worker's CUDA device; None on CPU, `{"error"}` if CUDA cannot answer."""
+    try:
+        mem = cuda_memory(device)
     except Exception as exc:  # noqa: BLE001 - stats must answer even if the driver is unhappy
         return {"error": f"{type(exc).__name__}: {exc}"}
+    if mem is None:
+        return None
+    return {
+        "index": mem.index,
+        "name": mem.name,
+        "memory_total_mib": mem.total // MIB,
+        "memory_allocated_mib": mem.allocated // MIB,
+        "memory_reserved_mib": mem.reserved // MIB,
+        "max_memory_allocated_mib": mem.max_allocated // MIB,
+    }
 
 
 def flower_stats(info: dict[str, Any], prefix: str = "rmscore.") -> dict[str, Any]:
