@@ -38,13 +38,12 @@ class _WorkerCollector:
         labels = ["worker", "model"]
         values = [rt.name, engine.name]
 
+        held = m.held_model()
         info = GaugeMetricFamily(
-            "rmscore_worker_info",
-            "The model this worker holds (always 1).",
-            labels=[*labels, "model_id", "revision", "weights", "dtype", "device"],
+            "rmscore_worker_info", "The model this worker holds (always 1).", labels=[*labels, *held]
         )
-        weights = getattr(engine, "weights", None) or ""
-        info.add_metric([*values, engine.model, engine.revision or "", weights, engine.dtype, engine.device], 1)
+        # A label value is a string: an unknown revision or weights digest reads as "".
+        info.add_metric([*values, *(value or "" for value in held.values())], 1)
         yield info
 
         counters = (

@@ -101,17 +101,25 @@ class Monitor:
 
     # ------------------------------------------------------------------ what Flower shows
 
+    def held_model(self) -> dict[str, str | None]:
+        """The model this worker holds and where it runs. Flower's stats and the labels of the
+        Prometheus info metric name the same facts, so they cannot disagree about the model."""
+        engine = self.runtime.engine
+        return {
+            "model_id": engine.model,
+            "revision": engine.revision,
+            "weights": engine.weights,
+            "dtype": engine.dtype,
+            "device": engine.device,
+        }
+
     def info(self) -> dict[str, Any]:
         rt, engine = self.runtime, self.runtime.engine
         cur = rt.current
         return {
             "worker": rt.name,
             "model": engine.name,
-            "model_id": engine.model,
-            "revision": engine.revision,
-            "weights": engine.weights,
-            "dtype": engine.dtype,
-            "device": engine.device,
+            **self.held_model(),
             "gpu": gpu_info(engine.device),
             "queue": rt.queue,
             "max_batch_tokens": engine.max_batch_tokens,
