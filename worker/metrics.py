@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from worker.monitoring import cuda_memory
+from worker.gpu import cuda_memory
 
 if TYPE_CHECKING:
     from worker.monitoring import Monitor
