@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 Tallies = Mapping[str, tuple[int, int]]  # subset -> (correct pairs, pairs)
@@ -70,15 +70,8 @@ REWARDBENCH_SECTIONS: dict[str, tuple[str, ...]] = {
     "Reasoning": ("math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"),
 }
 
-# EvalBiasBench rows as the NCSOFT/Llama-3-OffsetBias-RM-8B card lays them out, with its numbers (%).
-EVALBIASBENCH_ROWS: tuple[str, ...] = (
-    "Length",
-    "Concreteness",
-    "Empty Reference",
-    "Content Continuation",
-    "Nested Instruction",
-    "Familiar Knowledge",
-)
+# EvalBiasBench rows as the NCSOFT/Llama-3-OffsetBias-RM-8B card lays them out (in its order), with
+# its numbers (%).
 EVALBIASBENCH_REFERENCE: dict[str, float] = {
     "Length": 82.4,
     "Concreteness": 92.9,
@@ -87,17 +80,11 @@ EVALBIASBENCH_REFERENCE: dict[str, float] = {
     "Nested Instruction": 83.3,
     "Familiar Knowledge": 58.3,
 }
+EVALBIASBENCH_ROWS: tuple[str, ...] = tuple(EVALBIASBENCH_REFERENCE)
 EVALBIASBENCH_REFERENCE_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
 # The data set names its biases loosely ("length bias", "content_continuation", "familiar knowledge
 # preference bias"): compare names with case, separators and a trailing "(preference) bias" removed.
-_BIAS_KEYS: dict[str, str] = {
-    "length": "Length",
-    "concreteness": "Concreteness",
-    "empty reference": "Empty Reference",
-    "content continuation": "Content Continuation",
-    "nested instruction": "Nested Instruction",
-    "familiar knowledge": "Familiar Knowledge",
-}
+_BIAS_KEYS: dict[str, str] = {row.lower(): row for row in EVALBIASBENCH_ROWS}
 
 
 def _bias_key(subset: str) -> str:
@@ -112,6 +99,22 @@ def evalbiasbench_row(subset: str) -> str | None:
 
 def _acc(correct: int, n: int) -> float | None:
     return correct / n if n else None
+
+
+def _mean_if_complete(scores: Sequence[float | None]) -> float | None:
+    """The unweighted mean of a benchmark's section scores, only when every section has one."""
+    present = [s for s in scores if s is not None]
+    return sum(present) / len(scores) if len(present) == len(scores) else None
+
+
+def _grouped(names: Iterable[str], group_of: Callable[[str], str | None]) -> dict[str, list[str]]:
+    """`names` by the group (`group_of`) each belongs to, each group's names sorted; names in none left out."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        group = group_of(name)
+        if group is not None:
+            groups.setdefault(group, []).append(name)
+    return {group: sorted(members) for group, members in groups.items()}
 
 
 def _clean(tallies: Tallies) -> dict[str, tuple[int, int]]:
@@ -177,7 +180,7 @@ def rewardbench_sections(tallies: Tallies) -> dict[str, Any] | None:
     scores = [s["score"] for s in sections]
     return {
         "sections": sections,
-        "score": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
+        "score": _mean_if_complete(scores),
         "complete": not any(s["missing"] for s in sections),
     }
 
@@ -186,16 +189,12 @@ def evalbiasbench_table(tallies: Tallies) -> dict[str, Any] | None:
     """The six-bias table (always all six rows, in the card's order), or None when no subset is a
     bias of EvalBiasBench. A row without pairs in this job has accuracy None."""
     t = _clean(tallies)
-    by_row: dict[str, list[str]] = {}
-    for name in t:
-        row = evalbiasbench_row(name)
-        if row is not None:
-            by_row.setdefault(row, []).append(name)
+    by_row = _grouped(t, evalbiasbench_row)
     if not by_row:
         return None
     rows: list[dict[str, Any]] = []
     for row in EVALBIASBENCH_ROWS:
-        names = sorted(by_row.get(row, []))
+        names = by_row.get(row, [])
         c = sum(t[s][0] for s in names)
         n = sum(t[s][1] for s in names)
         rows.append(
@@ -351,16 +350,12 @@ def rewardbench2_table(accuracy: Mapping[str, Any] | None, ties: Mapping[str, An
     six domains, only when all six have a score.
     """
     subsets = (accuracy or {}).get("subsets", {})
-    found: dict[str, list[str]] = {}
-    for name in subsets:
-        section = rewardbench2_section(name)
-        if section is not None:
-            found.setdefault(section, []).append(name)
+    found = _grouped(subsets, rewardbench2_section)
     if not found:
         return None
     rows: list[dict[str, Any]] = []
     for section in REWARDBENCH2_SECTIONS:
-        names = sorted(found.get(section, []))
+        names = found.get(section, [])
         n = sum(int(subsets[s]["n"]) for s in names)
         if section == TIES:
             score = (ties or {}).get("score") if names else None
@@ -370,7 +365,7 @@ def rewardbench2_table(accuracy: Mapping[str, Any] | None, ties: Mapping[str, An
     scores = [r["score"] for r in rows]
     return {
         "sections": rows,
-        "score": sum(scores) / len(scores) if all(s is not None for s in scores) else None,
+        "score": _mean_if_complete(scores),
         "complete": all(r["subsets"] for r in rows),
         "ties": dict(ties) if ties is not None and found.get(TIES) else None,
     }

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypedDict
 
 Kind = Literal["chat", "pairwise", "listwise", "text"]  # text: online requests only (see TextItem)
 Message = dict[str, str]
@@ -38,6 +38,15 @@ DEFAULT_MAX_TURNS = 512
 DEFAULT_MAX_RESPONSES = 64  # responses on one listwise line (Settings.max_responses)
 MAX_CUSTOM_ID = 512
 MAX_SUBSET = 200
+
+
+class LineLimits(TypedDict, total=False):
+    """What one input line may hold, as every reader takes it (keywords; the `DEFAULT_*` above when
+    left out). `rmscore.inputs.iter_parsed` passes them on to the reader it picks."""
+
+    max_line_bytes: int
+    max_turns: int
+    max_responses: int
 
 
 @dataclass(slots=True)

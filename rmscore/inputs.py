@@ -9,19 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Unpack
 
 from rmscore import parquet
-from rmscore.formats import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_RESPONSES, DEFAULT_MAX_TURNS, Kind, Parsed, iter_json
+from rmscore.formats import Kind, LineLimits, Parsed, iter_json
 
 
 def iter_parsed(
-    source: str | Path | IO[bytes],
-    kind: Kind | Literal["auto"] | None = "auto",
-    *,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    max_turns: int = DEFAULT_MAX_TURNS,
-    max_responses: int = DEFAULT_MAX_RESPONSES,
+    source: str | Path | IO[bytes], kind: Kind | Literal["auto"] | None = "auto", **limits: Unpack[LineLimits]
 ) -> Iterator[Parsed]:
     """Items and errors, one per input line (or Parquet row), in order, from a path or byte stream.
 
@@ -29,8 +24,6 @@ def iter_parsed(
     JSON (`rmscore.formats.iter_json`: JSONL, `.jsonl.gz`, or one `.json` document).
     """
     if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
-        yield from parquet.iter_parsed(
-            source, kind, max_turns=max_turns, max_line_bytes=max_line_bytes, max_responses=max_responses
-        )
+        yield from parquet.iter_parsed(source, kind, **limits)
         return
-    yield from iter_json(source, kind, max_line_bytes=max_line_bytes, max_turns=max_turns, max_responses=max_responses)
+    yield from iter_json(source, kind, **limits)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import torch
 
@@ -33,6 +33,18 @@ DEFAULT_BUDGET = {"cpu": 1024, "cuda": 32768}
 # them from cache positions), so dropping the mask under right padding is exact.
 MASK_FREE = frozenset({"llama"})
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ScorerOptions(TypedDict, total=False):
+    """How a Scorer places and batches its model: the keywords `Scorer.load` passes on to
+    `Scorer.from_model` (one list, so the two load paths cannot drift apart)."""
+
+    device: str
+    max_batch_tokens: int | None
+    max_batch_size: int
+    overflow: Overflow
+    lanes: int | None
+    packed: bool
 
 
 @dataclass(slots=True)
@@ -130,26 +142,17 @@ class Scorer:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def load(
-        cls,
-        model: str,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_batch_tokens: int | None = None,
-        max_batch_size: int = 256,
-        overflow: Overflow = "truncate",
-        lanes: int | None = None,
-        packed: bool = True,
-    ) -> Scorer:
-        """Load a model directory or hub id through the same path the card uses (from_pretrained)."""
+    def load(cls, model: str, *, dtype: str = "auto", **options: Unpack[ScorerOptions]) -> Scorer:
+        """Load a model directory or hub id through the same path the card uses (from_pretrained);
+        `options` go on to `from_model`, which holds their defaults."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from worker.model_source import check_model_available
         from worker.weights import PendingIdentity
 
         check_model_available(model)
-        dev = resolve_device(device)
+        dev = resolve_device(options.get("device", "auto"))
+        options["device"] = str(dev)  # "auto" settled once: from_model runs on the device the dtype fits
         torch_dtype = resolve_dtype(dtype, dev)
         # A directory's weights are hashed while they load; a hub model's commit is known after.
         pending = PendingIdentity(model)
@@ -158,17 +161,7 @@ class Scorer:
             hf_model = AutoModelForSequenceClassification.from_pretrained(
                 model, dtype=torch_dtype, attn_implementation="sdpa"
             )
-            engine = cls.from_model(
-                hf_model,
-                tokenizer,
-                model=model,
-                device=str(dev),
-                max_batch_tokens=max_batch_tokens,
-                max_batch_size=max_batch_size,
-                overflow=overflow,
-                lanes=lanes,
-                packed=packed,
-            )
+            engine = cls.from_model(hf_model, tokenizer, model=model, **options)
             engine.weights = pending.result(engine.revision)
         finally:
             pending.close()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from worker.gpu import cuda_memory
+
 if TYPE_CHECKING:
     from worker.monitoring import Monitor
 
@@ -36,13 +38,12 @@ class _WorkerCollector:
         labels = ["worker", "model"]
         values = [rt.name, engine.name]
 
+        held = m.held_model()
         info = GaugeMetricFamily(
-            "rmscore_worker_info",
-            "The model this worker holds (always 1).",
-            labels=[*labels, "model_id", "revision", "weights", "dtype", "device"],
+            "rmscore_worker_info", "The model this worker holds (always 1).", labels=[*labels, *held]
         )
-        weights = getattr(engine, "weights", None) or ""
-        info.add_metric([*values, engine.model, engine.revision or "", weights, engine.dtype, engine.device], 1)
+        # A label value is a string: an unknown revision or weights digest reads as "".
+        info.add_metric([*values, *(value or "" for value in held.values())], 1)
         yield info
 
         counters = (
@@ -100,20 +101,13 @@ class _WorkerCollector:
 
 
 def _gpu_memory(device: str) -> dict[str, int] | None:
-    if not device.startswith("cuda"):
-        return None
     try:
-        import torch
-
-        index = torch.device(device).index
-        index = torch.cuda.current_device() if index is None else index
-        return {
-            "total": torch.cuda.get_device_properties(index).total_memory,
-            "allocated": torch.cuda.memory_allocated(index),
-            "reserved": torch.cuda.memory_reserved(index),
-        }
+        mem = cuda_memory(device)
     except Exception:  # noqa: BLE001 - a scrape must answer even if the driver does not
         return None
+    if mem is None:
+        return None
+    return {"total": mem.total, "allocated": mem.allocated, "reserved": mem.reserved}
 
 
 def time_batches(engine: Any, histogram: Histogram) -> bool:

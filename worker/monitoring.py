@@ -9,6 +9,7 @@ loaded and warmed up) also starts the Prometheus endpoint of `worker.metrics` wh
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -19,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 
+from worker.gpu import cuda_memory
+
 if TYPE_CHECKING:
+    from worker.engine import EngineStats
     from worker.runner import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -59,35 +63,25 @@ class Throughput:
 
 
 @dataclass
-class Baseline:
-    """Engine counters at install time: the warm-up batch is not work the worker did for anyone."""
-
-    conversations: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-    batches: int = 0
-
-
-@dataclass
 class Monitor:
     """Reads what the worker holds and has done; shared by the bootstep and the metrics endpoint."""
 
     runtime: WorkerRuntime
     load_seconds: float
-    baseline: Baseline = field(default_factory=Baseline)
+    # The engine's counters at install time: the warm-up batch is not work the worker did for anyone.
+    baseline: EngineStats = field(init=False)
     throughput: Throughput = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
-        s = self.runtime.engine.stats
-        self.baseline = Baseline(s.items, s.tokens, s.padded_tokens, s.batches)
+        self.baseline = copy.copy(self.runtime.engine.stats)
         self.throughput = Throughput(self.tokens_scored)
         self.throughput.sample()
 
     # ------------------------------------------------------------------ counters since start-up
 
     def conversations_scored(self) -> int:
-        return int(self.runtime.engine.stats.items - self.baseline.conversations)
+        return int(self.runtime.engine.stats.items - self.baseline.items)
 
     def cache_hits(self) -> int:
         """Conversations answered from the score cache instead of the model."""
@@ -109,17 +103,25 @@ class Monitor:
 
     # ------------------------------------------------------------------ what Flower shows
 
+    def held_model(self) -> dict[str, str | None]:
+        """The model this worker holds and where it runs. Flower's stats and the labels of the
+        Prometheus info metric name the same facts, so they cannot disagree about the model."""
+        engine = self.runtime.engine
+        return {
+            "model_id": engine.model,
+            "revision": engine.revision,
+            "weights": engine.weights,
+            "dtype": engine.dtype,
+            "device": engine.device,
+        }
+
     def info(self) -> dict[str, Any]:
         rt, engine = self.runtime, self.runtime.engine
         cur = rt.current
         return {
             "worker": rt.name,
             "model": engine.name,
-            "model_id": engine.model,
-            "revision": engine.revision,
-            "weights": engine.weights,
-            "dtype": engine.dtype,
-            "device": engine.device,
+            **self.held_model(),
             "gpu": gpu_info(engine.device),
             "queue": rt.queue,
             "max_batch_tokens": engine.max_batch_tokens,
@@ -154,25 +156,21 @@ class Monitor:
 
 
 def gpu_info(device: str) -> dict[str, Any] | None:
-    """Name and memory of the worker's CUDA device; None on CPU (or if CUDA cannot answer)."""
-    if not device.startswith("cuda"):
-        return None
+    """Name and memory (MiB) of the worker's CUDA device; None on CPU, `{"error"}` if CUDA cannot answer."""
     try:
-        import torch
-
-        index = torch.device(device).index
-        index = torch.cuda.current_device() if index is None else index
-        props = torch.cuda.get_device_properties(index)
-        return {
-            "index": index,
-            "name": props.name,
-            "memory_total_mib": props.total_memory // MIB,
-            "memory_allocated_mib": torch.cuda.memory_allocated(index) // MIB,
-            "memory_reserved_mib": torch.cuda.memory_reserved(index) // MIB,
-            "max_memory_allocated_mib": torch.cuda.max_memory_allocated(index) // MIB,
-        }
+        mem = cuda_memory(device)
     except Exception as exc:  # noqa: BLE001 - stats must answer even if the driver is unhappy
         return {"error": f"{type(exc).__name__}: {exc}"}
+    if mem is None:
+        return None
+    return {
+        "index": mem.index,
+        "name": mem.name,
+        "memory_total_mib": mem.total // MIB,
+        "memory_allocated_mib": mem.allocated // MIB,
+        "memory_reserved_mib": mem.reserved // MIB,
+        "max_memory_allocated_mib": mem.max_allocated // MIB,
+    }
 
 
 def flower_stats(info: dict[str, Any], prefix: str = "rmscore.") -> dict[str, Any]:

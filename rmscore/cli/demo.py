@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from rmscore.cli.display import accuracy_table, progress_bar
 
 err = Console(stderr=True)
 SAMPLE = "data/demo_pairs.jsonl"
@@ -122,14 +123,7 @@ def demo(
 def _follow(client: Any, job_id: str, total: int) -> Any:
     """A progress bar until the job ends. Its rate is the job's own (`items_per_second`, pairs scored
     since the first chunk started), the figure the summary prints after it: one unit, one number."""
-    with Progress(
-        TextColumn("scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=err,
-    ) as progress:
+    with progress_bar("scoring", err, eta=False) as progress:
         task = progress.add_task("job", total=total, rate="")
 
         def update(job: Any) -> None:
@@ -146,8 +140,6 @@ def _print_summary(job: Any, records: list[dict[str, Any]], sample: Path) -> Non
     if rate:
         err.print(f"throughput {rate:,.1f} pairs/s")
     if job.accuracy:
-        from rmscore.cli.display import accuracy_table
-
         err.print(accuracy_table(job.accuracy))
     scored = [r for r in records if "error" not in r]
     scored.sort(key=lambda r: r["chosen_score"] - r["rejected_score"], reverse=True)

@@ -3,13 +3,35 @@ over the API) and `demo` share."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 err = Console(stderr=True)
+
+
+def progress_bar(label: str, console: Console, *, eta: bool = True) -> Progress:
+    """The CLI's one progress bar: `label` (text, or a task field such as "{task.fields[status]}"),
+    bar, done / total, the task's `rate` field, time elapsed and, with `eta`, time remaining.
+    `console` is the caller's, so the bar and the caller's own lines never draw over each other."""
+    # Imported here: the commands that draw no bar (and `--help`) need not load rich.progress.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}")]
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()] if eta else [TimeElapsedColumn()]
+    return Progress(*columns, console=console)
 
 
 def accuracy_table(acc: dict[str, Any], kind: str = "pairwise") -> Table:

@@ -104,27 +104,10 @@ def _warn_unserved(backend: Backend, job: Job) -> None:
 
 def follow(backend: Backend, job_id: str) -> Job:
     """Follow a job with a progress bar (lines done / total, lines/s, ETA) until it ends."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from rmscore.cli import waiting
-    from rmscore.cli.display import rate_unit
+    from rmscore.cli.display import progress_bar, rate_unit
 
-    progress = Progress(
-        TextColumn("{task.fields[status]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    )
+    progress = progress_bar("{task.fields[status]}", err)
     models: list[str] = []  # the job's, filled in from the first poll
     watch = waiting.Watch(lambda: backend.unserved(models))
     with progress:

@@ -13,16 +13,9 @@ from typing import IO, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from rmscore.cli.display import accuracy_table, progress_bar
 from rmscore.cli.helptext import (
     DeviceOption,
     InputFile,
@@ -139,17 +132,7 @@ def score(
     started = time.perf_counter()
     out: IO[str] = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
     try:
-        progress = Progress(
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
-        with progress:
+        with progress_bar("scoring", err) as progress:
             task = progress.add_task("score", total=count_lines(input), rate="")
             parsed = iter_parsed(
                 input,
@@ -216,8 +199,6 @@ def print_summary(s: dict[str, Any]) -> None:
     table.add_row("padding efficiency", f"{s['padding_efficiency']:.3f}")
     err.print(table)
     if s["accuracy"]:
-        from rmscore.cli.display import accuracy_table
-
         err.print(accuracy_table(s["accuracy"], s["accuracy_kind"]))
 
 
