@@ -130,9 +130,7 @@ def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Itera
     return formats.iter_objects(
         items,
         kind,  # type: ignore[arg-type]
-        max_line_bytes=settings.max_line_bytes,
-        max_turns=settings.max_turns,
-        max_responses=settings.max_responses,
+        **settings.line_limits,
     )
 
 

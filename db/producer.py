@@ -111,9 +111,7 @@ def submit(
         parsed: Iterable[Parsed] = iter_parsed(
             source,  # type: ignore[arg-type]
             kind,  # type: ignore[arg-type]
-            max_line_bytes=s.max_line_bytes,
-            max_turns=s.max_turns,
-            max_responses=s.max_responses,
+            **s.line_limits,
         )
     else:
         parsed = source

@@ -6,10 +6,13 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from rmscore.formats import LineLimits
 
 DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
 
@@ -194,6 +197,11 @@ class Settings(BaseSettings):
     def model_refs(self) -> dict[str, str]:
         """Short name -> `model_ref`, for every model jobs may name: what their chunks record."""
         return {name: model_ref(m) for name, m in self.model_names.items()}
+
+    @property
+    def line_limits(self) -> LineLimits:
+        """What one input line may hold, as every reader takes it (`**settings.line_limits`)."""
+        return {"max_line_bytes": self.max_line_bytes, "max_turns": self.max_turns, "max_responses": self.max_responses}
 
     @property
     def backend_url(self) -> str:

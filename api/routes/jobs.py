@@ -243,9 +243,7 @@ async def upload_job(
             max_bytes=settings.max_upload_bytes,
             max_job_bytes=settings.max_job_bytes,
             max_json_bytes=config.max_json_body_bytes,
-            max_line_bytes=settings.max_line_bytes,
-            max_turns=settings.max_turns,
-            max_responses=settings.max_responses,
+            **settings.line_limits,
         )
         with tempfile.TemporaryDirectory(prefix="rmscore-upload-") as tmp:
             path = PathLib(tmp) / "upload"

@@ -137,9 +137,7 @@ def score(
             parsed = iter_parsed(
                 input,
                 kind,  # type: ignore[arg-type]
-                max_line_bytes=settings.max_line_bytes,
-                max_turns=settings.max_turns,
-                max_responses=settings.max_responses,
+                **settings.line_limits,
             )
             for window in windows(parsed, WINDOW):
                 for record in _score_window(engine, window, partial(score_items, control_tokens=control)):
