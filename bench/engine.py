@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+from benchkit import HH, ROOT, write_report  # first: puts the repository and tests/ on sys.path, sets HF_HUB_OFFLINE
 
 
 def flops_per_sequence(config: Any, length: int) -> float:
@@ -181,9 +177,7 @@ def main() -> int:
     print("\nratio                   value  target")
     for k, (v, target) in ratios.items():
         print(f"{k:<22} {v:6.2f}  >= {target}  {'met' if v >= target else 'NOT met'}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, results)
     return 0
 
 

@@ -3,7 +3,7 @@
 Builds the tiny model, then scores EvalBiasBench and the first --pairs HH-RLHF pairs with
   - the card's pipeline (text-classification, function_to_apply="none", batch_size=1), and
   - the engine, with and without its padding mask (worker.engine.MASK_FREE),
-in fp32 (held to 1e-4, as tests/engine/test_fidelity.py holds the CPU) and in bf16 (reported: bf16
+in fp32 (held to 1e-4, as tests/worker/test_fidelity.py holds the CPU) and in bf16 (reported: bf16
 kernels differ by batch shape, so the figure is a spread, not a pass/fail).
 
     python bench/gpu_fidelity.py --data-dir ../shared/data

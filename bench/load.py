@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
 
 import harness  # noqa: E402
-from harness import RedisServer, free_port, launch, wait_http  # noqa: E402
-from testkit import CLI, clean_env  # noqa: E402
+from harness import RedisServer, free_port, launch, service_env, wait_http  # noqa: E402
+from testkit import CLI  # noqa: E402
 
 TERMINAL = ("completed", "failed", "cancelled")
 SPLITS = ("submit_first", "submit_later")  # "submit" split in two: reported, not counted twice in "all"
@@ -69,14 +69,9 @@ def start_stack(
     redis = RedisServer(tmp / "redis.log").start()
     assert redis.proc is not None
     procs.append(redis.proc)
-    env = clean_env(
-        RMSCORE_DATABASE_URL=database_url or f"sqlite:///{tmp / 'rmscore.db'}",
-        RMSCORE_BROKER_URL=redis.url,
-        RMSCORE_MODEL=str(Path(model).resolve()),
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_AUTH="enabled",
-        RMSCORE_HEARTBEAT_INTERVAL="2",
-        **env_extra,
+    db_url = database_url or f"sqlite:///{tmp / 'rmscore.db'}"
+    env = service_env(
+        db_url, redis.url, Path(model).resolve(), RMSCORE_AUTH="enabled", RMSCORE_HEARTBEAT_INTERVAL="2", **env_extra
     )
     subprocess.run([*CLI, "db", "upgrade"], env=env, cwd=REPO, check=False, capture_output=True)
     made = subprocess.run([*CLI, "keys", "create", "bench"], env=env, cwd=REPO, capture_output=True, text=True)

@@ -27,11 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+from benchkit import HH, ROOT, write_report  # first: puts the repository and tests/ on sys.path, sets HF_HUB_OFFLINE
 
 
 class Scorer:
@@ -150,9 +146,7 @@ def main() -> int:
             rate = results[name]["pairs_per_s"]
             print(f"{name:<14} {rate:8.1f}   {rate / ray_rate:6.2f}x")
     print(f"largest |score difference| Ray vs engine: {results['max_abs_score_difference']:.2e}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, results)
     return 0
 
 

@@ -29,10 +29,8 @@ by default (--threads), the engine in this process too. Redis: --broker-url (its
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,35 +38,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+from benchkit import HH, ROOT, write_report  # first: puts the repository and tests/ on sys.path, sets HF_HUB_OFFLINE
+
 MODES = ("engine", "queued", "sequential")
 POLL_S = 0.05
-
-
-def start_worker(model: Path, name: str, env: dict[str, str], log: Path, device: str) -> subprocess.Popen[bytes]:
-    from system import CLI
-
-    with open(log, "wb") as out:
-        cmd = [*CLI, "worker", "--model", str(model), "--device", device, "--name", name]
-        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_ready(r: Any, procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path], timeout: float = 600) -> None:
-    from rmscore import keys
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, p in procs.items():
-            if p.poll() is not None:
-                raise RuntimeError(f"worker {name} exited {p.returncode}: see {logs[name]}")
-        if all(r.exists(keys.worker_heartbeat(n)) and " ready." in logs[n].read_text(errors="replace") for n in procs):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"workers not ready after {timeout}s; logs in {logs}")
 
 
 def queued_seconds(data: Path, model: Path, n: int, settings: Any, db: Any, app: Any, r: Any) -> float:
@@ -107,7 +80,9 @@ def main() -> int:
 
     import redis
     import torch
+    from harness import start_worker_proc, stop_all
     from system import fresh_database, hh_lines, write_data
+    from testkit import clean_env
 
     from db.session import get_engine
     from rmscore.broker import create_app
@@ -135,10 +110,8 @@ def main() -> int:
     r = redis.Redis.from_url(args.broker_url)
     r.flushdb()
     db_url, drop = fresh_database(args.database_url, tmp, "queued")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
-    env.update(RMSCORE_DATABASE_URL=db_url, RMSCORE_BROKER_URL=args.broker_url, RMSCORE_HEARTBEAT_INTERVAL="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT),
-               OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # fmt: skip
+    env = clean_env(RMSCORE_DATABASE_URL=db_url, RMSCORE_BROKER_URL=args.broker_url, RMSCORE_HEARTBEAT_INTERVAL="1",
+                    OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # fmt: skip
     limits = {"chunk_size": args.chunk_size, "chunk_max_tokens": args.chunk_max_tokens}
     limits = {k: v for k, v in limits.items() if v}
     env.update({f"RMSCORE_{k.upper()}": str(v) for k, v in limits.items()})
@@ -146,9 +119,8 @@ def main() -> int:
         "bench-queued@overlap": (model, {"RMSCORE_WORKER_OVERLAP": "true"}),  # a CPU's default is off
         "bench-queued@sequential": (sequential_model, {"RMSCORE_WORKER_OVERLAP": "false"}),
     }
-    logs = {name: tmp / f"{name.split('@')[1]}.log" for name in workers}
-    procs = {name: start_worker(m, name, {**env, **extra}, logs[name], args.device)
-             for name, (m, extra) in workers.items()}  # fmt: skip
+    procs = [start_worker_proc({**env, **extra}, name, tmp / f"{name.split('@')[1]}.log", ["--model", str(m)],
+                               device=args.device) for name, (m, extra) in workers.items()]  # fmt: skip
     settings = Settings(database_url=db_url, broker_url=args.broker_url, model=str(model),
                         models=[str(sequential_model)], _env_file=None, **limits)  # fmt: skip
     results: dict[str, Any] = {"data": args.data, "items": n, "rounds": [], "database": db_url.split(":", 1)[0],
@@ -159,7 +131,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         engine = Scorer.load(str(model), device=args.device)
         engine.warmup()
-        wait_ready(r, procs, logs)
+        for w in procs:  # started together above: their model loads overlap
+            w.wait_ready(r, timeout=600)
         db, app = get_engine(db_url), create_app(settings)
         print(f"{n} items ({args.data}), {args.rounds} rounds; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
               f"cores; database {results['database']}", flush=True)  # fmt: skip
@@ -177,14 +150,7 @@ def main() -> int:
             print(f"round {k + 1}/{args.rounds}: " + ", ".join(f"{m} {n / s:7.1f} items/s" for m, s in took.items()),
                   flush=True)  # fmt: skip
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all([w.proc for w in procs], timeout=60)
         r.flushdb()
         drop()
 
@@ -201,9 +167,7 @@ def main() -> int:
           f"  (rounds: {', '.join(f'{x:.2f}' for x in results['per_round_queued/engine'])})")  # fmt: skip
     print(f"sequential / engine  {results['sequential/engine']:5.2f}  (the worker before its pipeline)")
     print(f"queued / sequential  {results['queued/sequential']:5.2f}  (what the overlap buys)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}; worker logs in {tmp}")
+    write_report(args.out, results, f"; worker logs in {tmp}")
     return 0
 
 

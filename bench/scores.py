@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
 
 
 def fill(db, rows: int, jobs_per_tenant: int = 5) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -125,19 +125,13 @@ def resolve(params: dict[str, object], job: str, deep: str) -> dict[str, object]
 
 def run_api(db_url: str, db, job: str, args, tmp: Path) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
     import httpx
-    from harness import start_api, stop_proc
-    from testkit import clean_env
+    from benchkit import start_bench_api
+    from harness import stop_proc
 
     from db.api_keys import create_key
 
     key, _ = create_key(db, "bench-scores", tenant="a")
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=args.broker_url,
-        RMSCORE_AUTH="enabled",
-        RMSCORE_MODEL="./models/tiny",
-    )
-    url, proc = start_api(env, tmp / "api.log")
+    url, proc = start_bench_api(db_url, args.broker_url, tmp / "api.log", auth="enabled")
     out: dict[str, dict[str, float]] = {}
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
@@ -190,13 +184,11 @@ def main() -> int:
     ap.add_argument("--broker-url", default="redis://127.0.0.1:6379/15", help="the API's broker (not used here)")
     args = ap.parse_args()
 
-    from db.migrate import upgrade
-    from db.session import get_engine
+    from harness import migrated
 
     tmp = Path(tempfile.mkdtemp(prefix="rmscore-bench-scores-"))
     db_url = args.database_url or f"sqlite:///{tmp / 'scores.db'}"
-    db = get_engine(db_url)
-    upgrade(db)
+    db = migrated(db_url)
     t0 = time.perf_counter()
     owned = fill(db, args.rows)
     print(f"stored {args.rows:,} results in {time.perf_counter() - t0:.1f}s", file=sys.stderr)

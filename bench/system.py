@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import itertools
-import json
 import os
 import pstats
 import signal
@@ -37,13 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))  # the process harness (tests/harness.py)
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
-CLI = [sys.executable, "-c", "from rmscore.cli import main; main()"]
+from benchkit import HH, ROOT, write_report  # first: puts the repository and tests/ on sys.path, sets HF_HUB_OFFLINE
+
 POLL_S = 0.25
 
 
@@ -87,20 +81,13 @@ class Stack:
 
     def __init__(self, model: str, db_url: str, broker_url: str, workers: int, threads: int, tmp: Path,
                  extra_env: dict[str, str]) -> None:
-        from harness import free_port, launch, start_worker_proc
-        from testkit import clean_env
+        from harness import free_port, launch, service_env, start_worker_proc
 
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = clean_env(
-            RMSCORE_DATABASE_URL=db_url,
-            RMSCORE_BROKER_URL=broker_url,
-            RMSCORE_MODEL=model,
-            RMSCORE_DEVICE="cpu",
-            RMSCORE_AUTH="disabled",
-            RMSCORE_HEARTBEAT_INTERVAL="1",
-            **extra_env,
+        env = service_env(
+            db_url, broker_url, model, RMSCORE_AUTH="disabled", RMSCORE_HEARTBEAT_INTERVAL="1", **extra_env
         )
         self.env = env
         per_worker = str(max(1, threads // workers))
@@ -310,9 +297,7 @@ def main() -> int:
         print("  top own time:")
         for p in prof["top_own"]:
             print(f"  {p['own_s']:7.2f}s  {p['own_share'] * 100:5.1f}%  {p['calls']:>8}  {p['function']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, results)
     return 0
 
 

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the process harness (tests/harness.py)
 
-from harness import start_api, stop_proc  # noqa: E402
-from testkit import clean_env  # noqa: E402
+from benchkit import start_bench_api  # noqa: E402
+from harness import stop_proc  # noqa: E402
 
 from rmscore.http import CLIENT_HEADER  # noqa: E402
 
@@ -72,13 +72,7 @@ def main() -> int:
     db_url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     r = redis.Redis.from_url(args.broker_url)
     r.flushdb()
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=args.broker_url,
-        RMSCORE_AUTH="disabled",
-        RMSCORE_MODEL="./models/tiny",
-    )
-    url, api = start_api(env, tmp / "api.log")
+    url, api = start_bench_api(db_url, args.broker_url, tmp / "api.log", auth="disabled")
     try:
         idle_rss = peak_rss_mb(api.pid)
 

@@ -1,8 +1,9 @@
 """The one home for the real processes tests and benches start: `rmscore api`, `worker` and
 `flower` (and any other CLI command) with `launch`, readiness with `wait_http` / `start_api` /
-`WorkerProc.wait_ready`, stopping with `stop_all`; and the servers a test breaks on purpose, a
-private `redis-server` and PostgreSQL cluster (fault tests kill and restart their own, never the
-machine's shared ones, which other suites use).
+`WorkerProc.wait_ready`, stopping with `stop_all`; their environment (`service_env`) and database
+(`migrated`); a whole private stack (`local_stack`: redis-server, SQLite, worker, api); and the
+servers a test breaks on purpose, a private `redis-server` and PostgreSQL cluster (fault tests kill
+and restart their own, never the machine's shared ones, which other suites use).
 
 Import as `harness`: pytest puts tests/ on sys.path, and a bench script run from the repo root
 puts it there itself (bench/README.md). The suite kits (apistack, monkit, faultkit, pipekit,
@@ -16,11 +17,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit import CLI, REPO, wait_until
+from testkit import CLI, REPO, clean_env, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -262,8 +265,69 @@ class WorkerProc:
         return self
 
 
-def start_worker_proc(env: dict[str, str], name: str, log: Path, args: list[str] | None = None) -> WorkerProc:
-    cmd = [*CLI, "worker", "--device", "cpu", "--name", name, *(args or [])]
+def start_worker_proc(
+    env: dict[str, str], name: str, log: Path, args: list[str] | None = None, *, device: str = "cpu"
+) -> WorkerProc:
+    """`rmscore worker --device DEVICE --name NAME ARGS`, not waited for (`WorkerProc.wait_ready`)."""
+    cmd = [*CLI, "worker", "--device", device, "--name", name, *(args or [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return WorkerProc(name, proc, log, env)
+
+
+def service_env(db_url: str, broker_url: str, model: str | Path, **extra: str) -> dict[str, str]:
+    """The environment of `rmscore` processes under test: `clean_env`, their database, broker and
+    default model, on the CPU; `extra` last (it may override any of these)."""
+    base = {
+        "RMSCORE_DATABASE_URL": db_url,
+        "RMSCORE_BROKER_URL": broker_url,
+        "RMSCORE_MODEL": str(model),
+        "RMSCORE_DEVICE": "cpu",
+    }
+    return clean_env(**{**base, **extra})
+
+
+def migrated(db_url: str) -> Any:
+    """The database at `db_url` with rmscore's schema upgraded to the latest migration; its Engine."""
+    from db.migrate import upgrade
+    from db.session import get_engine
+
+    db = get_engine(db_url)
+    upgrade(db)
+    return db
+
+
+@dataclass
+class LocalStack:
+    """A private redis-server, a SQLite file, a ready `rmscore worker` and, when asked, `rmscore api`."""
+
+    redis_server: RedisServer
+    env: dict[str, str]
+    worker: WorkerProc
+    url: str = ""
+    api: subprocess.Popen[bytes] | None = None
+
+
+@contextmanager
+def local_stack(
+    tmp: Path, model_dir: Path, worker_name: str, *, api: bool = True, **extra: str
+) -> Iterator[LocalStack]:
+    """Start a LocalStack in `tmp` (heartbeat every second; `extra` goes into every process' environment);
+    afterwards stop the API, the worker (SIGTERM: it must exit) and the redis-server."""
+    redis_server = RedisServer(tmp / "redis.log").start()
+    try:
+        db_url = f"sqlite:///{tmp / 'rmscore.db'}"
+        migrated(db_url)
+        env = service_env(db_url, redis_server.url, model_dir, RMSCORE_HEARTBEAT_INTERVAL="1", **extra)
+        stack = LocalStack(redis_server, env, start_worker_proc(env, worker_name, tmp / "worker.log"))
+        try:
+            stack.worker.wait_ready(redis_server.client())
+            if api:
+                stack.url, stack.api = start_api(env, tmp / "api.log")
+            yield stack
+        finally:
+            if stack.api is not None:
+                stop_proc(stack.api)
+            stack.worker.stop()
+    finally:
+        redis_server.kill()

@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import RedisServer, WorkerProc, start_api, start_worker_proc, stop_proc
-from testkit import clean_env
+from harness import WorkerProc, local_stack
 
 from rmscore.http import CLIENT_HEADER
 
@@ -39,32 +38,9 @@ class Local:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Local]:
-    from db.migrate import upgrade
-    from db.session import get_engine
-
     tmp = tmp_path_factory.mktemp("control-tokens")
-    redis_server = RedisServer(tmp / "redis.log").start()
-    db_url = f"sqlite:///{tmp / 'rmscore.db'}"
-    upgrade(get_engine(db_url))
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=redis_server.url,
-        RMSCORE_MODEL=str(tiny_model_dir),
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_AUTH="disabled",
-        RMSCORE_HEARTBEAT_INTERVAL="1",
-    )
-    worker = start_worker_proc(env, "tiny@control-tokens", tmp / "worker.log")
-    api = None
-    try:
-        worker.wait_ready(redis_server.client())
-        url, api = start_api(env, tmp / "api.log")
-        yield Local(url, worker)
-    finally:
-        if api is not None:
-            stop_proc(api)
-        worker.stop()
-        redis_server.kill()
+    with local_stack(tmp, tiny_model_dir, "tiny@control-tokens", RMSCORE_AUTH="disabled") as stack:
+        yield Local(stack.url, stack.worker)
 
 
 def run(local: Local, source: Any, **options: Any) -> tuple[str, list[dict[str, Any]]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import WorkerProc, start_worker_proc
+from harness import WorkerProc, migrated, service_env, start_worker_proc
 from sqlalchemy import select
-from testkit import REDIS_URL, clean_env, run_cli, wait_until
+from testkit import REDIS_URL, run_cli, wait_until
 
 BROKER = f"{REDIS_URL}/7"
 PAIRS = 12
@@ -47,8 +47,6 @@ class Stack:
     def __init__(self, tmp: Path, model_dir: Path, broker: str = BROKER) -> None:
         import redis
 
-        from db.migrate import upgrade
-        from db.session import get_engine
         from rmscore.settings import Settings
 
         self.tmp, self.model_dir = tmp, model_dir
@@ -56,15 +54,8 @@ class Stack:
         self.redis = redis.Redis.from_url(broker)
         self.redis.flushdb()
         self.settings = Settings(database_url=self.db_url, broker_url=broker, model=str(model_dir), _env_file=None)
-        self.db = get_engine(self.db_url)
-        upgrade(self.db)
-        self.env = clean_env(
-            RMSCORE_DATABASE_URL=self.db_url,
-            RMSCORE_BROKER_URL=broker,
-            RMSCORE_MODEL=str(model_dir),
-            RMSCORE_DEVICE="cpu",
-            RMSCORE_HEARTBEAT_INTERVAL="0.5",
-        )
+        self.db = migrated(self.db_url)
+        self.env = service_env(self.db_url, broker, model_dir, RMSCORE_HEARTBEAT_INTERVAL="0.5")
         self.chunks_seen = 0
 
     def start_worker(self, name: str, **env: str) -> WorkerProc:

@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from harness import RedisServer, WorkerProc, start_api, stop_proc
-from pipeline.pipekit import Pipeline
-from testkit import clean_env, wait_until
+from pipeline.pipekit import FAST_RECOVERY, Pipeline, make_pipeline
+from testkit import wait_until
 
 N_PAIRS = 30
 POISON_ID = "poison-me"
 POISON_LINE = 14
-LEASE_SECONDS = 5
 MODEL = "tiny"
-# What FaultEnv sets to make recovery quick, and every setting that times recovery.
-FAST_TIMINGS = ("RMSCORE_LEASE_SECONDS", "RMSCORE_RECONCILE_INTERVAL", "RMSCORE_HEARTBEAT_INTERVAL")
+# What FaultEnv sets to make recovery quick (pipekit.FAST_RECOVERY), and every setting that times recovery.
+FAST_TIMINGS = tuple(FAST_RECOVERY)
 TIMING_SETTINGS = (*FAST_TIMINGS, "RMSCORE_HEARTBEAT_TTL", "RMSCORE_MAX_ATTEMPTS")
 
 
@@ -45,34 +44,9 @@ class FaultEnv:
     ) -> FaultEnv:
         import redis
 
-        from db.migrate import upgrade
-        from db.session import get_engine
-        from rmscore.settings import Settings
-
-        env = clean_env(
-            RMSCORE_DATABASE_URL=db_url,
-            RMSCORE_BROKER_URL=server.url,
-            RMSCORE_MODEL=str(model_dir),
-            RMSCORE_DEVICE="cpu",
-            RMSCORE_AUTH="disabled",
-            RMSCORE_LEASE_SECONDS=str(LEASE_SECONDS),
-            RMSCORE_RECONCILE_INTERVAL="1",
-            RMSCORE_HEARTBEAT_INTERVAL="1",
-            **extra,
-        )
-        settings = Settings(
-            database_url=db_url,
-            broker_url=server.url,
-            model=str(model_dir),
-            lease_seconds=LEASE_SECONDS,
-            reconcile_interval=1,
-            max_attempts=int(extra.get("RMSCORE_MAX_ATTEMPTS", 3)),
-            _env_file=None,
-        )
-        db = get_engine(db_url)
-        upgrade(db)
         client = redis.Redis.from_url(server.url, socket_timeout=5)
-        pipe = Pipeline(backend, db_url, server.url, env, settings, db, client, tmp, model_dir, model_dir)
+        env = {"RMSCORE_AUTH": "disabled", **extra}
+        pipe = make_pipeline(backend, db_url, server.url, client, tmp, model_dir, model_dir, **env)
         return cls(pipe, server, start_worker)
 
     def with_default_timings(self) -> FaultEnv:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import start_api, start_worker_proc, stop_proc
+from harness import migrated, service_env, start_api, start_worker_proc, stop_proc
 from hostilekit import Hostile
-from testkit import clean_env, redis_url
+from testkit import redis_url
 
 TENANTS = ("alice", "bob", "carol")
 _summaries: list[dict[str, Any]] = []
@@ -27,26 +27,18 @@ def hostile(
     import redis
 
     from db.api_keys import create_key
-    from db.migrate import upgrade
-    from db.session import get_engine
 
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"hostile-{backend}")
     db_url = f"sqlite:///{tmp / 'rmscore.db'}" if backend == "sqlite" else pg_schema_url("rmscore_hostile")
     broker = redis_url(f"hostile-{backend}")
     redis.Redis.from_url(broker).flushdb()
-    upgrade(get_engine(db_url))
-    keys = {t: create_key(get_engine(db_url), t)[0] for t in TENANTS}
+    db = migrated(db_url)
+    keys = {t: create_key(db, t)[0] for t in TENANTS}
     api_tmp = tmp / "api-tmp"
     api_tmp.mkdir()
     # Where things are, and nothing else: every limit is the default a user runs.
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=broker,
-        RMSCORE_MODEL=str(tiny_model_dir),
-        RMSCORE_DEVICE="cpu",
-        TMPDIR=str(api_tmp),
-    )
+    env = service_env(db_url, broker, tiny_model_dir, TMPDIR=str(api_tmp))
     worker = start_worker_proc(env, "tiny@hostile", tmp / "worker.log", ["--model", str(tiny_model_dir)])
     url, api = start_api(env, tmp / "api.log")
     h = Hostile(backend, url, api, api_tmp, keys, db_url)

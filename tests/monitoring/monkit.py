@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import WorkerProc, free_port, launch, stop_all, wait_http
-from testkit import REDIS_URL, clean_env, wait_until
+from harness import WorkerProc, free_port, launch, migrated, service_env, stop_all, wait_http
+from testkit import REDIS_URL, wait_until
 
 REDIS_DB = 12
 FLOWER_USER, FLOWER_PASSWORD = "monitor", "s3cret-flower"
@@ -58,9 +58,7 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, shared_data: Path) -> Iterator[Fleet]:
     import redis
 
-    from db.migrate import upgrade
     from db.producer import submit
-    from db.session import get_engine
     from rmscore.settings import Settings
     from worker.runner import node_name
 
@@ -74,12 +72,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, shared
         extra[name] = tmp / name
         extra[name].symlink_to(tiny_model_dir, target_is_directory=True)
     metrics_port, api_port, flower_port = free_port(), free_port(), free_port()
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=broker_url,
-        RMSCORE_MODEL=str(tiny_model_dir),
+    env = service_env(
+        db_url,
+        broker_url,
+        tiny_model_dir,
         RMSCORE_MODELS=json.dumps([str(p) for p in extra.values()]),
-        RMSCORE_DEVICE="cpu",
         RMSCORE_HEARTBEAT_INTERVAL="1",
         RMSCORE_FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}",
         RMSCORE_METRICS_TOKEN=METRICS_TOKEN,  # the API's /metrics needs it (or an admin key)
@@ -88,8 +85,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, shared
         database_url=db_url, broker_url=broker_url, model=str(tiny_model_dir), models=[str(p) for p in extra.values()],
         _env_file=None,
     )  # fmt: skip
-    db = get_engine(db_url)
-    upgrade(db)
+    db = migrated(db_url)
 
     procs: list[subprocess.Popen[bytes]] = []
     try:

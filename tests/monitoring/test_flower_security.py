@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import RedisServer, WorkerProc, free_port, launch, start_worker_proc, stop_all, wait_http
-from testkit import clean_env, wait_until
+from harness import WorkerProc, free_port, launch, local_stack, stop_proc, wait_http
+from testkit import wait_until
 
 EVIL = "http://evil.example"
 CREDENTIALS = re.compile(r"Flower basic auth for this run: user (\S+) password (\S+) ")
@@ -36,35 +36,17 @@ class OpenFlower:
 
 @pytest.fixture
 def flower_default(tmp_path: Path, tiny_model_dir: Path) -> Iterator[OpenFlower]:
-    from db.migrate import upgrade
-    from db.session import get_engine
-
-    redis_server = RedisServer(tmp_path / "redis.log").start()
-    db_url = f"sqlite:///{tmp_path / 'rmscore.db'}"
-    upgrade(get_engine(db_url))
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=redis_server.url,
-        RMSCORE_MODEL=str(tiny_model_dir),
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_HEARTBEAT_INTERVAL="1",
-        FLOWER_UNAUTHENTICATED_API="true",
-    )
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        worker = start_worker_proc(env, "victim", tmp_path / "worker.log")
-        procs.append(worker.proc)
-        worker.wait_ready(redis_server.client())
+    with local_stack(tmp_path, tiny_model_dir, "victim", api=False, FLOWER_UNAUTHENTICATED_API="true") as stack:
         port, log = free_port(), tmp_path / "flower.log"
-        procs.append(launch(["flower", "--port", str(port)], env, log))
-        found = wait_until(lambda: CREDENTIALS.search(log.read_text()), 60, "the generated Flower credentials")
-        auth = (found.group(1), found.group(2))
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/api/workers", procs[-1], log, auth=auth)
-        yield OpenFlower(url, auth, worker, procs[-1], log)
-    finally:
-        stop_all(procs)
-        redis_server.kill()
+        flower = launch(["flower", "--port", str(port)], stack.env, log)
+        try:
+            found = wait_until(lambda: CREDENTIALS.search(log.read_text()), 60, "the generated Flower credentials")
+            auth = (found.group(1), found.group(2))
+            url = f"http://127.0.0.1:{port}"
+            wait_http(f"{url}/api/workers", flower, log, auth=auth)
+            yield OpenFlower(url, auth, stack.worker, flower, log)
+        finally:
+            stop_proc(flower)
 
 
 def _worker_name(f: OpenFlower) -> str:

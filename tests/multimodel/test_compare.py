@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import start_worker_proc
+from harness import migrated, service_env, start_worker_proc
 from testkit import CLI, REDIS_URL, REPO, clean_env, run_cli, wait_until
 
 BROKER = f"{REDIS_URL}/8"
@@ -54,22 +54,14 @@ def stack(
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from db.migrate import upgrade
-    from db.session import get_engine
     from rmscore.settings import Settings
 
     tmp = tmp_path_factory.mktemp("multimodel")
     db_url = f"sqlite:///{tmp / 'mm.db'}"
     r = redis.Redis.from_url(BROKER)
     r.flushdb()
-    upgrade(get_engine(db_url))
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=BROKER,
-        RMSCORE_MODEL=str(tiny_model_dir),
-        RMSCORE_MODELS=json.dumps([str(second_model)]),
-        RMSCORE_DEVICE="cpu",
-    )
+    migrated(db_url)
+    env = service_env(db_url, BROKER, tiny_model_dir, RMSCORE_MODELS=json.dumps([str(second_model)]))
     workers = [
         start_worker_proc(env, "tiny@mm-a", tmp / "a.log", ["--model", str(tiny_model_dir)]),
         start_worker_proc(env, "tiny-b@mm-b", tmp / "b.log", ["--model", str(second_model)]),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from harness import WorkerProc, start_worker_proc
-from pipekit import FAULTS_MODEL, HH_PAIRS, LEASE_SECONDS, Pipeline
+from pipekit import FAULTS_MODEL, HH_PAIRS, Pipeline, make_pipeline
 from testkit import CLI, REPO, clean_env, database_url, redis_url
 
 
@@ -30,10 +30,6 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     import redis
 
-    from db.migrate import upgrade
-    from db.session import get_engine
-    from rmscore.settings import Settings
-
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"pipeline-{backend}")
     db_url = database_url(backend, tmp, pg_schema_url, "rmscore_pipe")
@@ -42,28 +38,7 @@ def pipeline(
     client.flushdb()
     faults_dir = tmp / FAULTS_MODEL
     faults_dir.symlink_to(tiny_model_dir, target_is_directory=True)
-    env = clean_env(
-        RMSCORE_DATABASE_URL=db_url,
-        RMSCORE_BROKER_URL=broker_url,
-        RMSCORE_MODEL=str(tiny_model_dir),
-        RMSCORE_MODELS=json.dumps([str(faults_dir)]),
-        RMSCORE_DEVICE="cpu",
-        RMSCORE_LEASE_SECONDS=str(LEASE_SECONDS),
-        RMSCORE_RECONCILE_INTERVAL="1",
-        RMSCORE_HEARTBEAT_INTERVAL="1",
-    )
-    settings = Settings(
-        database_url=db_url,
-        broker_url=broker_url,
-        model=str(tiny_model_dir),
-        models=[str(faults_dir)],
-        lease_seconds=LEASE_SECONDS,
-        reconcile_interval=1,
-        _env_file=None,
-    )
-    db = get_engine(db_url)
-    upgrade(db)
-    yield Pipeline(backend, db_url, broker_url, env, settings, db, client, tmp, tiny_model_dir, faults_dir)
+    yield make_pipeline(backend, db_url, broker_url, client, tmp, tiny_model_dir, faults_dir, models=[faults_dir])
     client.flushdb()
 
 

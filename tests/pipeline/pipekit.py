@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import migrated, service_env
 from sqlalchemy import Engine, func, select
 from testkit import assert_records_equal, wait_until
 
 HH_PAIRS = 500
 LEASE_SECONDS = 5
 FAULTS_MODEL = "tiny-faults"
+# Short leases, a reconciler and a heartbeat every second: recovery tests are quick.
+FAST_RECOVERY = {
+    "RMSCORE_LEASE_SECONDS": str(LEASE_SECONDS),
+    "RMSCORE_RECONCILE_INTERVAL": "1",
+    "RMSCORE_HEARTBEAT_INTERVAL": "1",
+}
 
 
 @dataclass
@@ -78,3 +87,36 @@ class Pipeline:
 
     def worker_env(self, **extra: str) -> dict[str, str]:
         return {**self.env, **extra}
+
+
+def make_pipeline(
+    backend: str,
+    db_url: str,
+    broker_url: str,
+    redis_client: Any,
+    tmp: Path,
+    model_dir: Path,
+    faults_model_dir: Path,
+    *,
+    models: Sequence[Path] = (),
+    **extra: str,
+) -> Pipeline:
+    """A Pipeline on a migrated database: its processes' environment (`service_env` with FAST_RECOVERY,
+    `models` as RMSCORE_MODELS, `extra` last) and this process' Settings to match."""
+    from rmscore.settings import Settings
+
+    if models:
+        extra = {"RMSCORE_MODELS": json.dumps([str(m) for m in models]), **extra}
+    env = service_env(db_url, broker_url, model_dir, **{**FAST_RECOVERY, **extra})
+    settings = Settings(
+        database_url=db_url,
+        broker_url=broker_url,
+        model=str(model_dir),
+        models=[str(m) for m in models],
+        lease_seconds=LEASE_SECONDS,
+        reconcile_interval=1,
+        max_attempts=int(extra.get("RMSCORE_MAX_ATTEMPTS", 3)),
+        _env_file=None,
+    )
+    db = migrated(db_url)
+    return Pipeline(backend, db_url, broker_url, env, settings, db, redis_client, tmp, model_dir, faults_model_dir)

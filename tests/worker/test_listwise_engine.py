@@ -67,7 +67,7 @@ def test_listwise_scores_match_the_card_and_each_response_as_its_own_chat(
 
 def test_a_refused_response_fails_its_line_naming_it(tiny_model_dir, lines) -> None:
     engine = Scorer.load(str(tiny_model_dir), overflow="error")
-    engine.renderer.max_length = engine.max_length = 64  # a short limit, as tests/engine/test_tokens.py does
+    engine.renderer.max_length = engine.max_length = 64  # a short limit, as tests/worker/test_tokens.py does
     records = score_items(engine, lines[:2])
     # HH replies run past 64 tokens: each line ends as one error naming the first response refused.
     assert all(r["error"]["code"] == "too_long" for r in records), records
