@@ -8,11 +8,15 @@ TINY := models/tiny
 
 .PHONY: venv test lint demo tiny-model clean bench browser-setup
 
-$(STAMP): pyproject.toml
+# The runtime dependencies install at the versions docker/constraints.txt pins for the images, so the
+# suite tests what ships and a new release on the index cannot change a score or break the build
+# between two clones. torch is the exception: the images pin their CUDA base image's build.
+$(STAMP): pyproject.toml docker/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	grep -v '^torch==' docker/constraints.txt > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -e '.[dev]' -c $(VENV)/constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -303,12 +303,34 @@ def test_each_rmscore_command_exists_with_its_options(argv: tuple[str, ...]) -> 
 
 # --------------------------------------------------------------------------- each service's own variables
 
+
+def setting_properties() -> dict[str, set[str]]:
+    """Each Settings property, by the fields it is made of (`self.x` in its body, through the other
+    properties it reads): read from the source, so a new property cannot hide a variable."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Settings))
+    reads = {
+        node.name: {
+            a.attr for a in ast.walk(node) if isinstance(a, ast.Attribute) and getattr(a.value, "id", "") == "self"
+        }
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and any(getattr(d, "id", "") == "property" for d in node.decorator_list)
+    }
+    fields = set(Settings.model_fields)
+
+    def expand(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        out = reads[name] & fields
+        for other in reads[name] & set(reads) - seen:
+            out |= expand(other, seen | {name})
+        return out
+
+    return {name: expand(name) for name in reads}
+
+
 # Settings properties the code reads, by the fields they are made of.
-SETTING_PROPERTIES = {
-    "model_names": {"model", "models"},
-    "allowed_models": {"model", "models"},
-    "backend_url": {"result_backend", "broker_url"},
-}
+SETTING_PROPERTIES = setting_properties()
 # The code each rmscore service runs that reads settings (`settings.x` / `s.x`).
 SERVICE_CODE = {
     "api": [*sorted((ROOT / "api").rglob("*.py")), ROOT / "rmscore" / "broker.py", ROOT / "db" / "producer.py"],
