@@ -129,7 +129,7 @@ def parse_items(items: list[Any], kind: str | None, settings: Settings) -> Itera
     """
     return formats.iter_objects(
         items,
-        kind,  # type: ignore[arg-type]
+        formats.kind_arg(kind),
         **settings.line_limits,
     )
 

@@ -221,7 +221,7 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
     if head == pq.MAGIC or name.endswith(".parquet"):
         yield from pq.iter_parsed(
             path,
-            kind,  # type: ignore[arg-type]
+            formats.kind_arg(kind),
             max_turns=limits.max_turns,
             max_line_bytes=limits.max_line_bytes,
             max_bytes=limits.max_job_bytes,
@@ -242,7 +242,7 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
         try:
             yield from formats.iter_json(
                 BoundedLines(source, limits.max_line_bytes),  # type: ignore[arg-type]
-                kind,  # type: ignore[arg-type]
+                formats.kind_arg(kind),
                 max_line_bytes=limits.max_line_bytes,
                 max_turns=limits.max_turns,
                 max_responses=limits.max_responses,
@@ -293,7 +293,7 @@ def _document(path: Path, gz: bool, size: int, kind: str, limits: Limits) -> Ite
     del blob
     yield from formats.iter_objects(
         formats.document_rows(doc),
-        kind,  # type: ignore[arg-type]
+        formats.kind_arg(kind),
         max_line_bytes=limits.max_line_bytes,
         max_turns=limits.max_turns,
         max_responses=limits.max_responses,

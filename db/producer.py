@@ -30,7 +30,7 @@ from db.jobs import CreatedJob, JobRequest, create_job, resolve_model
 from db.session import get_engine
 from rmscore import keys
 from rmscore.broker import get_app, get_redis
-from rmscore.formats import Parsed
+from rmscore.formats import Parsed, kind_arg
 from rmscore.inputs import iter_parsed
 from rmscore.settings import Settings, get_settings
 
@@ -110,7 +110,7 @@ def submit(
     if isinstance(source, str | Path) or hasattr(source, "read"):
         parsed: Iterable[Parsed] = iter_parsed(
             source,  # type: ignore[arg-type]
-            kind,  # type: ignore[arg-type]
+            kind_arg(kind),
             **s.line_limits,
         )
     else:

@@ -27,9 +27,25 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, TypedDict
+from typing import IO, Any, Literal, TypedDict, get_args
 
 Kind = Literal["chat", "pairwise", "listwise", "text"]  # text: online requests only (see TextItem)
+# What a reader takes: a kind, "auto" (the first line that names one fixes it) or None (each line its own).
+KindArg = Kind | Literal["auto"] | None
+_KIND_ARGS: dict[str, KindArg] = {word: word for word in (*get_args(Kind), "auto")}
+
+
+def kind_arg(word: str | None) -> KindArg:
+    """A kind as a user named it (a CLI option, an API field: checked against the vocabulary at that
+    edge) in the type the readers take; ValueError for a word that is no kind."""
+    if word is None:
+        return None
+    try:
+        return _KIND_ARGS[word]
+    except KeyError:
+        raise ValueError(f"unknown kind {word!r}: one of {', '.join(_KIND_ARGS)}") from None
+
+
 Message = dict[str, str]
 Conversation = list[Message]
 ROLES = ("system", "user", "assistant")
@@ -551,7 +567,7 @@ def _is_json_document(path: Path) -> bool:
 
 def iter_json(
     source: str | Path | IO[bytes],
-    kind: Kind | Literal["auto"] | None = "auto",
+    kind: KindArg = "auto",
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_turns: int = DEFAULT_MAX_TURNS,
@@ -568,7 +584,7 @@ def iter_json(
         yield from _iter_json_document(Path(source), kind, max_turns, max_responses)
         return
     stream = open_input(source) if isinstance(source, str | Path) else source
-    fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
+    fixed: Kind | None = None if kind is None or kind == "auto" else kind
     try:
         for n, raw in enumerate(_lines(stream), start=1):
             if not raw.strip():
@@ -597,7 +613,7 @@ def _lines(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def _iter_json_document(
-    path: Path, kind: Kind | Literal["auto"] | None, max_turns: int, max_responses: int
+    path: Path, kind: KindArg, max_turns: int, max_responses: int
 ) -> Iterator[Parsed]:
     with open_input(path) as f:
         try:
@@ -624,7 +640,7 @@ def document_rows(doc: Any) -> Iterable[Any]:
 
 def iter_objects(
     objs: Iterable[Any],
-    kind: Kind | Literal["auto"] | None = "auto",
+    kind: KindArg = "auto",
     *,
     max_line_bytes: int | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
@@ -636,7 +652,7 @@ def iter_objects(
     An item is held to `max_line_bytes` as its JSON text, however it arrived, as a file's line is.
     `kind="auto"`: the first valid item fixes the kind; None: each item may be either kind.
     """
-    fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
+    fixed: Kind | None = None if kind is None or kind == "auto" else kind
     for n, obj in enumerate(objs, start=1):
         size = json_size(obj) if max_line_bytes is not None else 0
         if max_line_bytes is not None and size > max_line_bytes:

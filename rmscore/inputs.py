@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal, Unpack
+from typing import IO, Unpack
 
 from rmscore import parquet
-from rmscore.formats import Kind, LineLimits, Parsed, iter_json
+from rmscore.formats import KindArg, LineLimits, Parsed, iter_json
 
 
 def iter_parsed(
-    source: str | Path | IO[bytes], kind: Kind | Literal["auto"] | None = "auto", **limits: Unpack[LineLimits]
+    source: str | Path | IO[bytes], kind: KindArg = "auto", **limits: Unpack[LineLimits]
 ) -> Iterator[Parsed]:
     """Items and errors, one per input line (or Parquet row), in order, from a path or byte stream.
 

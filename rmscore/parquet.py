@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from rmscore.errors import BadRequest, TooLarge
 from rmscore.formats import (
@@ -19,6 +19,7 @@ from rmscore.formats import (
     DEFAULT_MAX_RESPONSES,
     DEFAULT_MAX_TURNS,
     Kind,
+    KindArg,
     LineError,
     Parsed,
     parse_object,
@@ -202,7 +203,7 @@ def _rows(source: str | Path | IO[bytes], max_row_bytes: int | None, max_bytes: 
 
 def iter_parsed(
     source: str | Path | IO[bytes],
-    kind: Kind | Literal["auto"] | None = "auto",
+    kind: KindArg = "auto",
     *,
     max_turns: int = DEFAULT_MAX_TURNS,
     max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
@@ -214,7 +215,7 @@ def iter_parsed(
     A row is held to `max_line_bytes` as a JSON line is (`line_too_long`, judged on its decoded size),
     and the whole file to `max_bytes` decoded.
     """
-    fixed: Kind | None = None if kind in ("auto", None) else kind  # type: ignore[assignment]
+    fixed: Kind | None = None if kind is None or kind == "auto" else kind
     n = 0
     try:
         rows = iter_rows(source, max_row_bytes=max_line_bytes, max_bytes=max_bytes)

@@ -24,7 +24,7 @@ from rmscore.cli.helptext import (
     check_choice,
     env_default,
 )
-from rmscore.formats import LineError, Parsed, error_record, open_input
+from rmscore.formats import LineError, Parsed, error_record, kind_arg, open_input
 from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
 from rmscore.vocabulary import KIND_CHOICES, ControlTokens, Overflow
@@ -136,7 +136,7 @@ def score(
             task = progress.add_task("score", total=count_lines(input), rate="")
             parsed = iter_parsed(
                 input,
-                kind,  # type: ignore[arg-type]
+                kind_arg(kind),
                 **settings.line_limits,
             )
             for window in windows(parsed, WINDOW):
