@@ -13,9 +13,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Boolean, DateTime, Engine, String, Table, select, update
+from sqlalchemy import Boolean, DateTime, Engine, Row, String, Table, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models import Base
@@ -115,15 +115,8 @@ def verify_key(db: Engine, presented: str) -> KeyInfo | None:
     return _info(row)
 
 
-def _info(row: object) -> KeyInfo:
-    return KeyInfo(
-        row.id,  # type: ignore[attr-defined]
-        row.name,  # type: ignore[attr-defined]
-        row.tenant,  # type: ignore[attr-defined]
-        bool(row.admin),  # type: ignore[attr-defined]
-        row.created_at,  # type: ignore[attr-defined]
-        row.revoked_at,  # type: ignore[attr-defined]
-    )
+def _info(row: Row[Any]) -> KeyInfo:
+    return KeyInfo(row.id, row.name, row.tenant, bool(row.admin), row.created_at, row.revoked_at)
 
 
 def list_keys(db: Engine) -> list[KeyInfo]:
