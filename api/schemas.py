@@ -184,19 +184,36 @@ class Comparison(BaseModel):
     next_cursor: int | None = Field(None, description="Pass as `after_line` for the next page.")
 
 
-class ResultRecord(BaseModel):
-    """One line's outcome, as `rmscore score` writes it (a score, a pair of scores, or an error), plus
-    `cached` on a scored line of a stored job."""
+class LineScores(BaseModel):
+    """What every scored line carries, in a job's results and in `/v1/scores` alike: its ids, then a
+    score (chat) or a pair of scores (pairwise)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    line: int
     custom_id: str | None = None
     subset: str | None = None
     score: float | None = None
     num_tokens: int | None = None
     chosen_score: float | None = None
     rejected_score: float | None = None
+
+
+# The records below name LineScores first and where the line sits second: pydantic orders fields by the
+# bases in reverse, so where the line sits comes first in the document and the OpenAPI schema, as before.
+class _JobLine(BaseModel):
+    line: int
+
+
+class _StoredLine(BaseModel):
+    job_id: str
+    line: int
+    model: str
+
+
+class ResultRecord(LineScores, _JobLine):
+    """One line's outcome, as `rmscore score` writes it (a score, a pair of scores, or an error), plus
+    `cached` on a scored line of a stored job."""
+
+    model_config = ConfigDict(extra="allow")
+
     scores: list[float] | None = Field(None, description="Listwise: every response's score, in input order.")
     best: int | None = Field(None, description="Listwise: index of the best score in `scores` (the first on a tie).")
     worst: int | None = Field(None, description="Listwise: index of the worst score in `scores`.")
@@ -215,16 +232,7 @@ class ResultPage(BaseModel):
     has_more: bool
 
 
-class StoredScore(BaseModel):
-    job_id: str
-    line: int
-    model: str
-    custom_id: str | None = None
-    subset: str | None = None
-    score: float | None = None
-    num_tokens: int | None = None
-    chosen_score: float | None = None
-    rejected_score: float | None = None
+class StoredScore(LineScores, _StoredLine):
     margin: float | None = Field(None, description="chosen_score - rejected_score")
     correct: bool | None = None
     truncated: bool
