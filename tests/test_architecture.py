@@ -12,6 +12,7 @@ functions are (they run when called) and count.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -186,3 +187,52 @@ def test_torch_only_in_worker() -> None:
         if _floor(m) != "worker" and any(n == "torch" or n.startswith("torch.") for n in _imported_names(path, m))
     )
     assert not outside, f"torch is imported outside worker/ by {outside}"
+
+
+# --------------------------------------------------------------------------- the docs match the tree
+
+PATH = re.compile(r"^(?:api|db|rmscore|worker|tests|bench|docker)/[\w./-]*$")
+
+
+def _product_modules() -> set[str]:
+    return {
+        str(p.relative_to(ROOT))
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("*.py")
+        if p.name != "__init__.py" and "migrations" not in p.parts
+    }
+
+
+def _module_map() -> set[str]:
+    """The modules ARCHITECTURE.md's "Every module" list names: in each bullet the first path is the
+    package, a later `sub/` the folder the names after it sit in, and `name.py` a module there."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8").split("## Every module", 1)[1]
+    named: set[str] = set()
+    for bullet in re.split(r"\n- ", text)[1:]:
+        tokens = re.findall(r"`([^`]+)`", bullet)
+        here = package = tokens[0]
+        for token in tokens[1:]:
+            if token.endswith("/"):
+                here = package + token
+                assert (ROOT / here).is_dir(), f"ARCHITECTURE.md names a folder that is not there: {here}"
+            elif token.endswith(".py"):
+                named.add(here + token)
+    return named
+
+
+def test_architecture_md_maps_every_module_and_only_real_ones() -> None:
+    named, tree = _module_map(), _product_modules()
+    assert len(tree) > 80, "the tree is read"
+    assert not tree - named, f"modules ARCHITECTURE.md does not place: {sorted(tree - named)}"
+    assert not named - tree, f"ARCHITECTURE.md names modules that are not in the tree: {sorted(named - tree)}"
+
+
+def test_every_path_the_layout_docs_name_exists() -> None:
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    arch = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8").split("## Every module", 1)[0]
+    paths = {t for t in re.findall(r"`([^`\s]+)`", arch) if PATH.match(t)}
+    paths |= {m.group(0).rstrip(".,;:)") for m in re.finditer(r"\b(?:tests|bench|docker)/[\w./-]+", layout)}
+    paths |= {d + "/" for d in re.findall(r"^(\w+)/\s", layout.split("```")[1], re.MULTILINE)}
+    assert len(paths) > 20, paths
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, f"README's Layout or ARCHITECTURE.md name paths that are not in the tree: {missing}"
