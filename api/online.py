@@ -18,7 +18,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, cast
 
 import anyio
 
@@ -26,13 +27,18 @@ from db.jobs import check_options, resolve_model
 from rmscore import failure_messages, formats, keys
 from rmscore.errors import Overloaded, RmscoreError, ScoringFailed, Timeout, TooLarge, Unavailable
 
+if TYPE_CHECKING:
+    from api.state import ApiState
+
 log = logging.getLogger("api")
 # Each BLPOP waits at most this long, under the client's socket timeout (api/state.py).
 WAIT_SLICE_S = 2.0
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 def parse(
-    items: list[Any], state: Any, keep: list[formats.Parsed] | None = None
+    items: list[Any], state: ApiState, keep: list[formats.Parsed] | None = None
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """(error records by line, items to score in the worker's wire form), past the item-count limit.
     Each item is any kind, text included (`formats.TextItem`), with the same checks as a file's line.
@@ -63,7 +69,7 @@ def parse(
 
 
 async def score(
-    state: Any, tenant: str, model: str | None, todo: list[dict[str, Any]], options: dict[str, Any] | None
+    state: ApiState, tenant: str, model: str | None, todo: list[dict[str, Any]], options: dict[str, Any] | None
 ) -> tuple[str, dict[str, Any] | None]:
     """Score `todo` online: (the model's short name, the worker's reply or None when nothing to score).
     The reply holds `records` (one per item, in order), `model_identity` and `worker`."""
@@ -105,7 +111,7 @@ async def score(
     return short, reply
 
 
-async def _call(fn: Any, *args: Any) -> Any:
+async def _call(fn: Callable[[*Ts], T], *args: *Ts) -> T:
     """`fn(*args)` on a thread (the synchronous Redis client), Redis failures as 503 broker_unavailable."""
     try:
         return await anyio.to_thread.run_sync(fn, *args)
@@ -115,7 +121,7 @@ async def _call(fn: Any, *args: Any) -> Any:
         raise Unavailable(f"the broker is unavailable ({type(e).__name__})", code="broker_unavailable") from e
 
 
-async def _wait(state: Any, reply_to: str, timeout: float) -> bytes | None:
+async def _wait(state: ApiState, reply_to: str, timeout: float) -> bytes | None:
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
@@ -127,14 +133,15 @@ async def _wait(state: Any, reply_to: str, timeout: float) -> bytes | None:
         except Exception as e:  # noqa: BLE001 - the broker went away while we waited
             raise Unavailable(f"lost the broker while waiting: {type(e).__name__}", code="broker_unavailable") from e
         if got is not None:
-            return bytes(got[1])
+            # The client leaves replies undecoded (api/state.py): the value is the bytes the worker pushed.
+            return bytes(cast("bytes", got[1]))
 
 
-def _live_workers(state: Any, model: str) -> bool:
+def _live_workers(state: ApiState, model: str) -> bool:
     return any(state.redis.scan_iter(match=keys.worker_heartbeat(f"{model}@*"), count=1000))
 
 
-def _send(state: Any, model: str, tenant: str, blob: str) -> bool:
+def _send(state: ApiState, model: str, tenant: str, blob: str) -> bool:
     """Queue the request: 429 past the model's cap or the tenant's, 503 with no live worker. True if a
     tenant slot was taken (to release after)."""
     r = state.redis
@@ -148,7 +155,9 @@ def _send(state: Any, model: str, tenant: str, blob: str) -> bool:
     if per_tenant:
         key = keys.online_inflight(tenant)
         with r.pipeline(transaction=True) as pipe:
-            n, _ = pipe.incr(key).expire(key, int(state.settings.sync_timeout) + 30).execute()
+            pipe.incr(key)
+            pipe.expire(key, int(state.settings.sync_timeout) + 30)
+            n, _ = pipe.execute()
         if n > per_tenant:
             r.decr(key)
             raise Overloaded(
@@ -163,12 +172,12 @@ def _send(state: Any, model: str, tenant: str, blob: str) -> bool:
     return bool(per_tenant)
 
 
-def _withdraw(state: Any, model: str, blob: str) -> None:
+def _withdraw(state: ApiState, model: str, blob: str) -> None:
     """Take a timed-out request off the list (a worker would drop it anyway; it frees the cap now)."""
     state.redis.lrem(keys.online_queue(model), 1, blob)
 
 
-def _release(state: Any, tenant: str) -> None:
+def _release(state: ApiState, tenant: str) -> None:
     try:
         state.redis.decr(keys.online_inflight(tenant))
     except Exception as exc:  # noqa: BLE001 - the counter expires by itself; the answer stands

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from api.auth import KeyCache
 from api.config import ApiConfig
 from rmscore.settings import Settings, model_name
+
+if TYPE_CHECKING:
+    # Named for the checker only: the clients are made on first use, so importing this module (every
+    # route does) never loads Celery or redis-py's asyncio client.
+    import redis
+    import redis.asyncio as aioredis
+    from celery import Celery
+
+    from api.metrics import Metrics
 
 
 @dataclass
@@ -19,18 +28,19 @@ class ApiState:
     config: ApiConfig
     db: Engine
     key_cache: KeyCache
-    metrics: Any = None  # api.metrics.Metrics
+    # Set by api.main.create_app right after the state is made (Metrics reads the state it reports on).
+    metrics: Metrics = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _celery: Any = None
-    _redis: Any = None
-    _aioredis: Any = None
+    _celery: Celery | None = None
+    _redis: redis.Redis | None = None
+    _aioredis: aioredis.Redis | None = None
 
     @property
     def default_model(self) -> str:
         return model_name(self.settings.model)
 
     @property
-    def celery(self) -> Any:
+    def celery(self) -> Celery:
         """The Celery app (sending only; no task is registered here)."""
         with self._lock:
             if self._celery is None:
@@ -40,7 +50,7 @@ class ApiState:
             return self._celery
 
     @property
-    def redis(self) -> Any:
+    def redis(self) -> redis.Redis:
         """A synchronous client for the broker's Redis (queue depths, heartbeats)."""
         with self._lock:
             if self._redis is None:
@@ -50,7 +60,7 @@ class ApiState:
             return self._redis
 
     @property
-    def aioredis(self) -> Any:
+    def aioredis(self) -> aioredis.Redis:
         """An asyncio client for the broker's Redis (waiting on synchronous scoring replies)."""
         with self._lock:
             if self._aioredis is None:

@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from sqlalchemy import Engine
+
 from api.config import ApiConfig
 from db.jobs import (
     CreatedJob,
@@ -75,7 +77,7 @@ def _check_text(value: str) -> None:
         raise BadRequest(f"a metadata string {problem}", code="invalid_metadata")
 
 
-def check_backlog(db: Any, config: ApiConfig, tenant: str, incoming: int = 0) -> None:
+def check_backlog(db: Engine, config: ApiConfig, tenant: str, incoming: int = 0) -> None:
     """429 when the tenant's or everyone's unscored lines are at their cap (nothing accepted is dropped).
 
     A job bigger than the whole cap is still accepted when nothing waits, so no job is refused forever.
@@ -95,7 +97,7 @@ def check_backlog(db: Any, config: ApiConfig, tenant: str, incoming: int = 0) ->
 
 
 def within_backlog(
-    parsed: Iterable[formats.Parsed], db: Any, config: ApiConfig, tenant: str, every: int = 5000
+    parsed: Iterable[formats.Parsed], db: Engine, config: ApiConfig, tenant: str, every: int = 5000
 ) -> Iterator[formats.Parsed]:
     """`parsed`, counted against the backlog caps as it streams (an upload's size is unknown until its
     last line): 429 as soon as the lines so far do not fit, and once more before the job is stored."""
@@ -108,7 +110,7 @@ def within_backlog(
     check_backlog(db, config, tenant, n)
 
 
-def earlier_job(db: Any, tenant: str, idempotency_key: str | None, fingerprint: str | None) -> CreatedJob | None:
+def earlier_job(db: Engine, tenant: str, idempotency_key: str | None, fingerprint: str | None) -> CreatedJob | None:
     """The job of an earlier submission with this key and the same request (`fingerprint`); None
     if the key is new; IdempotencyMismatch if it was used for a different request."""
     if idempotency_key is None:
@@ -117,7 +119,7 @@ def earlier_job(db: Any, tenant: str, idempotency_key: str | None, fingerprint: 
     return replay(db, job, fingerprint) if job else None
 
 
-def used_key(db: Any, tenant: str, idempotency_key: str | None) -> bool:
+def used_key(db: Engine, tenant: str, idempotency_key: str | None) -> bool:
     """Whether an earlier submission used this key (an upload checks its body against it next)."""
     return idempotency_key is not None and find_by_idempotency_key(db, tenant, idempotency_key) is not None
 
@@ -166,7 +168,7 @@ def prepare(
     )
 
 
-def store(db: Any, settings: Settings, parsed: Iterable[formats.Parsed], request: JobRequest) -> CreatedJob:
+def store(db: Engine, settings: Settings, parsed: Iterable[formats.Parsed], request: JobRequest) -> CreatedJob:
     """Store the job `request` asks for and hand its chunks to the broker.
 
     The sequence is the producer's (`db.producer.store_and_enqueue`, as `rmscore submit` runs it);

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 from fastapi.types import DecoratedCallable
+from sqlalchemy import Engine
 
 from api.deps import CallerDep, DbDep
 from api.errors import responses
@@ -37,7 +38,7 @@ _CONTENT = {
 class Export:
     """What both exports take besides their own filters: whose job, in which format, whose scores."""
 
-    db: Any
+    db: Engine
     job_id: str
     tenant: str | None
     format: str

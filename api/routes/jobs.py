@@ -14,6 +14,7 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.types import DecoratedCallable
+from sqlalchemy import Engine
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
@@ -59,7 +60,7 @@ def job_out(summary: dict[str, Any]) -> Job:
     return Job.model_validate(summary)
 
 
-def created_response(created: CreatedJob, db: Any, response: Response) -> Job:
+def created_response(created: CreatedJob, db: Engine, response: Response) -> Job:
     if not created.created:
         response.headers["Idempotent-Replayed"] = "true"
     return job_out(job_summary(db, created.job.id))
@@ -417,7 +418,7 @@ def _result_query(
 ResultQueryDep = Annotated[ResultQuery, Depends(_result_query)]
 
 
-def _results(db: Any, job_id: str, tenant: str | None, query: ResultQuery, *, errors_only: bool) -> Any:
+def _results(db: Engine, job_id: str, tenant: str | None, query: ResultQuery, *, errors_only: bool) -> Any:
     job = get_job(db, job_id, tenant=tenant)
     fmt, cursor, limit, model = query.format, query.cursor, query.limit, query.model
     after = _decode_line_cursor(cursor)

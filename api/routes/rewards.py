@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import online
 from api.deps import CallerDep, StateDep
 from api.errors import responses
+from api.state import ApiState
 from rmscore.errors import InputError
 
 router = APIRouter(tags=["trainers"])
@@ -67,7 +68,7 @@ class ClassifyRequest(BaseModel):
 
 
 async def _scores(
-    state: Any, tenant: str, model: str | None, items: list[Any], what: str
+    state: ApiState, tenant: str, model: str | None, items: list[Any], what: str
 ) -> tuple[str, list[Any]]:
     """(model, one scored record per item, in order); 422 naming the first item that failed."""
     errors, todo = online.parse(items, state)

@@ -11,6 +11,7 @@ or mixed kinds (422), bad metadata (400), a key reused for another request (422)
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -22,6 +23,7 @@ from api import online, submission
 from api.deps import CallerDep, IdempotencyKey, StateDep
 from api.errors import responses
 from api.schemas import ScoreRequest, ScoreResponse
+from api.state import ApiState
 from db.online import store_online_job, stored_answer, stored_kind
 from db.session import utcnow
 from rmscore import formats
@@ -89,13 +91,13 @@ async def score(
 
 
 async def _store(
-    state: Any,
+    state: ApiState,
     tenant: str,
     parsed: list[formats.Parsed],
     records: dict[int, dict[str, Any]],
     model: str,
     identity: dict[str, Any] | None,
-    started: Any,
+    started: datetime,
     metadata: dict[str, Any] | None,
     options: dict[str, Any] | None,
     idempotency_key: str | None,
