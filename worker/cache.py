@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine as DbEngine
 
 from db.cache import CachedScore, conversation_hash, identity_hash, lookup, store
 from rmscore.formats import Conversation, Item
+
+if TYPE_CHECKING:
+    from worker.engine import Overflow, Rejected, Scored, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class CachingScorer:
     score came from the same weights.
     """
 
-    def __init__(self, engine: Any, db: DbEngine, scope: str, *, enabled: bool = True) -> None:
+    def __init__(self, engine: Scorer, db: DbEngine, scope: str, *, enabled: bool = True) -> None:
         self.engine, self.db, self.scope = engine, db, scope
         # Stores need known weights; lookups also need the job to want cached scores (`cache: false`
         # rescores, and its fresh scores still fill the cache).
@@ -51,7 +54,9 @@ class CachingScorer:
         self.from_cache: list[bool] = []  # per conversation of the last `lookup`
         self._hashes: list[str] = []
 
-    def lookup(self, conversations: Sequence[Conversation | str], *, overflow: Any = None) -> dict[int, Any]:
+    def lookup(
+        self, conversations: Sequence[Conversation | str], *, overflow: Overflow | None = None
+    ) -> dict[int, Scored]:
         """The cached scores usable for `conversations` (by position): a database read, done while a
         worker prepares a chunk (before the device)."""
         from worker.engine import Scored
@@ -68,7 +73,7 @@ class CachingScorer:
             if self.from_cache[i]
         }
 
-    def remember(self, todo: Sequence[int], results: Sequence[Any]) -> None:
+    def remember(self, todo: Sequence[int], results: Sequence[Scored | Rejected]) -> None:
         """Store the model's new scores (`results`, for the conversations at positions `todo` of the
         last `lookup`): a database write, done after the device, beside storing the chunk."""
         from worker.engine import Scored
@@ -87,18 +92,17 @@ class CachingScorer:
         except Exception as exc:  # noqa: BLE001 - a cache write failing must not fail the chunk
             log.warning("could not store %d scores in the score cache: %s", len(new), exc)
 
-    def score(self, conversations: Sequence[Conversation | str], *, overflow: Any = None) -> list[Any]:
+    def score(
+        self, conversations: Sequence[Conversation | str], *, overflow: Overflow | None = None
+    ) -> list[Scored | Rejected]:
         """Engine-shaped: cached scores from the cache, the rest from the engine (then cached)."""
-        out: list[Any] = [None] * len(conversations)
-        for i, s in self.lookup(conversations, overflow=overflow).items():
-            out[i] = s
+        out: dict[int, Scored | Rejected] = dict(self.lookup(conversations, overflow=overflow))
         misses = [i for i, hit in enumerate(self.from_cache) if not hit]
         if misses:
             scored = self.engine.score([conversations[i] for i in misses], overflow=overflow)
-            for i, r in zip(misses, scored, strict=True):
-                out[i] = r
+            out.update(zip(misses, scored, strict=True))
             self.remember(misses, scored)
-        return out
+        return [out[i] for i in range(len(conversations))]
 
     def mark(self, items: Sequence[Item], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Flag each record whose conversations all came from the cache (`cached`: True)."""

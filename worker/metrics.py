@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,7 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from worker.gpu import cuda_memory
 
 if TYPE_CHECKING:
+    from worker.engine import Scorer
     from worker.monitoring import Monitor
+    from worker.online import OnlineStats
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,9 @@ class _WorkerCollector:
             ("rmscore_worker_batches", "Micro-batches through the model.", m.batches()),
             ("rmscore_worker_oom_splits", "Micro-batches halved after running out of memory.", engine.stats.oom_splits),
         )
-        for name, doc, value in counters:
+        for name, doc, count in counters:
             c = CounterMetricFamily(name, doc, labels=labels)
-            c.add_metric(values, value)
+            c.add_metric(values, count)
             yield c
 
         gauges = (
@@ -110,7 +112,7 @@ def _gpu_memory(device: str) -> dict[str, int] | None:
     return {"total": mem.total, "allocated": mem.allocated, "reserved": mem.reserved}
 
 
-def time_batches(engine: Any, histogram: Histogram) -> bool:
+def time_batches(engine: Scorer, histogram: Histogram) -> bool:
     """Observe each micro-batch's forward pass in `histogram`. False if the engine has no batch hook."""
     if not hasattr(engine, "on_batch"):
         log.warning("metrics: engine has no on_batch hook; batch latency will stay empty")
@@ -138,7 +140,7 @@ def build_registry(monitor: Monitor) -> CollectorRegistry:
     return registry
 
 
-def time_online(stats: Any, registry: CollectorRegistry, worker: str, model: str) -> None:
+def time_online(stats: OnlineStats, registry: CollectorRegistry, worker: str, model: str) -> None:
     """Online requests' queue wait and latency (the API's send to the worker's reply), as histograms."""
     hists = [
         Histogram(name, doc, ["worker", "model"], registry=registry, buckets=ONLINE_SECONDS_BUCKETS).labels(

@@ -27,6 +27,7 @@ from worker import faults, poison, profiling
 if TYPE_CHECKING:
     from sqlalchemy import Engine as DbEngine
 
+    from worker.engine import Scorer
     from worker.runner import InHand
 
 P = ParamSpec("P")
@@ -90,7 +91,7 @@ class Profiler(Middleware):
 class ScoreCache(Middleware):
     """The score cache in front of the model, per chunk: its scope is the chunk's tenant (or shared)."""
 
-    def __init__(self, engine: Any, db: DbEngine, scope_mode: str) -> None:
+    def __init__(self, engine: Scorer, db: DbEngine, scope_mode: str) -> None:
         self.engine, self.db, self.scope_mode = engine, db, scope_mode
         self.hits = 0  # conversations answered from the cache instead of the model (heartbeat, metrics)
         self._lock = threading.Lock()  # the device thread and a bisection's parts both count
@@ -178,7 +179,7 @@ class Chain:
         return sum(m.hits for m in self.middleware if isinstance(m, ScoreCache))
 
 
-def build(engine: Any, db: DbEngine, *, cache_scope: str, max_attempts: int) -> Chain:
+def build(engine: Scorer, db: DbEngine, *, cache_scope: str, max_attempts: int) -> Chain:
     """The worker's middleware, once at start-up. The profiler only under RMSCORE_PROFILE (it slows
     the hot path); fault injection always, as its hooks are inert unless a test sets their variables."""
     chain: list[Middleware] = [Profiler()] if profiling.PATH else []

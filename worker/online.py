@@ -25,13 +25,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from rmscore import keys
 from rmscore.formats import item_from_payload
 from worker import faults
+
+if TYPE_CHECKING:
+    from worker.runner import WorkerRuntime
 
 log = logging.getLogger(__name__)
 # BLPOP's wait while idle: under the client's 10 s socket timeout, and short enough that a stop is seen soon.
@@ -42,7 +45,7 @@ REPLY_TTL_S = 120  # a reply the API no longer waits for (it answered 504) expir
 
 
 def score_request(
-    runtime: Any, items: list[dict[str, Any]], overflow: str | None, control_tokens: str | None = None
+    runtime: WorkerRuntime, items: list[dict[str, Any]], overflow: str | None, control_tokens: str | None = None
 ) -> dict[str, Any]:
     """Score `items` (`{kind, line, custom_id, subset, payload}`, as api/online.py sends them) with the
     runtime's engine: the batch path's scoring, so the scores are the card's. Nothing is stored."""
@@ -93,7 +96,7 @@ class OnlineStats:
 
 
 class OnlineLane(threading.Thread):
-    def __init__(self, runtime: Any, *, window: float) -> None:
+    def __init__(self, runtime: WorkerRuntime, *, window: float) -> None:
         super().__init__(name="rmscore-online", daemon=True)
         self.runtime = runtime
         self.window = window
@@ -117,7 +120,8 @@ class OnlineLane(threading.Thread):
                     continue
                 if got is None:
                     continue
-                self._inbox.append(got[1])
+                # The client leaves replies undecoded (rmscore.broker.get_redis): the request's bytes.
+                self._inbox.append(cast("bytes", got[1]))
             # Idle: score now. Busy (a chunk holds the engine): its next micro-batch boundary serves
             # the inbox (serve_pending); look again shortly.
             if engine.gate.acquire(timeout=0.05):
@@ -167,7 +171,8 @@ class OnlineLane(threading.Thread):
             raw.append(self._inbox.popleft())
         if len(raw) < limit:
             try:
-                raw += self.runtime.redis.lpop(self.queue, limit - len(raw)) or []
+                # With a count, LPOP answers a list (of undecoded bytes) or None.
+                raw += cast("list[bytes] | None", self.runtime.redis.lpop(self.queue, limit - len(raw))) or []
             except redis.RedisError as exc:  # the inbox is still served; the list is retried later
                 log.warning("online lane: %s", exc)
         return raw
@@ -239,7 +244,7 @@ class OnlineLane(threading.Thread):
             self.stats.observe(max(0.0, start - sent), max(0.0, done - sent))
 
 
-def start(runtime: Any, window: float) -> OnlineLane:
+def start(runtime: WorkerRuntime, window: float) -> OnlineLane:
     """Start the lane for `runtime`'s engine and hook it into the engine's micro-batch boundaries."""
     lane = OnlineLane(runtime, window=window)
     runtime.online = lane

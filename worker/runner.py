@@ -48,7 +48,10 @@ from worker.chunk_pipeline import ChunkPipeline
 from worker.middleware import Chain, build
 
 if TYPE_CHECKING:
-    from worker.scoring import Prepared  # imports torch: only where a chunk is scored
+    # These import torch: named for the checker only, so this module imports without it.
+    from worker.engine import Rejected, Scored, Scorer
+    from worker.online import OnlineLane
+    from worker.scoring import Prepared
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,7 +79,7 @@ class InHand:
     # Preparing raised (not the infrastructure): the device stage meets the error, so the chunk is
     # retried, given back or bisected by the same rules as when scoring raises.
     error: Exception | None = None
-    scored: list[Any] | None = None  # the model's results for `prepared.todo`, for the score cache
+    scored: list[Scored | Rejected] | None = None  # the model's results for `prepared.todo`, for the score cache
     records: list[dict[str, Any]] = field(default_factory=list)
     # How it ended, for the task's result (Flower shows it): scoring until a stage settles it.
     outcome: str = "scoring"
@@ -85,7 +88,7 @@ class InHand:
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    engine: Any  # worker.engine.Scorer (typed loosely so this module imports without torch)
+    engine: Scorer
     db: DbEngine
     redis: redis.Redis
     app: Celery
@@ -93,7 +96,7 @@ class WorkerRuntime:
     started_at: float = field(default_factory=time.time)
     chunks_done: int = 0
     items_done: int = 0
-    online: Any = None  # worker.online.OnlineLane, once started
+    online: OnlineLane | None = None  # once started
     current: Lease | None = None  # the chunk on the device
     # Every lease in hand, by chunk: being prepared, on the device, being stored. The lease keeper
     # renews each and the heartbeat names each, from the claim until the chunk leaves the worker.
