@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,9 @@ from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, 
 from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash, error_record, text_chars
 from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, KIND_CHOICES, ControlTokens, JobProgress, Overflow, choices
+
+if TYPE_CHECKING:
+    from rmscore.settings import Settings
 
 DEFAULT_TENANT = "local"
 # What identifies a submission for idempotency: a digest, or a function that gives it once the input
@@ -116,7 +119,7 @@ class JobRequest:
     fingerprint: Fingerprint = None  # the request's, for `Idempotency-Key` replays (see `replay`)
 
 
-def resolve_model(name: str | None, settings: Any = None) -> str:
+def resolve_model(name: str | None, settings: Settings | None = None) -> str:
     """The short model name a job is scored with; only models the operator configured are accepted."""
     if settings is None:
         from rmscore.settings import get_settings

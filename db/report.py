@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, and_, cast, func, select
+from sqlalchemy import Connection, Engine, Integer, Row, and_, cast, func, select
 
 from db.chunks import chunk_counts
 from db.jobs import JobInfo, get_job
@@ -222,7 +222,7 @@ def _examples(conn: Connection, job: JobInfo, model: str) -> dict[str, list[Exam
     return out
 
 
-def _listwise_example(r: Any) -> Example:
+def _listwise_example(r: Row[*tuple[Any, ...]]) -> Example:
     """A listwise line shown as its prompt, its best response (chosen side) and its worst (rejected side)."""
     item = item_from_payload("listwise", r.line, r.custom_id, r.subset, r.payload)
     assert isinstance(item, ListwiseItem)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmscore import keys
+
+if TYPE_CHECKING:
+    import redis
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def ago(seconds: float) -> str:
     return f"{seconds / 86_400:.1f} days"
 
 
-def model_liveness(r: Any, model: str) -> ModelLiveness:
+def model_liveness(r: redis.Redis, model: str) -> ModelLiveness:
     """Live workers of `model` (short name) and when one last beat, from the broker's Redis `r`."""
     live = sum(1 for _ in r.scan_iter(match=keys.worker_heartbeat(f"{model}@*"), count=1000))
     raw = r.get(keys.model_last_seen(model))

@@ -7,13 +7,16 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from rmscore.cli.display import accuracy_table, progress_bar
+
+if TYPE_CHECKING:
+    from rmscore.client import Client, Job
 
 err = Console(stderr=True)
 SAMPLE = "data/demo_pairs.jsonl"
@@ -85,7 +88,7 @@ def demo(
         "meaningless. On a GPU machine, set RMSCORE_MODEL=NCSOFT/Llama-3-OffsetBias-RM-8B (the default) "
         "and run `rmscore up`."
     )
-    job: Any = None
+    job: Job | None = None
     try:
         with err.status("starting Redis, the database, a worker (model load + warm-up), the API and Flower"):
             stack.start(ready_timeout=600)
@@ -120,20 +123,20 @@ def demo(
         raise typer.Exit(1)
 
 
-def _follow(client: Any, job_id: str, total: int) -> Any:
+def _follow(client: Client, job_id: str, total: int) -> Job:
     """A progress bar until the job ends. Its rate is the job's own (`items_per_second`, pairs scored
     since the first chunk started), the figure the summary prints after it: one unit, one number."""
     with progress_bar("scoring", err, eta=False) as progress:
         task = progress.add_task("job", total=total, rate="")
 
-        def update(job: Any) -> None:
+        def update(job: Job) -> None:
             rate = job.items_per_second
             progress.update(task, completed=job.done, rate=f"{rate:,.1f} pairs/s" if rate else "")
 
         return client.wait(job_id, poll=0.5, timeout=600, on_progress=update)
 
 
-def _print_summary(job: Any, records: list[dict[str, Any]], sample: Path) -> None:
+def _print_summary(job: Job, records: list[dict[str, Any]], sample: Path) -> None:
     rows = {n: json.loads(line) for n, line in enumerate(sample.read_text(encoding="utf-8").splitlines(), 1) if line}
     err.print(f"\njob {job.id}: [b]{job.status}[/b], {job.completed} scored, {job.failed} failed")
     rate = job.items_per_second

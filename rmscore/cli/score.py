@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -24,10 +24,13 @@ from rmscore.cli.helptext import (
     check_choice,
     env_default,
 )
-from rmscore.formats import LineError, Parsed, error_record, kind_arg, open_input
+from rmscore.formats import Item, LineError, Parsed, error_record, kind_arg, open_input
 from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
 from rmscore.vocabulary import KIND_CHOICES, ControlTokens, Overflow
+
+if TYPE_CHECKING:
+    from worker.engine import Scorer  # imports torch: loaded only when `score` runs
 
 err = Console(stderr=True)
 WINDOW = 2048  # items read, scored and written at a time: memory stays flat on any input size
@@ -154,7 +157,9 @@ def score(
         summary_json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _score_window(engine: Any, window: list[Parsed], score_items: Any) -> list[dict[str, Any]]:
+def _score_window(
+    engine: Scorer, window: list[Parsed], score_items: Callable[[Scorer, list[Item]], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     items = [p for p in window if not isinstance(p, LineError)]
     scored = iter(score_items(engine, items))
     records = []
@@ -166,7 +171,7 @@ def _score_window(engine: Any, window: list[Parsed], score_items: Any) -> list[d
     return records
 
 
-def run_summary(tally: Tally, engine: Any, seconds: float) -> dict[str, Any]:
+def run_summary(tally: Tally, engine: Scorer, seconds: float) -> dict[str, Any]:
     stats = engine.stats
     return {
         "lines": tally.total,
