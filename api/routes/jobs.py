@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal
@@ -309,7 +309,9 @@ def _over_limit(limit: int) -> TooLarge:
     return TooLarge(f"the upload is over the {limit:,}-byte limit", code="upload_too_large")
 
 
-def _read_rest_sync(read_chunk: Any, fingerprint: fingerprints.UploadFingerprint, limit: int) -> None:
+def _read_rest_sync(
+    read_chunk: Callable[[], bytes | None], fingerprint: fingerprints.UploadFingerprint, limit: int
+) -> None:
     """Read what the multipart parser left after the closing boundary (an epilogue), from the upload's
     worker thread, so the fingerprint covers every byte; TooLarge past `limit`."""
     while read_chunk() is not None:
@@ -317,7 +319,7 @@ def _read_rest_sync(read_chunk: Any, fingerprint: fingerprints.UploadFingerprint
             raise _over_limit(limit)
 
 
-async def _drain(next_chunk: Any, limit: int) -> None:
+async def _drain(next_chunk: Callable[[], Awaitable[bytes | None]], limit: int) -> None:
     seen = 0
     try:
         while seen < limit and (chunk := await next_chunk()) is not None:
