@@ -24,9 +24,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_model_dir: Path) -> Path:
-    """The session's tiny model (random weights, built once by tests/conftest.py)."""
-    return tiny_model_dir
+def model_dir(tmp_path_factory) -> Path:
+    from worker.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny", "tiny")
 
 
 @pytest.mark.integration
