@@ -223,6 +223,7 @@ def main() -> int:
     ap.add_argument("--broker-url", default="redis://127.0.0.1:6379/5", help="flushed before and after")
     ap.add_argument("--profile", action="store_true", help="cProfile the tiny one-worker run inside the worker")
     ap.add_argument("--data", default=str(HH))
+    ap.add_argument("--models-dir", default=str(ROOT / "models"), help="where each size's model is (built if missing)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "system.json"))
     args = ap.parse_args()
     # SIGTERM (a timeout, a killed run) unwinds like Ctrl-C, so the stack's processes are stopped.
@@ -243,7 +244,7 @@ def main() -> int:
           flush=True)
 
     for size in sizes:
-        model = str(ROOT / "models" / size)
+        model = str(Path(args.models_dir) / size)
         if not (Path(model) / "config.json").exists():
             make_tiny_model(model, size)
         n = args.small_pairs if size == "small" else args.tiny_items

@@ -38,6 +38,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another tiny model under the same directory name (`tiny`) and shapes, other random weights
+    (`--seed 1`), built once per session. Read-only: a test that changes files copies it first."""
+    path = tmp_path_factory.mktemp("models-seed1") / "tiny"
+    run_cli(["make-tiny-model", str(path), "--size", "tiny", "--seed", "1"], clean_env())
+    return path
+
+
+@pytest.fixture(scope="session")
 def pg_schema_url() -> Iterator[Callable[[str], str]]:
     """Factory: a PostgreSQL URL whose tables live in a fresh schema, dropped at the end of the session."""
     made: list[str] = []

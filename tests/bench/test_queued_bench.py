@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/1"
 
 
-def test_tiny_queued_run_reports_its_ratios(tmp_path: Path) -> None:
+def test_tiny_queued_run_reports_its_ratios(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "queued.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "queued.py"), "--data", "chats", "--chats", "120", "--rounds", "1",
-         "--chunk-size", "20", "--broker-url", BROKER, "--out", str(out)],
+         "--chunk-size", "20", "--broker-url", BROKER, "--out", str(out),
+         "--model", str(tiny_model_dir)],  # the session's tiny model: not built again
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("RMSCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/6"  # this test's own db
 
 
-def test_tiny_system_run_reports_its_figures(tmp_path: Path) -> None:
+def test_tiny_system_run_reports_its_figures(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "system.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMSCORE_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "system.py"), "--sizes", "tiny", "--tiny-items", "200",
-         "--workers", "1", "--profile", "--broker-url", BROKER, "--out", str(out)],
+         "--workers", "1", "--profile", "--broker-url", BROKER, "--out", str(out),
+         "--models-dir", str(tiny_model_dir.parent)],  # the session's tiny model: not built again
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

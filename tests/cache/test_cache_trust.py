@@ -50,10 +50,9 @@ def model_copy(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 def test_weights_replaced_in_place_are_scored_again_never_served_from_the_cache(
-    tmp_path: Path, model_copy: Path
+    tmp_path: Path, model_copy: Path, other_tiny_model_dir: Path
 ) -> None:
-    other = tmp_path / "other" / "tiny"  # the same shapes, other random weights
-    run_cli(["make-tiny-model", str(other), "--size", "tiny", "--seed", "1"], clean_env())
+    other = other_tiny_model_dir  # the same shapes, other random weights (seed 1)
     s = Stack(tmp_path, model_copy, broker=BROKER)
     try:
         w = s.start_worker("tiny@trust-before")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,10 @@ def test_database_down(tmp_path: Path) -> None:
 
 def test_api_down(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    for args in (["status", "job_x"], ["jobs"], ["report", "job_x", "-o", str(tmp_path / "r.html")]):
-        proc = rmscore(args, clean_env(RMSCORE_API_URL=url), tmp_path)
+    commands = (["status", "job_x"], ["jobs"], ["report", "job_x", "-o", str(tmp_path / "r.html")])
+    # Each command spends ~8 s in the client's default retries (with backoff) before it gives up:
+    # the three run at once, each with those defaults untouched.
+    with ThreadPoolExecutor(len(commands)) as pool:
+        procs = list(pool.map(lambda args: rmscore(args, clean_env(RMSCORE_API_URL=url), tmp_path), commands))
+    for proc in procs:
         assert_short(proc, 1, url)

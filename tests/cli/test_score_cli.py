@@ -19,11 +19,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("m") / "tiny"
-    proc = run("make-tiny-model", str(out), "--size", "tiny")
-    assert proc.returncode == 0, proc.stderr
-    return out
+def model_dir(tiny_model_dir: Path) -> Path:
+    """The session's tiny model (tests/conftest.py builds it with `rmscore make-tiny-model` too)."""
+    return tiny_model_dir
 
 
 def test_mixed_file(tmp_path, model_dir):

@@ -11,17 +11,16 @@ from typing import Any
 
 import pytest
 from faultkit import MODEL, FaultEnv
-from testkit import clean_env, run_cli, wait_until
+from testkit import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_worker_of_another_model_with_the_same_name_scores_nothing(
-    fault_env: Any, fault_input: Path, clean_reference: list[dict[str, Any]], tmp_path: Path
+    fault_env: Any, fault_input: Path, clean_reference: list[dict[str, Any]], other_tiny_model_dir: Path
 ) -> None:
     env: FaultEnv = fault_env()  # jobs are submitted for the session's tiny model (seed 0)
-    other = tmp_path / "other" / "tiny"
-    run_cli(["make-tiny-model", str(other), "--size", "tiny", "--seed", "1"], clean_env())
+    other = other_tiny_model_dir  # seed 1, same directory name
     assert other.name == env.pipe.model_dir.name and other.resolve() != env.pipe.model_dir.resolve()
 
     impostor = env.start_worker({**env.pipe.env}, f"{MODEL}@impostor", ["--model", str(other)])

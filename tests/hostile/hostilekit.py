@@ -157,6 +157,12 @@ def raw_request(url: str, head: bytes, body: bytes = b"", timeout: float = 120) 
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=timeout)
     sock.sendall(head + body)
+    status, response = read_response(sock)
+    return status, response, sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one response (head, and the body its Content-Length announces) from `sock`: (status, response)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -172,7 +178,7 @@ def raw_request(url: str, head: bytes, body: bytes = b"", timeout: float = 120) 
         if not chunk:
             break
         rest += chunk
-    return int(match.group(1)), headers + b"\r\n\r\n" + rest, sock
+    return int(match.group(1)), headers + b"\r\n\r\n" + rest
 
 
 def request_head(path: str, key: str | None, length: int, content_type: str = "application/json") -> bytes:

@@ -25,9 +25,10 @@ PAIRS = 40
 
 
 @pytest.fixture(scope="module")
-def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def second_model(tmp_path_factory: pytest.TempPathFactory, other_tiny_model_dir: Path) -> Path:
+    """The session's seed-1 tiny model under the name `tiny-b` (a link: the name is the path's)."""
     path = tmp_path_factory.mktemp("models-b") / "tiny-b"
-    run_cli(["make-tiny-model", str(path), "--size", "tiny", "--seed", "1"], clean_env())
+    path.symlink_to(other_tiny_model_dir, target_is_directory=True)
     return path
 
 

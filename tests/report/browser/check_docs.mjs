@@ -27,10 +27,12 @@ try {
   for (const [i, url] of urls.entries()) {
     const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
     const seen = { url, console_errors: [], page_errors: [], blocked: [], failed: [] };
+    let scriptBlocked = false;
     await context.route("**/*", (route) => {
       const u = route.request().url();
       if (local(u)) return route.continue();
       seen.blocked.push(u);
+      if (route.request().resourceType() === "script") scriptBlocked = true;
       return route.abort("internetdisconnected");
     });
     const page = await context.newPage();
@@ -43,11 +45,13 @@ try {
     });
     await page.goto(url, { waitUntil: "load" });
     // Rendered = the spec's operations are on the page (Swagger UI's .opblock, ReDoc's operation headings).
+    // A page whose scripts were blocked (the CDN control page) cannot render: 5 s shows it stays
+    // blank; waiting out the full 30 s given to a page that can render would prove nothing more.
     seen.rendered = await page
       .waitForFunction(
         () => document.querySelectorAll(".swagger-ui .opblock, [data-section-id^='operation/']").length > 0,
         null,
-        { timeout: 30000 },
+        { timeout: scriptBlocked ? 5000 : 30000 },
       )
       .then(() => true, () => false);
     Object.assign(
