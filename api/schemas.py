@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from rmscore.vocabulary import ControlTokens, Overflow
+
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelling", "cancelled"]
 KindIn = Literal["chat", "pairwise", "listwise", "auto"]
 
@@ -27,7 +29,7 @@ class ErrorBody(BaseModel):
 class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    overflow: Literal["truncate", "error"] | None = Field(
+    overflow: Overflow | None = Field(
         None, description="Over-long conversations: keep the end and flag them, or fail the line."
     )
     max_batch_tokens: int | None = Field(None, ge=16, le=1_048_576, description="Smaller batches only.")
@@ -36,7 +38,7 @@ class JobOptions(BaseModel):
         description="Take scores of conversations this model (same revision, dtype, max_length) already "
         "scored in any job from the score cache [true]; false rescores every item.",
     )
-    control_tokens: Literal["card", "neutralize"] | None = Field(
+    control_tokens: ControlTokens | None = Field(
         None,
         description="Control-token strings such as <|eot_id|> in content: 'card' tokenizes them as control "
         "tokens, as the model card does (a reply can forge turns); 'neutralize' keeps them plain text and "

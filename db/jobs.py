@@ -27,7 +27,15 @@ from rmscore import cursor as cursors
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.evaluation import evaluate_accuracy
 from rmscore.formats import Item, Kind, LineError, Parsed, content_hash, error_record, text_chars
-from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE, KIND_CHOICES, ControlTokens, JobProgress, Overflow, choices
+from rmscore.vocabulary import (
+    CHUNK_OPEN,
+    CONTROL_TOKEN_MODES,
+    JOB_ACTIVE,
+    KIND_CHOICES,
+    OVERFLOW_MODES,
+    JobProgress,
+    choices,
+)
 
 if TYPE_CHECKING:
     from rmscore.settings import Settings
@@ -150,14 +158,14 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     unknown = set(out) - {"overflow", "max_batch_tokens", "cache", "control_tokens"}
     if unknown:
         raise BadRequest(f"unknown job options: {', '.join(sorted(unknown))}", code="invalid_options")
-    if out.get("overflow") not in (None, *Overflow):
+    if out.get("overflow") not in (None, *OVERFLOW_MODES):
         raise BadRequest("options.overflow must be 'truncate' or 'error'", code="invalid_options")
     mbt = out.get("max_batch_tokens")
     if mbt is not None and (isinstance(mbt, bool) or not isinstance(mbt, int) or mbt < 16):
         raise BadRequest("options.max_batch_tokens must be an integer >= 16", code="invalid_options")
     if out.get("cache") not in (None, True, False):
         raise BadRequest("options.cache must be true or false", code="invalid_options")
-    if out.get("control_tokens") not in (None, *ControlTokens):
+    if out.get("control_tokens") not in (None, *CONTROL_TOKEN_MODES):
         raise BadRequest("options.control_tokens must be 'card' or 'neutralize'", code="invalid_options")
     return out
 

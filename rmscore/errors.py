@@ -91,6 +91,10 @@ class BadRequest(RmscoreError, code="bad_request", http_status=400):
     """An option or file the request names cannot be used (a cursor, an export format, a Parquet file)."""
 
 
+class UnsupportedMediaType(RmscoreError, code="unsupported_media_type", http_status=415):
+    """A request body of a content type the endpoint does not read."""
+
+
 class IdempotencyMismatch(RmscoreError, code="idempotency_key_reused", http_status=422):
     """An `Idempotency-Key` already used for a different request (as the IETF idempotency-key draft
     says: 422). Answering with the first job would silently drop the second request."""

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rmscore.vocabulary import ControlTokens, Overflow
+
 if TYPE_CHECKING:
     from rmscore.formats import LineLimits
 
@@ -73,11 +75,11 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_batch_tokens: int | None = Field(default=None, ge=16)
     max_batch_size: int = Field(default=256, ge=1)
-    overflow: Literal["truncate", "error"] = "truncate"
+    overflow: Overflow = "truncate"
     # Control-token strings (`<|eot_id|>` …) in content: "card" tokenizes them as control tokens,
     # exactly as the model card does; "neutralize" keeps them plain text (flagged on each result).
     # A job's options.control_tokens overrides it.
-    control_tokens: Literal["card", "neutralize"] = "card"
+    control_tokens: ControlTokens = "card"
     # CPU only: micro-batches scored at once, each on its share of the cores. Default: one per torch
     # thread (OMP_NUM_THREADS). Several workers on one host: give each OMP_NUM_THREADS=cores/workers.
     lanes: int | None = Field(default=None, ge=1)

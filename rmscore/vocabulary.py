@@ -1,7 +1,8 @@
 """The words jobs are described in, once: statuses, kinds, overflow and control-token modes.
 
-StrEnums, so a member is its string: what the tables store, the API sends and the CLI prints is the
-same text as before these existed (`JobStatus.queued == "queued"`, `json.dumps` writes "queued").
+Statuses and kinds are StrEnums, so a member is its string: what the tables store, the API sends
+and the CLI prints is the same text as before these existed (`JobStatus.queued == "queued"`,
+`json.dumps` writes "queued").
 
 Adding a kind of input is one line in `JobKind` for every run-time check (the API, the CLI, the
 store; a kind for online requests only is also named in `ONLINE_ONLY`); the static `Literal`s that
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Literal, TypeVar, get_args
 
 
 class JobStatus(StrEnum):
@@ -72,18 +74,31 @@ AUTO = "auto"  # not a kind: "the first line that names one"
 KIND_CHOICES = (*JOB_KINDS, AUTO)  # what a submission may ask for
 
 
-class Overflow(StrEnum):
-    """What happens to a conversation longer than the model's context."""
+# Modes are `Literal`s, not enums: Settings, the API's schemas and the engine's signatures type them
+# with these very aliases (a Literal keeps the OpenAPI schema an inline enum), and the tuples are what
+# run-time checks (the store, the CLI) test against.
+Overflow = Literal["truncate", "error"]
+"""What happens to a conversation longer than the model's context: keep the end and flag the result
+(truncate), or an error for that line."""
+OVERFLOW_MODES: tuple[Overflow, ...] = get_args(Overflow)
 
-    truncate = "truncate"  # keep the end, flag the result
-    error = "error"
+ControlTokens = Literal["card", "neutralize"]
+"""How control-token strings inside content are read (`worker.render`): as the model card does, as
+control tokens (card), or as plain text with the result flagged (neutralize)."""
+CONTROL_TOKEN_MODES: tuple[ControlTokens, ...] = get_args(ControlTokens)
+
+T = TypeVar("T", bound=str)
 
 
-class ControlTokens(StrEnum):
-    """How control-token strings inside content are read (`worker.render`)."""
-
-    card = "card"  # as the model card does: as control tokens
-    neutralize = "neutralize"  # as plain text; the result is flagged
+def one_of(value: str | None, allowed: tuple[T, ...]) -> T | None:
+    """`value` as the member of `allowed` it equals (typed as such), None when not given; ValueError
+    naming the allowed words otherwise."""
+    if value is None:
+        return None
+    for word in allowed:
+        if word == value:
+            return word
+    raise ValueError(f"{value!r} is not {choices(allowed)}")
 
 
 def choices(words: Iterable[str]) -> str:

@@ -23,7 +23,8 @@ from db.cache import CachedScore, conversation_hash, identity_hash, lookup, stor
 from rmscore.formats import Conversation, Item
 
 if TYPE_CHECKING:
-    from worker.engine import Overflow, Rejected, Scored, Scorer
+    from rmscore.vocabulary import Overflow
+    from worker.engine import Rejected, Scored, Scorer
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,17 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import torch
 
 from rmscore.formats import Conversation
+from rmscore.vocabulary import Overflow
 from worker import faults
 from worker.batching import pack
 from worker.render import Encoded, Renderer
 
 log = logging.getLogger(__name__)
-Overflow = Literal["truncate", "error"]
 
 # Budgets (batch size x longest sequence). On a 2-core CPU, 512-2048 tokens beat 8192 (the batch's
 # activations stay in cache); a GPU needs big batches to fill its cores. See README, Performance.

@@ -31,6 +31,7 @@ import redis
 
 from rmscore import keys
 from rmscore.formats import item_from_payload
+from rmscore.vocabulary import ControlTokens, Overflow
 from worker import faults
 
 if TYPE_CHECKING:
@@ -45,7 +46,10 @@ REPLY_TTL_S = 120  # a reply the API no longer waits for (it answered 504) expir
 
 
 def score_request(
-    runtime: WorkerRuntime, items: list[dict[str, Any]], overflow: str | None, control_tokens: str | None = None
+    runtime: WorkerRuntime,
+    items: list[dict[str, Any]],
+    overflow: Overflow | None,
+    control_tokens: ControlTokens | None = None,
 ) -> dict[str, Any]:
     """Score `items` (`{kind, line, custom_id, subset, payload}`, as api/online.py sends them) with the
     runtime's engine: the batch path's scoring, so the scores are the card's. Nothing is stored."""
@@ -54,7 +58,7 @@ def score_request(
     parsed = [item_from_payload(i["kind"], i["line"], i.get("custom_id"), i.get("subset"), i["payload"]) for i in items]
     faults.before_scoring(parsed)  # inert unless a test asks for it, as on the batch path
     control = control_tokens or runtime.settings.control_tokens
-    records = score_items(runtime.engine, parsed, overflow=overflow, control_tokens=control)  # type: ignore[arg-type]
+    records = score_items(runtime.engine, parsed, overflow=overflow, control_tokens=control)
     return {"records": records, "model_identity": runtime.engine.identity, "worker": runtime.name}
 
 
@@ -204,7 +208,7 @@ class OnlineLane(threading.Thread):
         return len(requests)
 
     def _score_group(
-        self, group: list[dict[str, Any]], overflow: str | None, control: str | None
+        self, group: list[dict[str, Any]], overflow: Overflow | None, control: ControlTokens | None
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         items = [item for req in group for item in req["items"]]
         try:

@@ -17,11 +17,10 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from rmscore.formats import Conversation
 
-ControlTokens = Literal["card", "neutralize"]
 # Inserted after the first character of a control-token string found in content. Why this, and not
 # tokenizing content with `split_special_tokens`: the text still goes through the card's single
 # tokenizer call, so content without such strings gives bit-identical ids (and scores) in both

@@ -23,8 +23,9 @@ from rmscore.formats import (
     pair_record,
     response_name,
 )
-from worker.engine import Overflow, Rejected, Scored, Scorer
-from worker.render import ControlTokens, Encoded, Renderer
+from rmscore.vocabulary import ControlTokens, Overflow
+from worker.engine import Rejected, Scored, Scorer
+from worker.render import Encoded, Renderer
 
 # Conversations (as the model reads them) -> the ones already scored, by position: the score cache.
 Lookup = Callable[[Sequence[Conversation | str]], dict[int, Scored]]

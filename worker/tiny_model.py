@@ -61,7 +61,7 @@ class Shape:
     intermediate: int
 
 
-SHAPES: dict[str, Shape] = {
+SHAPES: dict[Size, Shape] = {
     "tiny": Shape(vocab=1000, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=192),
     "small": Shape(vocab=4000, hidden=512, layers=8, heads=8, kv_heads=4, intermediate=1536),
 }

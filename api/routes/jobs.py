@@ -28,9 +28,9 @@ from db.compare import compare_job
 from db.jobs import CreatedJob, cancel_job, get_job, job_summary, list_jobs
 from db.results import iter_results
 from rmscore import cursor as cursors
-from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge
+from rmscore.errors import BadRequest, Overloaded, ReadTimeout, TooLarge, UnsupportedMediaType
 from rmscore.export import jsonl_chunks
-from rmscore.vocabulary import KIND_CHOICES
+from rmscore.vocabulary import KIND_CHOICES, ControlTokens, Overflow
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -175,10 +175,10 @@ async def upload_job(
         str | None, Query(max_length=1024, description="Comma-separated: score with each, to compare them.")
     ] = None,
     metadata: Annotated[str | None, Query(max_length=2048, description="A JSON object (bigger: a form field).")] = None,
-    overflow: Annotated[Literal["truncate", "error"] | None, Query()] = None,
+    overflow: Annotated[Overflow | None, Query()] = None,
     cache: CacheQuery = None,
     control_tokens: Annotated[
-        Literal["card", "neutralize"] | None, Query(description="As options.control_tokens (or a form field).")
+        ControlTokens | None, Query(description="As options.control_tokens (or a form field).")
     ] = None,
     filename: Annotated[
         str | None, Query(max_length=512, description="Names the file of a non-multipart body (.gz, .parquet).")
@@ -200,12 +200,8 @@ async def upload_job(
         if not boundary:
             raise BadRequest("multipart body without a boundary", code="invalid_multipart")
     elif media not in RAW_TYPES:
-        from api.errors import error_response
-
-        return error_response(  # type: ignore[return-value]
-            415,
-            "unsupported_media_type",
-            "send multipart/form-data with a 'file' field, or the file itself as application/x-ndjson",
+        raise UnsupportedMediaType(
+            "send multipart/form-data with a 'file' field, or the file itself as application/x-ndjson"
         )
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_upload_bytes:

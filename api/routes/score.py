@@ -41,7 +41,7 @@ log = logging.getLogger("api")
 )
 async def score(
     body: ScoreRequest, caller: CallerDep, state: StateDep, idempotency_key: IdempotencyKey = None
-) -> ScoreResponse:
+) -> JSONResponse:  # raw records, as `rmscore score` writes them; the schema is response_model's
     """Score up to `RMSCORE_SYNC_MAX_ITEMS` items (default 64) and answer with one record per item,
     `line` being its 1-based position; 504 if not scored within `RMSCORE_SYNC_TIMEOUT` seconds.
     Items are chat, pairwise, or `{"text": ...}` (a conversation already rendered with the chat
@@ -62,7 +62,7 @@ async def score(
             model, recs, stored_identity = await anyio.to_thread.run_sync(
                 stored_answer, state.db, earlier.job.id, caller.tenant
             )
-            return JSONResponse(  # type: ignore[return-value]
+            return JSONResponse(
                 {"model": model, "results": recs, "model_identity": stored_identity, "stored": True,
                  "job_id": earlier.job.id},
                 headers={"Idempotent-Replayed": "true"},
@@ -87,7 +87,7 @@ async def score(
     if body.store:
         answer.update(await _store(state, caller.tenant, parsed, records, model, identity, started, metadata,
                                    options, idempotency_key, fingerprint))  # fmt: skip
-    return JSONResponse(answer)  # type: ignore[return-value]
+    return JSONResponse(answer)
 
 
 async def _store(

@@ -37,7 +37,7 @@ def scores(
     model: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> ScorePage:
+) -> JSONResponse:  # rows as stored; the schema is response_model's
     """Scored lines (errors left out) of your jobs, in (job_id, line, model) order; page with `cursor`.
 
     The score range filters chat rows on `score` and pairwise rows on `margin`
@@ -54,6 +54,6 @@ def scores(
         model=model,
     )
     page, next_cursor = query_scores(db, q, tenant=caller.scope, limit=limit, cursor=cursor or None)
-    return JSONResponse(  # type: ignore[return-value]
+    return JSONResponse(
         {"data": page, "next_cursor": next_cursor, "has_more": next_cursor is not None}
     )

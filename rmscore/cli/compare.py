@@ -29,8 +29,9 @@ def print_comparison(c: dict[str, Any]) -> None:
 
     t = Table(title=f"job {c['job_id']}: {escape(a)} vs {escape(b)}")
     unit = "lines" if c.get("kind") == "listwise" else "pairs"
-    for name, justify in (("subset", "left"), (unit, "right"), (a, "right"), (b, "right"), ("agree", "right")):
-        t.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
+    t.add_column("subset", justify="left")
+    for name in (unit, a, b, "agree"):
+        t.add_column(escape(name), justify="right")
     for s in c["subsets"]:
         t.add_row(escape(s["subset"]), f"{s['n']:,}", pct(s["accuracy"][a]), pct(s["accuracy"][b]), pct(s["agreement"]))
     # A job without subsets has one row already, "all" (db.compare): a total under it would repeat it.

@@ -150,9 +150,9 @@ def evaluation_tables(evaluation: dict[str, Any] | None) -> list[Any]:
     eb = (evaluation or {}).get("evalbiasbench")
     if eb:
         t = Table(title=f"EvalBiasBench (model card: {eb['reference_model']})")
-        for name, justify in (("bias", "left"), ("pairs", "right"), ("accuracy", "right"), ("card", "right")):
-            t.add_column(name, justify=justify)  # type: ignore[arg-type]
-        t.add_column("Δ", justify="right")
+        t.add_column("bias", justify="left")
+        for name in ("pairs", "accuracy", "card", "Δ"):
+            t.add_column(name, justify="right")
         for r in eb["rows"]:
             delta = "—" if r["accuracy"] is None else f"{100 * r['accuracy'] - r['reference']:+.1f}"
             t.add_row(escape(r["bias"]), f"{r['n']:,}", pct(r["accuracy"]), f"{r['reference']:.1f}%", delta)

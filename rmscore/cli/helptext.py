@@ -10,14 +10,15 @@ Written as text, not read from `Settings`, so `rmscore --help` does not import p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperOption
 
 from rmscore.vocabulary import JOB_KINDS
+
+T = TypeVar("T", bound=str)
 
 DEFAULT_MODEL = "NCSOFT/Llama-3-OffsetBias-RM-8B"
 
@@ -33,13 +34,15 @@ def comma_list(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
 
-def check_choice(value: str | None, allowed: Iterable[str], option: str) -> None:
-    """A BadParameter naming the allowed words unless `value` is one of them (or not given)."""
-    from rmscore.vocabulary import choices
+def check_choice(value: str | None, allowed: tuple[T, ...], option: str) -> T | None:
+    """`value` as the word of `allowed` it is (typed as such), None when not given; a BadParameter
+    naming the allowed words otherwise."""
+    from rmscore.vocabulary import choices, one_of
 
-    words = tuple(allowed)
-    if value is not None and value not in words:
-        raise typer.BadParameter(f"{option} must be {choices(words)}", param_hint=f"--{option}")
+    try:
+        return one_of(value, allowed)
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be {choices(allowed)}", param_hint=f"--{option}") from None
 
 
 def env_default(setting: str, value: object) -> str:

@@ -14,11 +14,11 @@ def make_tiny_model(
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
 ) -> None:
     """Write a tiny LlamaForSequenceClassification with the real model's tokenizer conventions."""
+    from rmscore.cli.helptext import check_choice
     from worker.tiny_model import SHAPES, make_tiny_model
 
-    if size not in SHAPES:
-        raise typer.BadParameter(f"size must be one of {', '.join(SHAPES)}", param_hint="--size")
-    path = make_tiny_model(out_dir, size, seed)  # type: ignore[arg-type]
+    shape = check_choice(size, tuple(SHAPES), "size") or "tiny"
+    path = make_tiny_model(out_dir, shape, seed)
     typer.echo(str(path))
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ from rmscore.cli.helptext import (
 from rmscore.formats import Item, LineError, Parsed, error_record, kind_arg, open_input
 from rmscore.inputs import iter_parsed
 from rmscore.summary import Tally
-from rmscore.vocabulary import KIND_CHOICES, ControlTokens, Overflow
+from rmscore.vocabulary import CONTROL_TOKEN_MODES, KIND_CHOICES, OVERFLOW_MODES
 
 if TYPE_CHECKING:
     from worker.engine import Scorer  # imports torch: loaded only when `score` runs
@@ -106,11 +106,8 @@ def score(
 
     settings = get_settings()
     check_choice(kind, KIND_CHOICES, "kind")
-    check_choice(overflow, Overflow, "overflow")
-    check_choice(control_tokens, ControlTokens, "control-tokens")
-    control: Literal["card", "neutralize"] = (
-        "neutralize" if (control_tokens or settings.control_tokens) == "neutralize" else "card"
-    )
+    overflow_mode = check_choice(overflow, OVERFLOW_MODES, "overflow") or settings.overflow
+    control = check_choice(control_tokens, CONTROL_TOKEN_MODES, "control-tokens") or settings.control_tokens
 
     from worker.engine import Scorer
     from worker.scoring import score_items
@@ -123,7 +120,7 @@ def score(
             dtype=dtype or settings.dtype,
             max_batch_tokens=max_batch_tokens or settings.max_batch_tokens,
             max_batch_size=max_batch_size or settings.max_batch_size,
-            overflow=overflow or settings.overflow,  # type: ignore[arg-type]
+            overflow=overflow_mode,
             lanes=lanes or settings.lanes,
         )
     err.print(
