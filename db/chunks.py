@@ -31,7 +31,7 @@ from db.models import chunks, items, jobs
 from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
 from rmscore import failure_messages
-from rmscore.formats import Item, item_from_payload
+from rmscore.formats import Item, Kind, item_from_payload
 from rmscore.vocabulary import JOB_ACTIVE
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ChunkRef:
 class Lease:
     chunk_id: int
     job_id: str
-    kind: str
+    kind: Kind
     model: str
     first_line: int
     last_line: int
@@ -178,7 +178,7 @@ def load_items(db: Engine, lease: Lease) -> list[Item]:
         ).all()
     if len(rows) != lease.n_items:
         raise RuntimeError(f"chunk {lease.chunk_id} should hold {lease.n_items} items, the database has {len(rows)}")
-    return [item_from_payload(lease.kind, r.line, r.custom_id, r.subset, r.payload) for r in rows]  # type: ignore[arg-type]
+    return [item_from_payload(lease.kind, r.line, r.custom_id, r.subset, r.payload) for r in rows]
 
 
 def _leased_by(owner: str) -> ColumnElement[bool]:

@@ -8,6 +8,9 @@ budget (batch size x longest sequence) allows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def pack(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -39,3 +42,13 @@ def pack(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> 
 
 def padded_tokens(batch_lengths: Sequence[int]) -> int:
     return len(batch_lengths) * max(batch_lengths) if batch_lengths else 0
+
+
+def filled(slots: Sequence[T | None]) -> list[T]:
+    """`slots` once every one holds its result: results are placed by position, out of order (the
+    cache's first, batches longest first), and a slot left empty is a bug to fail on, not a None
+    to hand on as a score."""
+    out = [s for s in slots if s is not None]
+    if len(out) != len(slots):
+        raise RuntimeError(f"{len(slots) - len(out)} of {len(slots)} results were never filled in")
+    return out

@@ -21,7 +21,7 @@ import torch
 from rmscore.formats import Conversation
 from rmscore.vocabulary import Overflow
 from worker import faults
-from worker.batching import pack
+from worker.batching import filled, pack
 from worker.render import Encoded, Renderer
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ class Scorer:
                 out[i] = result
         with self._lock:
             self.stats.items += len(encoded)
-        return out  # type: ignore[return-value]
+        return filled(out)
 
     def _run(self, batches: list[list[Encoded]]) -> list[list[Scored | Rejected]]:
         """Score micro-batches, `lanes` at a time; results in the order of `batches`. Between two of
@@ -281,7 +281,7 @@ class Scorer:
                 if i:
                     self._boundary()
                 out[i] = self._score_rows(rows)
-            return out  # type: ignore[return-value]
+            return filled(out)
         # At most `lanes` batches in flight (not all of them queued on the pool at once), so what
         # `between_batches` submits waits behind one batch per lane, not behind the whole call.
         inflight: dict[Future[list[Scored | Rejected]], int] = {}
@@ -297,7 +297,7 @@ class Scorer:
             for f in inflight:  # a failed batch fails the call: do not leave the others computing
                 f.cancel()
             raise
-        return out  # type: ignore[return-value]
+        return filled(out)
 
     @staticmethod
     def _collect(

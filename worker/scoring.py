@@ -24,6 +24,7 @@ from rmscore.formats import (
     response_name,
 )
 from rmscore.vocabulary import ControlTokens, Overflow
+from worker.batching import filled
 from worker.engine import Rejected, Scored, Scorer
 from worker.render import Encoded, Renderer
 
@@ -91,7 +92,7 @@ def score_prepared(engine: Scorer, prepared: Prepared, *, overflow: Overflow | N
         results[i] = result
     for i, earlier in prepared.same.items():
         results[i] = results[earlier]
-    return results  # type: ignore[return-value]
+    return filled(results)
 
 
 def shape_records(prepared: Prepared, results: Sequence[Scored | Rejected]) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.batching import pack
+from worker.batching import filled, pack
 
 
 @given(
@@ -25,3 +26,9 @@ def test_sorted_neighbours_pad_little():
     lengths = [10, 300, 11, 299, 12, 298]
     assert pack(lengths, 600, 64) == [[1, 3], [5, 4], [2, 0]]
     assert pack(lengths, 10_000, 2) == [[1, 3], [5, 4], [2, 0]]
+
+
+def test_filled_keeps_order_and_refuses_a_hole() -> None:
+    assert filled([3, 0, 5]) == [3, 0, 5]  # a falsy result is a result
+    with pytest.raises(RuntimeError, match="1 of 3 results were never filled in"):
+        filled([1, None, 2])
