@@ -208,11 +208,8 @@ class _ChunkPlanner:
 
 def find_by_idempotency_key(db: Engine | Connection, tenant: str, key: str) -> JobInfo | None:
     q = select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
-    if isinstance(db, Connection):
-        row = db.execute(q).first()
-    else:
-        with reading(db) as conn:
-            row = conn.execute(q).first()
+    with reading(db) as conn:
+        row = conn.execute(q).first()
     return JobInfo.from_row(row) if row else None
 
 
@@ -442,11 +439,8 @@ def get_job(db: Engine | Connection, job_id: str, *, tenant: str | None = None) 
     q = select(jobs).where(jobs.c.id == job_id)
     if tenant is not None:
         q = q.where(jobs.c.tenant == tenant)
-    if isinstance(db, Connection):
-        row = db.execute(q).first()
-    else:
-        with reading(db) as conn:
-            row = conn.execute(q).first()
+    with reading(db) as conn:
+        row = conn.execute(q).first()
     if row is None:
         raise NotFound(f"no job {job_id!r}", code="job_not_found")
     return JobInfo.from_row(row)
@@ -518,11 +512,8 @@ def _model_summary(db: Engine, job: JobInfo, model: str) -> dict[str, Any]:
 def job_models(db: Engine | Connection, job: JobInfo) -> list[str]:
     """The models a job is scored with (its chunks'), the job's own model first."""
     q = select(chunks.c.model).where(chunks.c.job_id == job.id).distinct()
-    if isinstance(db, Connection):
-        found = db.execute(q).scalars().all()
-    else:
-        with reading(db) as conn:
-            found = conn.execute(q).scalars().all()
+    with reading(db) as conn:
+        found = conn.execute(q).scalars().all()
     return [job.model, *sorted(m for m in found if m != job.model)]
 
 

@@ -268,11 +268,8 @@ def job_accuracy(db: Engine | Connection, job_id: str, model: str, kind: str = "
         .where(results.c.job_id == job_id, results.c.model == model, value.is_not(None))
         .group_by(results.c.subset)
     )
-    if isinstance(db, Connection):
-        rows = db.execute(q).all()
-    else:
-        with reading(db) as conn:
-            rows = conn.execute(q).all()
+    with reading(db) as conn:
+        rows = conn.execute(q).all()
     per_subset: dict[str, tuple[float, int]] = {}
     for subset, n, got in rows:
         name = subset or "all"

@@ -97,8 +97,13 @@ def writing(db: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def reading(db: Engine) -> Iterator[Connection]:
-    """A read-only transaction (one consistent snapshot; never blocks writers)."""
+def reading(db: Engine | Connection) -> Iterator[Connection]:
+    """A read-only transaction (one consistent snapshot; never blocks writers). Given a connection
+    (a caller already inside its own transaction), reads in that one: the caller's snapshot, and on
+    SQLite no second connection waiting on the first's lock."""
+    if isinstance(db, Connection):
+        yield db
+        return
     with db.connect() as conn, conn.begin():
         yield conn
 

@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from db.chunks import chunk_counts
 from db.jobs import cancel_job, create_job, get_job, job_summary, list_jobs, resolve_model
 from db.models import chunks, items, jobs, results
 from db.results import iter_results
-from db.session import reading
+from db.session import reading, writing
 from rmscore.errors import BadRequest, Conflict, IdempotencyMismatch, NotFound, TooLarge
 from rmscore.formats import parse_line, parse_object
 from rmscore.inputs import iter_parsed
@@ -208,6 +208,18 @@ def test_get_job_hides_other_tenants(db: Engine) -> None:
         get_job(db, job.id, tenant="bob")
     with pytest.raises(NotFound):
         get_job(db, "nope")
+
+
+def test_reads_given_a_connection_stay_in_its_transaction(db: Engine) -> None:
+    # A caller inside a write transaction reads through it: it sees its own uncommitted change (on
+    # SQLite a second connection would instead wait on the first's lock).
+    job = create_job(db, parsed([chat(1)]), model="tiny").job
+    with writing(db) as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(status="running"))
+        assert get_job(conn, job.id).status == "running"
+        with reading(conn) as same:
+            assert same is conn
+    assert get_job(db, job.id).status == "running"
 
 
 def test_list_jobs_pages_newest_first_each_job_once(db: Engine) -> None:
