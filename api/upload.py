@@ -161,10 +161,6 @@ class Limits:
     max_responses: int
 
 
-def _is_gzip(head: bytes) -> bool:
-    return head[:2] == b"\x1f\x8b"
-
-
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, OSError)
 
 
@@ -215,10 +211,7 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
 
     Raises before the first line when the file expands beyond the limits, so a bomb stores nothing.
     """
-    with open(path, "rb") as f:
-        head = f.read(4)
-    name = (filename or "").lower()
-    if head == pq.MAGIC or name.endswith(".parquet"):
+    if pq.is_parquet(path, filename or ""):
         yield from pq.iter_parsed(
             path,
             formats.kind_arg(kind),
@@ -228,8 +221,9 @@ def parse_file(path: Path, filename: str | None, kind: str, limits: Limits) -> I
             max_responses=limits.max_responses,
         )
         return
-    gz = _is_gzip(head)
-    document = name.removesuffix(".gz").endswith(".json")
+    with open(path, "rb") as f:
+        gz = f.read(2) == formats.GZIP_MAGIC
+    document = formats.is_json_document(filename or "")
     # Counted up to the limit that applies (a document's is smaller), then stopped: never more work.
     limit = min(limits.max_job_bytes, limits.max_json_bytes) if document else limits.max_job_bytes
     size = _gunzipped_size(path, limit) if gz else path.stat().st_size

@@ -550,19 +550,38 @@ def parse_line(
     return parse_object(obj, line, kind, max_turns=max_turns, max_responses=max_responses)
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # gzip is told by its first bytes, whatever the file's name
+
+
+class KindLatch:
+    """The kind every line of one input is read as, written once for every reader (JSON lines, a
+    document's rows, request items, Parquet rows): a kind named up front; with "auto", the first valid
+    line's kind, fixed for the rest (a job is one kind); with None, any kind line by line (online)."""
+
+    def __init__(self, kind: KindArg) -> None:
+        self._auto = kind == "auto"
+        self.kind: Kind | None = None if kind is None or kind == "auto" else kind
+
+    def saw(self, parsed: Parsed) -> Parsed:
+        """`parsed`, after letting it fix the kind when it is the first valid line under "auto"."""
+        if self._auto and self.kind is None and not isinstance(parsed, LineError):
+            self.kind = parsed.kind
+        return parsed
+
+
 def open_input(path: str | Path) -> IO[bytes]:
     path = Path(path)
     f: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    if f.read(2) == b"\x1f\x8b":
+    if f.read(2) == GZIP_MAGIC:
         f.seek(0)
         return gzip.open(f, "rb")  # type: ignore[return-value]
     f.seek(0)
     return f
 
 
-def _is_json_document(path: Path) -> bool:
-    name = path.name.lower().removesuffix(".gz")
-    return name.endswith(".json")
+def is_json_document(name: str) -> bool:
+    """`.json` (or `.json.gz`): one document, parsed whole; any other name is read as JSON lines."""
+    return name.lower().removesuffix(".gz").endswith(".json")
 
 
 def iter_json(
@@ -580,21 +599,19 @@ def iter_json(
     JSON only: a file of any type (Parquet too) goes through `rmscore.inputs.iter_parsed`, which
     picks the reader; this module never imports `rmscore.parquet`, which builds on it.
     """
-    if isinstance(source, str | Path) and _is_json_document(Path(source)):
+    if isinstance(source, str | Path) and is_json_document(Path(source).name):
         yield from _iter_json_document(Path(source), kind, max_turns, max_responses)
         return
     stream = open_input(source) if isinstance(source, str | Path) else source
-    fixed: Kind | None = None if kind is None or kind == "auto" else kind
+    latch = KindLatch(kind)
     try:
         for n, raw in enumerate(_lines(stream), start=1):
             if not raw.strip():
                 continue
             parsed = parse_line(
-                raw, n, fixed, max_line_bytes=max_line_bytes, max_turns=max_turns, max_responses=max_responses
+                raw, n, latch.kind, max_line_bytes=max_line_bytes, max_turns=max_turns, max_responses=max_responses
             )
-            if fixed is None and not isinstance(parsed, LineError):
-                fixed = parsed.kind
-            yield parsed
+            yield latch.saw(parsed)
     finally:
         if isinstance(source, str | Path):
             stream.close()
@@ -652,16 +669,14 @@ def iter_objects(
     An item is held to `max_line_bytes` as its JSON text, however it arrived, as a file's line is.
     `kind="auto"`: the first valid item fixes the kind; None: each item may be either kind.
     """
-    fixed: Kind | None = None if kind is None or kind == "auto" else kind
+    latch = KindLatch(kind)
     for n, obj in enumerate(objs, start=1):
         size = json_size(obj) if max_line_bytes is not None else 0
         if max_line_bytes is not None and size > max_line_bytes:
             parsed: Parsed = LineError(n, None, "line_too_long", f"item is {size} bytes; the limit is {max_line_bytes}")
         else:
-            parsed = parse_object(obj, n, fixed, max_turns=max_turns, max_responses=max_responses, text_ok=text_ok)
-        if kind == "auto" and fixed is None and not isinstance(parsed, LineError):
-            fixed = parsed.kind
-        yield parsed
+            parsed = parse_object(obj, n, latch.kind, max_turns=max_turns, max_responses=max_responses, text_ok=text_ok)
+        yield latch.saw(parsed)
 
 
 def json_size(obj: Any) -> int:

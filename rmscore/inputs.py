@@ -20,10 +20,11 @@ def iter_parsed(
 ) -> Iterator[Parsed]:
     """Items and errors, one per input line (or Parquet row), in order, from a path or byte stream.
 
-    A path ending in `.parquet` is read as Parquet (pyarrow is imported only then); anything else as
-    JSON (`rmscore.formats.iter_json`: JSONL, `.jsonl.gz`, or one `.json` document).
+    A path ending in `.parquet`, or a file that starts with Parquet's magic bytes, is read as Parquet
+    (`parquet.is_parquet`; pyarrow is imported only then); anything else as JSON
+    (`rmscore.formats.iter_json`: JSONL, `.jsonl.gz`, or one `.json` document).
     """
-    if isinstance(source, str | Path) and Path(source).suffix.lower() == ".parquet":
+    if isinstance(source, str | Path) and parquet.is_parquet(source):
         yield from parquet.iter_parsed(source, kind, **limits)
         return
     yield from iter_json(source, kind, **limits)

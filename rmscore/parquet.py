@@ -18,8 +18,8 @@ from rmscore.formats import (
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_MAX_RESPONSES,
     DEFAULT_MAX_TURNS,
-    Kind,
     KindArg,
+    KindLatch,
     LineError,
     Parsed,
     parse_object,
@@ -29,12 +29,16 @@ MAGIC = b"PAR1"
 BATCH_ROWS = 4096
 
 
-def is_parquet(path: str | Path) -> bool:
-    p = Path(path)
-    if p.suffix.lower() == ".parquet":
+def is_parquet(path: str | Path, name: str | None = None) -> bool:
+    """Parquet by its name (`name`, else the path's) ending in `.parquet`, or by its magic bytes: an
+    upload's temporary file, or a CLI input, named otherwise is still read as what it is."""
+    if str(name if name is not None else path).lower().endswith(".parquet"):
         return True
     try:
-        with open(p, "rb") as f:
+        # Only a regular file is sniffed: bytes read from a pipe (/dev/stdin, <(...)) would be lost.
+        if not Path(path).is_file():
+            return False
+        with open(path, "rb") as f:
             return f.read(4) == MAGIC
     except OSError:
         return False
@@ -215,7 +219,7 @@ def iter_parsed(
     A row is held to `max_line_bytes` as a JSON line is (`line_too_long`, judged on its decoded size),
     and the whole file to `max_bytes` decoded.
     """
-    fixed: Kind | None = None if kind is None or kind == "auto" else kind
+    latch = KindLatch(kind)
     n = 0
     try:
         rows = iter_rows(source, max_row_bytes=max_line_bytes, max_bytes=max_bytes)
@@ -235,10 +239,8 @@ def iter_parsed(
                 n, None, "line_too_long", f"row decodes to about {row} bytes; the limit is {max_line_bytes}"
             )
         else:
-            parsed = parse_object(row, n, fixed, max_turns=max_turns, max_responses=max_responses)
-        if fixed is None and not isinstance(parsed, LineError):
-            fixed = parsed.kind
-        yield parsed
+            parsed = parse_object(row, n, latch.kind, max_turns=max_turns, max_responses=max_responses)
+        yield latch.saw(parsed)
 
 
 # --------------------------------------------------------------------------- results -> Parquet

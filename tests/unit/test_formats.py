@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +174,23 @@ def test_a_json_document_saved_with_a_byte_order_mark_parses(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"length": [row]}).encode())
     (parsed,) = list(iter_parsed(path, "auto"))
     assert isinstance(parsed, PairItem) and parsed.subset == "length"
+
+
+def test_every_reader_fixes_the_kind_from_the_first_valid_line(tmp_path: Path) -> None:
+    # "auto": the first valid line (not the first line) fixes the kind for the rest, in JSON lines,
+    # a .json document and request items alike; None (online requests): each item any kind.
+    from rmscore.formats import KindLatch, iter_json, iter_objects, parse_object
+
+    pair = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    chat = {"prompt": "q", "response": "a"}
+    rows: list[Any] = [[1], pair, chat, pair]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    document = tmp_path / "in.json"
+    document.write_text(json.dumps(rows))
+    for parsed in (list(iter_json(jsonl)), list(iter_json(document)), list(iter_objects(rows))):
+        assert [type(p).__name__ for p in parsed] == ["LineError", "PairItem", "LineError", "PairItem"]
+    assert [p.kind for p in iter_objects(rows[1:], None)] == ["pairwise", "chat", "pairwise"]
+    latch = KindLatch("chat")
+    assert latch.kind == "chat" and latch.saw(parse_object(pair, 1, None)).kind == "pairwise"
+    assert latch.kind == "chat"  # a kind named up front is never replaced

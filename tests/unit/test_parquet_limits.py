@@ -90,3 +90,26 @@ def test_ordinary_files_read_as_before(tmp_path: Path) -> None:
     out = list(parquet.iter_parsed(path, "auto", max_bytes=GIB))
     assert len(out) == 10_000 and all(isinstance(p, ChatItem) for p in out)
     assert out[-1].messages[0]["content"] == "p9999"
+
+
+def test_a_parquet_file_is_read_as_parquet_whatever_its_name(tmp_path: Path) -> None:
+    # One rule for every reader (the CLI's path, the API's upload): the name, else the magic bytes.
+    from rmscore.inputs import iter_parsed
+
+    path = tmp_path / "export.bin"
+    pq.write_table(pa.table({"prompt": ["q"], "response": ["r"]}), path)
+    assert parquet.is_parquet(path) and parquet.is_parquet(tmp_path / "x", name="x.PARQUET")
+    (item,) = iter_parsed(path)
+    assert isinstance(item, ChatItem) and item.messages[-1]["content"] == "r"
+    jsonl = tmp_path / "lines.bin"
+    jsonl.write_text('{"prompt": "q", "response": "r"}\n')
+    assert not parquet.is_parquet(jsonl)
+
+
+def test_a_pipe_is_never_sniffed(tmp_path: Path) -> None:
+    # Reading its first bytes to look would lose them for the reader that follows.
+    import os
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    assert not parquet.is_parquet(fifo)  # returns at once: opening the FIFO would block
