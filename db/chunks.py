@@ -32,7 +32,7 @@ from db.results import insert_missing_results, result_row, upsert_results
 from db.session import reading, retrying, utcnow, writing
 from rmscore import failure_messages
 from rmscore.formats import Item, Kind, item_from_payload
-from rmscore.vocabulary import JOB_ACTIVE
+from rmscore.vocabulary import CHUNK_OPEN, JOB_ACTIVE
 
 log = logging.getLogger(__name__)
 SCORING_FAILED = "scoring_failed"
@@ -156,6 +156,20 @@ def queued_for_model(db: Engine, chunk_id: int) -> tuple[ChunkRef, str] | None:
             )
         ).first()
     return None if row is None else (ChunkRef(row.id, row.job_id, row.model, row.n_items), row.model_ref)
+
+
+def work_left(db: Engine, model: str, model_refs: Collection[str]) -> int:
+    """Chunks a worker of `model` serving `model_refs` may still be handed: queued or leased (a lease
+    may expire and come back), of a job not stopped, and recorded for no model or for one of these.
+    0 is a burst worker's signal that its queue is drained."""
+    same_model = or_(chunks.c.model_ref.is_(None), chunks.c.model_ref.in_(sorted(model_refs)))
+    with reading(db) as conn:
+        found = conn.execute(
+            select(func.count())
+            .select_from(chunks)
+            .where(chunks.c.model == model, chunks.c.status.in_(CHUNK_OPEN), same_model, ~_job_stopped(chunks.c.job_id))
+        ).scalar_one()
+    return int(found)
 
 
 def chunk_status(db: Engine, chunk_id: int) -> str | None:

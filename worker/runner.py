@@ -501,8 +501,10 @@ def run_worker(
     name: str | None = None,
     suffix: str | None = None,
     loglevel: str = "INFO",
+    burst: bool = False,
 ) -> int:
-    """Load, warm up, then consume the model's queue until shut down. Returns the exit code."""
+    """Load, warm up, then consume the model's queue until shut down (with `burst`, until nothing is
+    left for it: worker/burst.py). Returns the exit code."""
     from db.migrate import ensure_schema
     from db.session import get_engine
     from rmscore.broker import create_app, get_redis
@@ -555,6 +557,14 @@ def run_worker(
     # Stats for Flower (a bootstep, so before app.Worker) and the Prometheus endpoint if a port is set.
     monitoring.install(app, runtime, load_seconds=load_seconds, metrics_port=settings.worker_metrics_port)
 
+    drain = None
+    if burst:
+        from celery.signals import worker_ready
+
+        from worker.burst import Burst
+
+        drain = Burst(runtime)
+        worker_ready.connect(lambda **_: drain.start(), weak=False)  # Celery's SIGTERM handler is in place
     worker = app.Worker(
         hostname=runtime.name,
         queues=[runtime.queue],
@@ -570,6 +580,8 @@ def run_worker(
         worker.start()
     finally:
         runtime.finish()  # warm shutdown: the chunks in hand are scored and stored, the lease keeper still on
+        if drain is not None:
+            drain.stopping.set()
         lane.stop()
         reconciler.stop()
         keeper.stopping.set()

@@ -36,6 +36,14 @@ def worker(
     check: Annotated[
         bool, typer.Option("--check", help="Exit 0 if a worker on this host has a live heartbeat.")
     ] = False,
+    burst: Annotated[
+        bool,
+        typer.Option(
+            "--burst",
+            help="Exit 0 once no chunk of this model is queued or being scored: score what was submitted, "
+            "then free the device (a batch node).",
+        ),
+    ] = False,
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING …")] = "INFO",
 ) -> None:
     """Load the model once, warm it up, then score chunks from its queue until stopped (SIGTERM
@@ -65,6 +73,7 @@ def worker(
         name=name,
         suffix=suffix,
         loglevel=loglevel.upper(),
+        burst=burst,
     )
     raise typer.Exit(code)
 

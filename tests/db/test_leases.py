@@ -303,3 +303,23 @@ def test_accuracy_per_subset_and_overall(db: Engine) -> None:
     acc = job_accuracy(db, job_id, "tiny")
     subsets = {"a": {"accuracy": 0.5, "n": 2}, "b": {"accuracy": 1.0, "n": 1}}
     assert acc == {"overall": 2 / 3, "n": 3, "subsets": subsets}
+
+
+def test_work_left_counts_what_a_worker_of_the_model_may_still_be_handed(db: Engine) -> None:
+    # What `rmscore worker --burst` waits on: queued and leased chunks of its model, for its weights.
+    from db.chunks import work_left
+
+    refs = {"ref-a"}
+    assert work_left(db, "tiny", refs) == 0
+    job = chat_job(db, 6)  # three chunks
+    first, second, _ = chunk_ids(db, job)
+    assert work_left(db, "tiny", refs) == 3 and work_left(db, "other", refs) == 0
+    lease = claim_chunk(db, first, new_owner("w"), **LEASE)
+    assert lease is not None and work_left(db, "tiny", refs) == 3  # leased: it may come back
+    assert complete_chunk(db, lease, records(db, lease), None)
+    assert work_left(db, "tiny", refs) == 2
+    with writing(db) as conn:  # recorded for other weights of the same name: never ours
+        conn.execute(update(chunks).where(chunks.c.id == second).values(model_ref="ref-b"))
+    assert work_left(db, "tiny", refs) == 1 and work_left(db, "tiny", {"ref-b"}) == 2
+    cancel_job(db, job)
+    assert work_left(db, "tiny", refs) == 0
