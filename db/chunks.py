@@ -76,6 +76,11 @@ def _job_stopped(job_id: Any) -> Any:
     return exists().where(jobs.c.id == job_id, jobs.c.status.in_(("cancelling", "cancelled")))
 
 
+def _servable_by(model_refs: Collection[str]) -> ColumnElement[bool]:
+    """A chunk that records no exact model, or one of `model_refs` (the refs of the weights a worker holds)."""
+    return or_(chunks.c.model_ref.is_(None), chunks.c.model_ref.in_(sorted(model_refs)))
+
+
 def claim_chunk(
     db: Engine,
     chunk_id: int,
@@ -87,9 +92,7 @@ def claim_chunk(
 ) -> Lease | None:
     """Lease the chunk for `owner`; None when it is not ours to run (done, leased, cancelled, used up,
     or recorded for another model than `model_refs`, the refs of the model the worker serves)."""
-    same_model = (
-        true() if model_refs is None else or_(chunks.c.model_ref.is_(None), chunks.c.model_ref.in_(sorted(model_refs)))
-    )
+    same_model = true() if model_refs is None else _servable_by(model_refs)
 
     def run() -> Lease | None:
         now = utcnow()
@@ -162,12 +165,16 @@ def work_left(db: Engine, model: str, model_refs: Collection[str]) -> int:
     """Chunks a worker of `model` serving `model_refs` may still be handed: queued or leased (a lease
     may expire and come back), of a job not stopped, and recorded for no model or for one of these.
     0 is a burst worker's signal that its queue is drained."""
-    same_model = or_(chunks.c.model_ref.is_(None), chunks.c.model_ref.in_(sorted(model_refs)))
     with reading(db) as conn:
         found = conn.execute(
             select(func.count())
             .select_from(chunks)
-            .where(chunks.c.model == model, chunks.c.status.in_(CHUNK_OPEN), same_model, ~_job_stopped(chunks.c.job_id))
+            .where(
+                chunks.c.model == model,
+                chunks.c.status.in_(CHUNK_OPEN),
+                _servable_by(model_refs),
+                ~_job_stopped(chunks.c.job_id),
+            )
         ).scalar_one()
     return int(found)
 
