@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 MIB = 1024**2
-# With the API's malloc arenas capped at two (api.main.cap_malloc_arenas) the peak measured 277-282 MB
-# in seven runs on both databases; without the cap it wandered from 273 to 318 MB. The bound leaves 30 MB
+# With the API's malloc arenas capped at two (api.main.cap_malloc_arenas) the peak measured 277-285 MB
+# in eight runs on both databases; without the cap it wandered from 273 to 318 MB. The bound leaves 30 MB
 # of headroom and still catches any expansion bomb (GBs) or a return of per-thread arena growth.
 RSS_TARGET_MB = 310
 
